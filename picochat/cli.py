@@ -1,0 +1,127 @@
+"""`picochat <noun> <verb> [flags]`: parse, resolve the config, call one function.
+
+The command table below is the whole CLI surface. Each row names the function it calls
+("module:function", imported only when that command runs, so `--help` stays instant) and the
+config dataclasses whose fields become its flags. The function receives a `Resolved`: one
+attribute per config section (`cfg.run`, `cfg.model`, `cfg.train`, ...) plus `cfg.args` for
+the command's own extra arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+from dataclasses import dataclass, fields
+from types import SimpleNamespace
+from typing import Any
+
+from picochat import config as C
+from picochat.common.errors import UserError
+
+Arg = tuple[tuple[str, ...], dict[str, Any]]  # (flags, argparse kwargs) for extra arguments
+
+
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]
+    help: str
+    target: str
+    sections: tuple[type, ...] = (C.RunConfig,)
+    stage: str | None = None  # which preset row fills TrainConfig
+    extra: tuple[Arg, ...] = ()
+
+
+COMMANDS: list[Command] = [
+    Command(("train", "base"), "pretrain the GPT on the base corpus", "picochat.train.base:main",
+            (C.RunConfig, C.ModelConfig, C.TrainConfig), stage="base"),
+]
+
+
+class Resolved(SimpleNamespace):
+    """The resolved configuration of one command: `cfg.run`, `cfg.model`, ..., and `cfg.args`."""
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {k: dataclasses.asdict(v) for k, v in vars(self).items() if dataclasses.is_dataclass(v)}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_section_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    group = parser.add_argument_group(f"{C.section_name(cls)} options")
+    for f in fields(cls):
+        helptext = f.metadata.get("help", "")
+        kw: dict[str, Any] = {"dest": f"{C.section_name(cls)}.{f.name}", "default": argparse.SUPPRESS}
+        if f.type == "bool":
+            kw["action"] = argparse.BooleanOptionalAction
+            group.add_argument(_flag(f.name), help=f"{helptext} (default: {f.default})", **kw)
+            continue
+        kw["type"] = {"int": int, "float": float, "str": str}[str(f.type)]
+        group.add_argument(_flag(f.name), metavar=str(f.type).upper(),
+                           help=f"{helptext} (default: {f.default!r})", **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="picochat", description="Train a small ChatGPT-like model end to end, and talk to it.")
+    nouns = parser.add_subparsers(dest="noun", metavar="<command>")
+    groups: dict[str, Any] = {}
+    for cmd in COMMANDS:
+        if len(cmd.words) == 1:
+            sub = nouns.add_parser(cmd.words[0], help=cmd.help, description=cmd.help)
+        else:
+            if cmd.words[0] not in groups:
+                noun = nouns.add_parser(cmd.words[0], help=f"{cmd.words[0]} commands")
+                groups[cmd.words[0]] = noun.add_subparsers(dest="verb", metavar="<verb>")
+            sub = groups[cmd.words[0]].add_parser(cmd.words[1], help=cmd.help, description=cmd.help)
+        sub.set_defaults(_command=cmd)
+        sub.add_argument("--config", metavar="TOML", help="TOML file overriding the preset (tables: "
+                         + ", ".join(f"[{C.section_name(s)}]" for s in cmd.sections) + ")")
+        for flags, kw in cmd.extra:
+            sub.add_argument(*flags, **kw)
+        for section in cmd.sections:
+            _add_section_flags(sub, section)
+    return parser
+
+
+def resolve(cmd: Command, ns: argparse.Namespace) -> Resolved:
+    """dataclass defaults < preset < --config TOML < flags."""
+    given = {k: v for k, v in vars(ns).items() if "." in k}
+    preset = C.get_preset(given.get("run.preset", "demo"))
+    sections = {C.section_name(cls): C.preset_section(preset, cls, cmd.stage) for cls in cmd.sections}
+    if getattr(ns, "config", None):
+        C.apply_toml(sections, ns.config)
+    for key, value in given.items():
+        section, name = key.split(".", 1)
+        setattr(sections[section], name, value)
+    if "run" in sections and not sections["run"].run:
+        sections["run"].run = sections["run"].preset
+    extra = {k: v for k, v in vars(ns).items() if "." not in k and not k.startswith("_")}
+    return Resolved(**sections, args=argparse.Namespace(**extra))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    cmd: Command | None = getattr(ns, "_command", None)
+    if cmd is None:
+        parser.print_help()
+        sys.exit(0 if not argv and argv is not None else 2)
+    module, func = cmd.target.split(":")
+    try:
+        cfg = resolve(cmd, ns)
+        result = getattr(importlib.import_module(module), func)(cfg)
+    except UserError as e:
+        print(f"picochat: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("\npicochat: interrupted; run the same command again to resume.", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

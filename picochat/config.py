@@ -1,0 +1,209 @@
+"""Configs are data: plain dataclasses, plus named presets that fill them in.
+
+Every command's flags are generated from the fields of the dataclasses it uses (see cli.py):
+field `matrix_lr` becomes `--matrix-lr`, its help is the field's `help` metadata. Values are
+resolved in this order, later wins: dataclass default < preset < `--config run.toml` < flags.
+Every run writes the resolved config beside its artifact, so a result can always be traced
+back to the exact numbers that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from picochat.common.errors import UserError
+
+
+def opt(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with help text (shown by `--help`)."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+class ConfigError(UserError):
+    """A configuration mistake (unknown preset, key or type); the CLI prints it as one sentence."""
+
+
+@dataclass
+class RunConfig:
+    """Where a run lives and what it runs on; shared by every command."""
+
+    preset: str = opt("demo", "named preset: demo, d12, d20, d26, d32")
+    run: str = opt("", "run name (default: the preset name); artifacts go to $PICOCHAT_HOME/runs/<run>/")
+    home: str = opt("", "root for runs and downloads (default: $PICOCHAT_HOME or ~/.cache/picochat)")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
+    seed: int = opt(1337, "random seed")
+    mirror: str = opt("", "local directory or URL that mirrors the datasets (default: $PICOCHAT_MIRROR)")
+
+
+@dataclass
+class ModelConfig:
+    """The GPT's shape. `depth` is the one knob: width = 64 x depth (see model/gpt.py)."""
+
+    depth: int = opt(20, "number of transformer blocks; width = aspect_ratio x depth")
+    aspect_ratio: int = opt(64, "model width per layer of depth")
+    head_dim: int = opt(128, "dimension of each attention head")
+    n_kv_head: int = opt(0, "key/value heads for GQA/MQA (0 = as many as query heads)")
+    vocab_size: int = opt(32768, "tokenizer vocabulary size (special tokens included)")
+    seq_len: int = opt(2048, "context length in tokens")
+    softcap: float = opt(15.0, "logit soft-cap c: logits = c * tanh(logits / c); 0 disables")
+
+
+@dataclass
+class TokenizerConfig:
+    """How the BPE tokenizer is trained."""
+
+    vocab_size: int = opt(32768, "vocabulary size including special tokens")
+    max_chars: int = opt(2_000_000_000, "characters of training text to read")
+    doc_cap: int = opt(10_000, "characters kept from each document")
+    source: str = opt("synthetic", "text source to train on (see `picochat data list`)")
+
+
+@dataclass
+class TrainConfig:
+    """One training stage: the same fields drive base, mid and SFT (see train/trainer.py)."""
+
+    source: str = opt("synthetic", "training data source (see `picochat data list`)")
+    device_batch_size: int = opt(32, "sequences per device per micro-step")
+    total_batch_tokens: int = opt(524288, "tokens per optimizer step, summed over devices and micro-steps")
+    num_steps: int = opt(0, "optimizer steps (0 = derive from param_data_ratio or the data)")
+    param_data_ratio: float = opt(20.0, "tokens per parameter when num_steps is 0 (Chinchilla: 20)")
+    matrix_lr: float = opt(0.02, "Muon learning rate for 2-D hidden matrices")
+    embedding_lr: float = opt(0.2, "AdamW learning rate for the token embedding")
+    unembedding_lr: float = opt(0.004, "AdamW learning rate for the output head")
+    scalar_lr: float = opt(0.5, "AdamW learning rate for scalar parameters")
+    weight_decay: float = opt(0.0, "decoupled weight decay for Muon matrices")
+    warmup_frac: float = opt(0.0, "fraction of steps spent warming up the learning rate")
+    warmdown_frac: float = opt(0.4, "fraction of steps at the end spent decaying the learning rate")
+    final_lr_frac: float = opt(0.0, "learning rate at the end, as a fraction of the peak")
+    grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 = off)")
+    eval_every: int = opt(250, "steps between validation evals (0 = only at the end)")
+    eval_tokens: int = opt(10 * 524288, "validation tokens per eval")
+    save_every: int = opt(500, "steps between checkpoints (0 = only at the end)")
+    dtype: str = opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
+    compile: bool = opt(False, "torch.compile the model")
+    log_every: int = opt(10, "steps between progress lines")
+
+
+@dataclass
+class Preset:
+    """A named configuration: one row per section and per training stage."""
+
+    name: str
+    model: ModelConfig
+    tokenizer: TokenizerConfig
+    stages: dict[str, TrainConfig]
+
+
+def _d(depth: int, **model: Any) -> ModelConfig:
+    return ModelConfig(depth=depth, **model)
+
+
+def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
+    base = TrainConfig(device_batch_size=device_batch_size)
+    return Preset(
+        name=name,
+        model=_d(depth),
+        tokenizer=TokenizerConfig(source="fineweb-edu"),
+        stages={
+            "base": replace(base, source="fineweb-edu"),
+            "mid": replace(base, source="mid-mixture", num_steps=0, param_data_ratio=0,
+                           warmdown_frac=0.2, eval_every=150, save_every=0),
+            "sft": replace(base, source="sft-mixture", total_batch_tokens=65536, matrix_lr=0.002,
+                           embedding_lr=0.02, unembedding_lr=0.0004, warmdown_frac=1.0,
+                           eval_every=100, save_every=0),
+        },
+    )
+
+
+def _demo_preset() -> Preset:
+    base = TrainConfig(
+        device_batch_size=16, total_batch_tokens=8192, num_steps=600, eval_every=100,
+        eval_tokens=65536, save_every=100, log_every=10, warmdown_frac=0.4,
+    )
+    return Preset(
+        name="demo",
+        model=ModelConfig(depth=4, head_dim=64, vocab_size=4096, seq_len=256),
+        tokenizer=TokenizerConfig(vocab_size=4096, max_chars=20_000_000, source="synthetic"),
+        stages={
+            "base": base,
+            "mid": replace(base, source="mid-mixture", num_steps=200, eval_every=50, save_every=50),
+            "sft": replace(base, source="sft-mixture", num_steps=150, matrix_lr=0.005,
+                           embedding_lr=0.05, unembedding_lr=0.001, warmdown_frac=1.0,
+                           eval_every=50, save_every=50),
+        },
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    "demo": _demo_preset(),
+    "d12": _gpu_preset("d12", 12, 32),
+    "d20": _gpu_preset("d20", 20, 32),
+    "d26": _gpu_preset("d26", 26, 16),
+    "d32": _gpu_preset("d32", 32, 8),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'{_suggest(name, PRESETS)}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def _suggest(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def section_name(cls: type) -> str:
+    """`TrainConfig` -> `train`: the table name in a TOML file and the key in a resolved config."""
+    return cls.__name__.removesuffix("Config").lower()
+
+
+def preset_section(preset: Preset, cls: type, stage: str | None) -> Any:
+    """The preset's row for a config section (a fresh copy), or the dataclass defaults."""
+    if cls is ModelConfig:
+        return replace(preset.model)
+    if cls is TokenizerConfig:
+        return replace(preset.tokenizer)
+    if cls is TrainConfig and stage is not None and stage in preset.stages:
+        return replace(preset.stages[stage])
+    if cls is RunConfig:
+        return RunConfig(preset=preset.name)
+    return cls()
+
+
+def coerce(cls: type, key: str, value: Any) -> Any:
+    """Check a TOML value against the field's type; a wrong type is a ConfigError."""
+    ftype = {f.name: f.type for f in fields(cls)}[key]
+    kind = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(str(ftype), object)
+    if isinstance(value, bool) and ftype != "bool" or not isinstance(value, kind):
+        raise ConfigError(f"config key '{key}' should be {ftype}, got {value!r}")
+    return float(value) if ftype == "float" else value
+
+
+def apply_toml(sections: dict[str, Any], path: str) -> None:
+    """Overlay a TOML file's tables onto the sections in place. Unknown keys are an error."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file '{path}' is not valid TOML: {e}") from None
+    for table, values in data.items():
+        if table not in sections:
+            raise ConfigError(f"unknown table [{table}] in '{path}'{_suggest(table, sections)}")
+        obj = sections[table]
+        names = [f.name for f in fields(obj)]
+        for key, value in values.items():
+            if key not in names:
+                raise ConfigError(f"unknown key '{key}' in [{table}] of '{path}'{_suggest(key, names)}")
+            setattr(obj, key, coerce(type(obj), key, value))
+
+
+def to_dict(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: dataclasses.asdict(obj) for name, obj in sections.items()}
