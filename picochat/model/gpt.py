@@ -1,0 +1,212 @@
+"""The GPT: a decoder-only transformer, written to be read top to bottom.
+
+What differs from GPT-2 (Radford et al. 2019), and why:
+- Rotary position embeddings (RoPE, Su et al. 2021, arXiv:2104.09864) instead of learned
+  absolute positions: attention then depends on relative offsets only.
+- RMSNorm without learnable parameters (Zhang & Sennrich 2019, arXiv:1910.07467), applied
+  before each sublayer ("pre-norm") and to the token embedding.
+- QK-norm: queries and keys are RMS-normalised per head before the dot product
+  (Henry et al. 2020, arXiv:2010.04245), which keeps attention logits bounded and training stable
+  at high learning rates.
+- Grouped-query attention (Ainslie et al. 2023, arXiv:2305.13245): `n_kv_head` key/value heads
+  shared by `n_head` query heads; n_kv_head=1 is multi-query attention. Shrinks the KV cache.
+- ReLU² MLP (So et al. 2021, "Primer", arXiv:2109.08668): relu(x)² is cheap and beats GELU here.
+- Untied input embedding and output head, no biases anywhere.
+- Logit soft-capping c·tanh(z/c) (Gemma 2, arXiv:2408.00118): bounds the logits smoothly.
+
+Shapes in comments: B batch, T time (tokens), C width (n_embd), H query heads, Hkv key/value
+heads, D head dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from picochat.model.kv_cache import KVCache
+
+
+@dataclass
+class GPTConfig:
+    sequence_len: int = 2048
+    vocab_size: int = 32768
+    n_layer: int = 12
+    n_head: int = 6
+    n_kv_head: int = 6
+    n_embd: int = 768
+    softcap: float = 15.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def from_depth(cls, depth: int, *, aspect_ratio: int = 64, head_dim: int = 128, n_kv_head: int = 0,
+                   vocab_size: int = 32768, seq_len: int = 2048, softcap: float = 15.0) -> GPTConfig:
+        """The one-knob rule: width = aspect_ratio x depth, rounded up to whole heads."""
+        n_embd = -(-depth * aspect_ratio // head_dim) * head_dim
+        n_head = n_embd // head_dim
+        return cls(sequence_len=seq_len, vocab_size=vocab_size, n_layer=depth, n_head=n_head,
+                   n_kv_head=n_kv_head or n_head, n_embd=n_embd, softcap=softcap)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """x / sqrt(mean(x²) + eps) over the last dim; no learnable gain (the next matmul can learn it)."""
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def rotary_tables(seq_len: int, head_dim: int, base: float = 10000.0,
+                  device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of the angle t·θ_i, θ_i = base^(-2i/D), shaped (1, T, 1, D/2) to broadcast over (B, T, H, D/2)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+    return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x_i, x_{i+D/2}) by its angle: the 2-D rotation of RoPE's eq. (34)."""
+    d = x.size(-1) // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0 and config.n_head % config.n_kv_head == 0
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        self.c_q = nn.Linear(config.n_embd, config.n_head * self.head_dim, bias=False)
+        self.c_k = nn.Linear(config.n_embd, config.n_kv_head * self.head_dim, bias=False)
+        self.c_v = nn.Linear(config.n_embd, config.n_kv_head * self.head_dim, bias=False)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                kv_cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.size()
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)      # (B, T, H, D)
+        k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)   # (B, T, Hkv, D)
+        v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)   # (B, T, Hkv, D)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = rms_norm(q), rms_norm(k)                              # QK-norm
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, D)
+        if kv_cache is None:
+            # Training (and cache-free inference): plain causal attention over the T tokens.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head)
+        else:
+            # Inference: append this chunk's keys/values, attend over the whole cache so far.
+            k, v = kv_cache.update(self.layer_idx, k, v)                 # (B, Hkv, T_past + T, D)
+            mask = kv_cache.attention_mask(T, device=q.device)           # None, or (T, T_past + T) bool
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False,
+                                               enable_gqa=self.n_kv_head != self.n_head)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)             # re-assemble the heads
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.relu(self.c_fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                kv_cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(rms_norm(x), cos, sin, kv_cache)
+        x = x + self.mlp(rms_norm(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # RoPE tables are computed, not learned: buffers, not saved in checkpoints. 4x headroom
+        # lets the engine decode past the training length (quality there is not promised).
+        cos, sin = rotary_tables(4 * config.sequence_len, config.head_dim)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Initialisation, all in one place.
+
+        Hidden matrices: uniform with std 1/sqrt(fan_in) (uniform has no outliers). The two
+        matrices that write into the residual stream (attn.c_proj, mlp.c_proj) start at zero, so
+        every block starts as the identity and depth does not blow up the residual at init.
+        The output head starts tiny so the first logits are ~uniform (loss ≈ ln V), and the
+        embedding has std 1 (it is RMS-normalised right away, so its scale only sets how fast
+        AdamW moves it relative to its size).
+        """
+        nn.init.normal_(self.wte.weight, std=1.0)
+        nn.init.normal_(self.lm_head.weight, std=0.001)
+        bound = math.sqrt(3) / math.sqrt(self.config.n_embd)  # uniform(-a, a) has std a/sqrt(3)
+        for block in self.blocks:
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+                nn.init.uniform_(lin.weight, -bound, bound)
+            nn.init.zeros_(block.attn.c_proj.weight)
+            nn.init.zeros_(block.mlp.c_proj.weight)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None, reduction: str = "mean") -> torch.Tensor:
+        """idx (B, T) token ids. Returns logits (B, T, V) in fp32, or, given targets (B, T) with -1
+        for "no loss", the cross-entropy: a scalar for reduction="mean", (B, T) for "none"."""
+        B, T = idx.size()
+        t0 = 0 if kv_cache is None else kv_cache.pos
+        if t0 + T > self.cos.size(1):
+            raise ValueError(f"sequence of {t0 + T} tokens exceeds the rotary table ({self.cos.size(1)})")
+        cos, sin = self.cos[:, t0:t0 + T], self.sin[:, t0:t0 + T]
+        x = rms_norm(self.wte(idx))                                  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, cos, sin, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        x = rms_norm(x)
+        logits = self.lm_head(x).float()                             # (B, T, V), fp32 for the softmax
+        if self.config.softcap > 0:
+            c = self.config.softcap
+            logits = c * torch.tanh(logits / c)
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
+                               ignore_index=-1, reduction=reduction)
+        return loss if reduction != "none" else loss.view(B, T)
+
+    # ---- accounting, used for MFU, cost estimates and the report ----
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wte.weight.numel() if non_embedding else n
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (forward + backward), the PaLM paper's estimate (arXiv:2204.02311, App. B):
+        6 per matmul weight (2 forward, 4 backward) plus 12·L·H·D·T for the attention scores and
+        their product with V. The embedding is a lookup, not a matmul, so it is not counted."""
+        cfg = self.config
+        matmul_params = self.num_params() - self.wte.weight.numel()
+        return 6 * matmul_params + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * cfg.sequence_len
+
+    @property
+    def device(self) -> torch.device:
+        return self.wte.weight.device
