@@ -1,0 +1,186 @@
+"""The BPE spec (tokenizer/bpe.py) and the native core that must reproduce it exactly.
+
+The reference trainer is checked against a from-scratch oracle (recount every pair every step:
+too slow for real use, obviously correct); the native core is checked against the reference on
+real text (Gutenberg slices, when the mirror is present), non-ASCII and pathological inputs.
+"""
+
+from __future__ import annotations
+
+import doctest
+import gzip
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import regex
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from picochat.tokenizer import bpe, fast
+
+# ---- the oracle ------------------------------------------------------------------------------
+
+
+def oracle_train(texts: list[str], num_merges: int, pattern: str = bpe.SPLIT_PATTERN) -> list[tuple[int, int]]:
+    """BPE the slow, obvious way: recount all pairs before every merge."""
+    words = Counter()
+    for text in texts:
+        for chunk in regex.findall(pattern, bpe.clean_text(text)):
+            words[tuple(chunk.encode("utf-8"))] += 1
+    merges = []
+    while len(merges) < num_merges:
+        counts = Counter()
+        for w, n in words.items():
+            for pair in zip(w, w[1:]):
+                counts[pair] += n
+        if not counts:
+            break
+        pair = min(counts, key=lambda p: (-counts[p], p))  # highest count, then lowest pair
+        new_id = 256 + len(merges)
+        merges.append(pair)
+        merged = Counter()
+        for w, n in words.items():
+            merged[tuple(bpe.merge_word(list(w), pair, new_id))] += n
+        words = merged
+    return merges
+
+
+# ---- corpora ---------------------------------------------------------------------------------
+
+PROSE = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the "
+    "age of foolishness. We had everything before us, we had nothing before us; we were all going "
+    "direct to Heaven, we were all going direct the other way. In 1775, there were 12 kings.\n\n"
+)
+MIXED = (
+    "Ünïcödé façade naïve résumé — «quotes» and ‘single’. Ελληνικά κείμενα, русский текст, "
+    "日本語のテキスト、中文文本。 한국어 텍스트. العربية עברית हिन्दी ไทย 🙂🙃 👩‍👩‍👧 🏳️‍🌈 "
+    "x² ½ ⅓ ٣٤٥ ١٢ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \t\r\n tabs\tand\r\nCRLF  lines   \u00a0nbsp\u2003em\u3000ideo "
+    "don't WE'LL they'Re I'M o'clock Straße ſtraße ǅ ﬁ 123456789 3.14159 1,000,000\n"
+)
+
+
+def mirror_gutenberg(n_chars: int, offset: int = 0) -> list[str] | None:
+    """A slice of the Gutenberg training books from the data mirror, or None when absent."""
+    mirror = os.environ.get("PICOCHAT_MIRROR", "")
+    path = Path(mirror) / "pretrain" / "gutenberg_train.jsonl.gz"
+    if not mirror or not path.exists():
+        return None
+    docs, total = [], 0
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i < offset:
+                continue
+            text = json.loads(line)["text"][: n_chars - total]
+            docs.append(text)
+            total += len(text)
+            if total >= n_chars:
+                break
+    return docs
+
+
+# ---- the reference ---------------------------------------------------------------------------
+
+
+def test_known_answer_docstring():
+    result = doctest.testmod(bpe, verbose=False)
+    assert result.attempted >= 1 and result.failed == 0
+
+
+@pytest.mark.parametrize("texts", [[PROSE * 3], [MIXED, PROSE], ["aaaaaaaaaaaaaaaa"], ["", ""], [],
+                                   ["ab ab ab cd cd cd ba ba ba dc dc dc"]])
+def test_reference_equals_oracle(texts):
+    assert bpe.train(texts, 200) == oracle_train(texts, 200)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from("ab c\n1é😀'"), max_size=40), max_size=6),
+       st.integers(0, 40))
+def test_reference_equals_oracle_hypothesis(texts, num_merges):
+    assert bpe.train(texts, num_merges) == oracle_train(texts, num_merges)
+
+
+def test_forced_tie_lowest_pair_wins():
+    # "ab" and "ba"... every pair occurs exactly 3 times: the lowest (left, right) pair wins.
+    merges = bpe.train(["zy yx xw"] * 3, 3)
+    assert merges[0] == (ord(" "), ord("x"))  # (32, 120) is the lowest of the count-3 pairs
+    assert merges == oracle_train(["zy yx xw"] * 3, 3)
+
+
+def test_stops_early_when_no_pair_is_left():
+    assert bpe.train(["a b c"], 100) == [(32, 98), (32, 99)]  # " b", " c"; "a" alone has no pair
+    assert bpe.train([""], 10) == []
+    assert bpe.train(["a"], 10) == []
+
+
+def test_repeated_byte_overlaps_merge_left_to_right():
+    # "aaaaa" -> [X, X, a] with X = aa; then (X, a) beats (X, X) by the lower pair at count 1
+    merges = bpe.train(["aaaaa"], 10)
+    assert merges == [(97, 97), (256, 97), (256, 257)]
+    assert bpe.vocab_bytes(merges)[-1] == b"aaaaa"
+
+
+def test_lone_surrogates_become_replacement_character():
+    assert bpe.clean_text("a\ud800b") == "a\ufffdb"
+    assert bpe.clean_text("ok") == "ok"
+    assert bpe.count_chunks(["\ud800"]) == Counter({"\ufffd".encode(): 1})
+
+
+def test_reference_encode_reproduces_training_segmentation():
+    merges = bpe.train([PROSE], 300)
+    vocab = bpe.vocab_bytes(merges)
+    ids = bpe.encode(PROSE, merges)
+    assert b"".join(vocab[i] for i in ids) == PROSE.encode()
+    assert len(ids) < len(PROSE.encode()) / 3  # it compresses its own training text
+
+
+# ---- the native core: exactly the reference's merges -----------------------------------------
+
+needs_native = pytest.mark.skipif(not fast.available(), reason="native BPE core not built")
+
+PATHOLOGICAL = {
+    "empty": [""],
+    "nothing": [],
+    "one_repeated_byte": ["a" * 5000],
+    "repeated_space": [" " * 3000 + "x"],
+    "emoji": ["🙂🙃😀 " * 50 + "👩‍👩‍👧👩‍👩‍👧 🏳️‍🌈" * 20],
+    "mixed_scripts": [MIXED * 5],
+    "lone_surrogates": ["a\ud800b\udfff c \ud83d\ude00 \ud800\ud800" * 20],
+    "forced_ties": ["zy yx xw"] * 3 + ["ab cd ef gh ij"] * 7,
+    "digits": ["0123456789 " * 100 + "3.14159265358979"],
+    "newlines": ["\n\n\r\n  \n\t\n a\n" * 40],
+}
+
+
+@needs_native
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_native_equals_reference_pathological(name):
+    texts = PATHOLOGICAL[name]
+    assert fast.train(texts, 300) == bpe.train(texts, 300)
+
+
+@needs_native
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.text(max_size=60), max_size=8), st.integers(0, 80))
+def test_native_equals_reference_hypothesis(texts, num_merges):
+    assert fast.train(texts, num_merges) == bpe.train(texts, num_merges)
+
+
+@needs_native
+@pytest.mark.parametrize("pattern", [bpe.SPLIT_PATTERN, bpe.GPT4_SPLIT_PATTERN, r"\S+|\s+", r"."])
+def test_native_equals_reference_patterns(pattern):
+    texts = [MIXED, PROSE * 4]
+    assert fast.train(texts, 400, pattern) == bpe.train(texts, 400, pattern)
+
+
+@needs_native
+@pytest.mark.parametrize("n_chars,num_merges,offset", [(300_000, 200, 0), (600_000, 1000, 3),
+                                                      (1_000_000, 3000, 7)])
+def test_native_equals_reference_gutenberg(n_chars, num_merges, offset):
+    docs = mirror_gutenberg(n_chars, offset)
+    if docs is None:
+        pytest.skip("Gutenberg data mirror not found (set PICOCHAT_MIRROR)")
+    assert fast.train(docs, num_merges) == bpe.train(docs, num_merges)

@@ -1,0 +1,124 @@
+"""Tokenizer: id layout, save/load, tiktoken encoding equal to the reference rule, round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from picochat.common.errors import UserError
+from picochat.tokenizer import bpe
+from picochat.tokenizer.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+TEXT = (
+    "The quick brown fox jumps over the lazy dog. It's 2024; we'll see 3.14159 and 1,000,000.\n"
+    "Ünïcödé façade naïve — русский текст, 日本語のテキスト, 🙂🙃 emoji, tabs\tand\r\nCRLF.\n"
+    "def f(x):\n    return x ** 2  # code, too\n\n"
+) * 20
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return Tokenizer.train([TEXT], vocab_size=400, native=False)
+
+
+def test_id_layout(tok):
+    assert tok.vocab_size == 400
+    assert len(tok.merges) == 400 - 256 - 9
+    assert [tok.special_id(s) for s in SPECIAL_TOKENS] == list(range(391, 400))
+    assert tok.bos_id == tok.special_id("<|bos|>") == 391
+    assert tok.enc.n_vocab == 400
+    with pytest.raises(ValueError, match="unknown special token"):
+        tok.special_id("<|nope|>")
+
+
+def test_vocab_size_too_small_is_a_user_error():
+    with pytest.raises(UserError, match="at least 265"):
+        Tokenizer.train(["abc"], vocab_size=100, native=False)
+
+
+def test_token_bytes(tok):
+    tb = tok.token_bytes()
+    assert len(tb) == tok.vocab_size
+    assert tb[:256] == [1] * 256 and tb[-9:] == [0] * 9
+    assert all(tb[i] == len(tok.id_to_bytes(i)) for i in range(391))
+    assert tok.id_to_bytes(tok.bos_id) == b"" and sum(tb) > 391
+
+
+def test_encode_matches_reference_rule(tok):
+    for text in [TEXT, "unseen words: xylophone quixotic zebra 98765", "   leading spaces", ""]:
+        assert tok.encode(text) == bpe.encode(text, tok.merges, tok.pattern)
+
+
+def test_encode_prepend_append_and_batch(tok):
+    ids = tok.encode("hello world")
+    assert tok.encode("hello world", prepend=tok.bos_id) == [tok.bos_id] + ids
+    end = tok.special_id("<|assistant_end|>")
+    assert tok.encode("hello world", prepend=tok.bos_id, append=end) == [tok.bos_id] + ids + [end]
+    texts = ["hello world", "", TEXT[:500], "🙂"]
+    assert tok.encode_batch(texts, num_threads=2) == [tok.encode(t) for t in texts]
+    assert tok.encode_batch(texts, prepend=tok.bos_id) == [[tok.bos_id] + tok.encode(t) for t in texts]
+
+
+def test_special_token_text_is_not_parsed(tok):
+    ids = tok.encode("<|bos|>hi<|assistant_end|>")
+    assert tok.bos_id not in ids and tok.special_id("<|assistant_end|>") not in ids
+    assert tok.decode(ids) == "<|bos|>hi<|assistant_end|>"
+    assert tok.decode([tok.bos_id] + tok.encode("x")) == "<|bos|>x"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_round_trip_any_valid_unicode(tok, s):
+    assert tok.decode(tok.encode(s)) == s
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF)))  # surrogates too
+def test_round_trip_with_lone_surrogates_is_cleaned_text(tok, s):
+    assert tok.decode(tok.encode(s)) == bpe.clean_text(s)
+
+
+def test_save_load_round_trip(tok, tmp_path):
+    path = tmp_path / "tok" / "tokenizer.json"
+    tok.save(path)
+    loaded = Tokenizer.load(path)
+    assert loaded.merges == tok.merges and loaded.pattern == tok.pattern
+    assert loaded.encode(TEXT) == tok.encode(TEXT)
+    assert loaded.special_tokens == tok.special_tokens
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_custom_pattern_is_saved(tmp_path):
+    t = Tokenizer.train(["ab ab abc"], vocab_size=270, pattern=r"\S+|\s+", native=False)
+    t.save(tmp_path / "t.json")
+    assert Tokenizer.load(tmp_path / "t.json").pattern == r"\S+|\s+"
+
+
+@pytest.mark.parametrize("content", ["", "{not json", json.dumps({"format": "other"}),
+                                     json.dumps({"format": "picochat-bpe-v1", "pattern": ".",
+                                                 "merges": [[300, 1]], "special_tokens": {},
+                                                 "vocab_size": 1})])
+def test_load_corrupt_file_is_user_error(tmp_path, content):
+    path = tmp_path / "tokenizer.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match="tokenizer file"):
+        Tokenizer.load(path)
+
+
+def test_load_missing_file_is_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        Tokenizer.load(tmp_path / "missing.json")
+
+
+def test_duplicate_token_bytes_still_decode():
+    # Two merges can spell the same bytes: "ab"+"c" and "a"+"bc" are both b"abc".
+    merges = [(97, 98), (98, 99), (256, 99), (97, 257)]
+    t = Tokenizer(merges)
+    assert t.id_to_bytes(258) == t.id_to_bytes(259) == b"abc"
+    assert t.encode("abc") == [258]  # the earlier id is the token
+    assert t.decode([259, 258]) == "abcabc"
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        t.decode([10_000])
