@@ -1,0 +1,43 @@
+"""Which parameter goes to which optimizer, with which learning rate.
+
+nanochat's recipe (from modded-nanogpt): 2-D matrices inside the transformer blocks use Muon;
+the embedding, the output head and any scalars use AdamW with their own learning rates. The
+AdamW rates are tuned at width 768 and scaled by (width/768)^-0.5 for other widths, because
+the typical update to a unit of the residual stream should shrink as more units share it
+(muP-style scaling, Yang et al. 2022, arXiv:2203.03466). Muon's update is already normalised
+per matrix, so its rate is not scaled.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from picochat.config import TrainConfig
+from picochat.optim.adamw import AdamW
+from picochat.optim.muon import Muon
+
+
+def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    width = model.config.n_embd
+    scale = (width / 768) ** -0.5
+    embedding = [model.wte.weight]
+    head = [model.lm_head.weight]
+    matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
+    scalars = [p for n, p in model.named_parameters()
+               if p.ndim < 2 and not any(p is q for q in embedding + head + matrices)]
+    assigned = len(embedding) + len(head) + len(matrices) + len(scalars)
+    assert assigned == len(list(model.parameters())), "every parameter needs an optimizer"
+    adam_groups = [
+        dict(params=embedding, lr=cfg.embedding_lr * scale),
+        dict(params=head, lr=cfg.unembedding_lr * scale),
+    ]
+    if scalars:
+        adam_groups.append(dict(params=scalars, lr=cfg.scalar_lr))
+    optimizers: list[torch.optim.Optimizer] = [
+        AdamW(adam_groups, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0),
+        Muon(matrices, lr=cfg.matrix_lr, momentum=0.95, weight_decay=cfg.weight_decay),
+    ]
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"]
+    return optimizers

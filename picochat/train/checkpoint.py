@@ -1,0 +1,120 @@
+"""Checkpoints: atomic, verified, and complete enough to resume a run exactly.
+
+A stage directory (`runs/<run>/<stage>/`) holds:
+  checkpoints/step_000500.pt   training state: model, optimizers, data cursor, RNG, counters
+  checkpoints/step_000500.json its size and sha256, written after the .pt (so a .pt without a
+                               matching .json was interrupted mid-write and is ignored)
+  model.pt, meta.json          the finished artifact; meta.json is written last, so its presence
+                               means "this stage is complete"
+  config.json, metrics.jsonl   the resolved config and the per-step metrics
+
+Every file goes through common.io.atomic_write (temp file + fsync + rename): a crash or SIGKILL
+at any moment leaves the previous checkpoint intact. On load, the newest checkpoint that passes
+verification wins; a corrupt one is reported in one sentence and skipped, never deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from picochat.common.errors import UserError
+from picochat.common.io import atomic_write, atomic_write_json
+
+KEEP_LAST = 2  # training checkpoints kept per stage (older ones are pruned after a save)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _serialize(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def save_checkpoint(stage_dir: Path, step: int, state: dict[str, Any]) -> Path:
+    """Write checkpoints/step_N.pt (+ its .json digest) atomically; prune old ones."""
+    ckpt_dir = Path(stage_dir) / "checkpoints"
+    data = _serialize({**state, "step": step, "rng": rng_state()})
+    path = ckpt_dir / f"step_{step:06d}.pt"
+    atomic_write(path, lambda f: f.write(data))
+    atomic_write_json(path.with_suffix(".json"),
+                      {"step": step, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    for old in sorted(ckpt_dir.glob("step_*.pt"))[:-KEEP_LAST]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
+    return path
+
+
+def _verified_load(path: Path) -> dict[str, Any]:
+    """Load a checkpoint after checking its size and hash against the digest file."""
+    digest_path = path.with_suffix(".json")
+    if not digest_path.exists():
+        raise ValueError("it has no digest file (the save was interrupted)")
+    digest = json.loads(digest_path.read_text())
+    data = path.read_bytes()
+    if len(data) != digest["bytes"]:
+        raise ValueError(f"it is truncated ({len(data)} of {digest['bytes']} bytes)")
+    if hashlib.sha256(data).hexdigest() != digest["sha256"]:
+        raise ValueError("its contents do not match the recorded sha256")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
+
+def load_latest_checkpoint(stage_dir: Path) -> dict[str, Any] | None:
+    """The newest checkpoint that verifies, or None. Bad ones are reported and skipped."""
+    for path in sorted((Path(stage_dir) / "checkpoints").glob("step_*.pt"), reverse=True):
+        try:
+            return _verified_load(path)
+        except Exception as e:  # noqa: BLE001 - any failure means "not usable"; say why and fall back
+            print(f"picochat: warning: checkpoint {path} is unusable because {e}; "
+                  "falling back to the previous one.", file=sys.stderr)
+    return None
+
+
+def is_complete(stage_dir: Path) -> bool:
+    return (Path(stage_dir) / "meta.json").exists() and (Path(stage_dir) / "model.pt").exists()
+
+
+def save_artifact(stage_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+    """The finished stage: weights, then meta.json last (its existence marks completion)."""
+    stage_dir = Path(stage_dir)
+    data = _serialize(model.state_dict())
+    atomic_write(stage_dir / "model.pt", lambda f: f.write(data))
+    atomic_write_json(stage_dir / "meta.json", {**meta, "sha256": hashlib.sha256(data).hexdigest()})
+
+
+def load_model(stage_dir: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Load a finished stage's model (eval mode) and its meta.json."""
+    from picochat.model.gpt import GPT, GPTConfig
+
+    stage_dir = Path(stage_dir)
+    if not is_complete(stage_dir):
+        raise UserError(f"no finished model in {stage_dir}; train that stage first (see `picochat train --help`)")
+    meta = json.loads((stage_dir / "meta.json").read_text())
+    data = (stage_dir / "model.pt").read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        raise UserError(f"{stage_dir / 'model.pt'} is corrupt (sha256 mismatch); retrain the stage or restore it")
+    model = GPT(GPTConfig(**meta["model_config"]))
+    model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    return model.to(device).eval(), meta

@@ -1,0 +1,301 @@
+"""THE training loop. Base, mid, SFT and RL all run through `Trainer.fit`.
+
+A stage (train/base.py, mid.py, sft.py, rl.py) supplies only what differs:
+  - `batches(cursor)`: a resumable iterator of Batch(inputs, targets, weights, cursor)
+  - optionally `val_batches()`: a finite iterator for validation loss / bits-per-byte
+  - optionally `loss(model, batch)`: defaults to mean cross-entropy over targets != -1, or the
+    weight-normalised per-token NLL when the batch carries weights (SFT masks, RL advantages)
+Everything else lives here: device placement, bf16 autocast, DDP, gradient accumulation,
+clipping, the schedules, progress/ETA/MFU logging, metrics JSONL, evals, checkpoints and exact
+resume (model, optimizers, data cursor, RNG, step), and a save on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from picochat.common.device import DistInfo, autocast_for, synchronize
+from picochat.common.errors import UserError
+from picochat.common.io import atomic_write_json, atomic_write_text
+from picochat.common.log import duration, human, is_main_process, print0
+from picochat.config import TrainConfig
+from picochat.optim.groups import build_optimizers
+from picochat.optim.schedule import lr_multiplier, muon_momentum
+from picochat.train import checkpoint
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor                 # (B, T) int64
+    targets: torch.Tensor                # (B, T) int64, -1 = no loss
+    weights: torch.Tensor | None = None  # (B, T) float per-token loss weights (SFT mask, RL advantage)
+    cursor: Any = None                   # data position *after* this batch (JSON-serialisable)
+
+
+class Stage(Protocol):
+    name: str
+
+    def batches(self, cursor: Any) -> Iterator[Batch]: ...
+
+
+def default_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    if batch.weights is None:
+        return model(batch.inputs, batch.targets)
+    nll = model(batch.inputs, batch.targets, reduction="none")               # (B, T)
+    w = batch.weights * (batch.targets >= 0)
+    return (nll * w).sum() / w.abs().sum().clamp_min(1.0)
+
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Dense bf16 peak of the GPU, for MFU; None where we do not know it (CPU, unknown GPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+@torch.no_grad()
+def evaluate_loss_bpb(model: torch.nn.Module, batches: Iterator[Batch], token_bytes: torch.Tensor,
+                      max_tokens: int, autocast: Any) -> dict[str, float]:
+    """Mean loss (nats/token) and bits per byte over up to max_tokens validation tokens.
+
+    bpb = Σ nll / (ln 2 · Σ bytes(target)): tokens that decode to no bytes (specials) are left out,
+    which makes the number comparable across tokenizers (the vocabulary cancels out)."""
+    device = token_bytes.device
+    nats = torch.zeros((), device=device, dtype=torch.float64)
+    nbytes = torch.zeros((), device=device, dtype=torch.float64)
+    ntok = torch.zeros((), device=device, dtype=torch.float64)
+    seen = 0
+    for batch in batches:
+        x, y = batch.inputs.to(device), batch.targets.to(device)
+        with autocast:
+            nll = model(x, y, reduction="none")
+        valid = y >= 0
+        b = torch.where(valid, token_bytes[y.clamp_min(0)], 0)
+        counted = valid & (b > 0)
+        nats += (nll * counted).sum().double()
+        nbytes += b.sum().double()
+        ntok += counted.sum().double()
+        seen += y.numel()
+        if seen >= max_tokens:
+            break
+    if dist.is_initialized():
+        for t in (nats, nbytes, ntok):
+            dist.all_reduce(t)
+    return {"val_loss": (nats / ntok.clamp_min(1)).item(),
+            "val_bpb": (nats / (math.log(2) * nbytes.clamp_min(1))).item()}
+
+
+class Trainer:
+    """Runs one stage: `Trainer(model, cfg, out_dir, ...).fit(stage)`."""
+
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, out_dir: Path, *, num_steps: int,
+                 device: torch.device, dist_info: DistInfo = DistInfo(),
+                 token_bytes: torch.Tensor | None = None, meta: dict | None = None,
+                 loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor] = default_loss,
+                 accum_steps: int | None = None):
+        self.raw_model, self.cfg, self.out_dir = model, cfg, Path(out_dir)
+        self.num_steps, self.device, self.dist = num_steps, device, dist_info
+        self.token_bytes = token_bytes.to(device) if token_bytes is not None else None
+        self.meta, self.loss_fn = meta or {}, loss_fn
+        self.autocast = autocast_for(device, cfg.dtype)
+        self.optimizers = build_optimizers(model, cfg)
+        seq_len = model.config.sequence_len
+        tokens_per_micro = cfg.device_batch_size * seq_len * dist_info.world_size
+        if accum_steps is None and cfg.total_batch_tokens % tokens_per_micro:
+            raise UserError(f"--total-batch-tokens {cfg.total_batch_tokens} is not a multiple of "
+                            f"device_batch_size x seq_len x world_size = {tokens_per_micro}; pick a multiple")
+        self.accum_steps = accum_steps or cfg.total_batch_tokens // tokens_per_micro
+        self.tokens_per_step = tokens_per_micro * self.accum_steps
+        model_for_step = torch.compile(model) if cfg.compile else model
+        self.model = (DDP(model_for_step, device_ids=[device.index] if device.type == "cuda" else None)
+                      if dist_info.enabled else model_for_step)
+        self.step, self.cursor, self.elapsed = 0, None, 0.0
+        self._stop_requested = False
+
+    # ---- resume / save ----
+
+    def _resume(self) -> None:
+        state = checkpoint.load_latest_checkpoint(self.out_dir)
+        metrics = self.out_dir / "metrics.jsonl"
+        if state is None:
+            metrics.unlink(missing_ok=True)
+            return
+        self.raw_model.load_state_dict(state["model"])
+        for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(sd)
+        self.step, self.cursor, self.elapsed = state["step"], state["cursor"], state["elapsed"]
+        checkpoint.set_rng_state(state["rng"])
+        if metrics.exists():  # drop metrics logged after the checkpoint: they will be redone
+            lines = [ln for ln in metrics.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
+            atomic_write_text(metrics, "".join(ln + "\n" for ln in lines))
+        print0(f"resumed {self.out_dir.name} from step {self.step}/{self.num_steps}")
+
+    def _save(self) -> None:
+        if self.dist.is_main:
+            checkpoint.save_checkpoint(self.out_dir, self.step, {
+                "model": self.raw_model.state_dict(), "cursor": self.cursor, "elapsed": self.elapsed,
+                "optimizers": [opt.state_dict() for opt in self.optimizers]})
+        if self.dist.enabled:
+            dist.barrier()
+
+    def _log_metrics(self, record: dict) -> None:
+        if self.dist.is_main:
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _request_stop(self, signum, frame) -> None:
+        if self._stop_requested:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        print0("\nstop requested: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
+        self._stop_requested = True
+
+    # ---- one optimizer step ----
+
+    def _set_schedules(self) -> float:
+        cfg = self.cfg
+        mult = lr_multiplier(self.step / self.num_steps, cfg.warmup_frac, cfg.warmdown_frac, cfg.final_lr_frac)
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * mult
+                if "momentum" in group:
+                    group["momentum"] = muon_momentum(self.step)
+        return mult
+
+    def _train_step(self, batches: Iterator[Batch]) -> torch.Tensor:
+        """Forward/backward over accum_steps micro-batches, then clip and step. Returns the mean
+        loss as a device tensor (no host sync here)."""
+        total = torch.zeros((), device=self.device)
+        for micro in range(self.accum_steps):
+            batch = next(batches)
+            batch = Batch(*(t.to(self.device, non_blocking=True) if isinstance(t, torch.Tensor) else t
+                            for t in (batch.inputs, batch.targets, batch.weights)), cursor=batch.cursor)
+            # DDP all-reduces gradients on every backward unless told not to: only the last
+            # micro-step needs to (the grads accumulate locally until then).
+            sync = not self.dist.enabled or micro == self.accum_steps - 1
+            with self.model.no_sync() if not sync else nullcontext():
+                with self.autocast:
+                    loss = self.loss_fn(self.model, batch) / self.accum_steps
+                loss.backward()
+            total += loss.detach()
+            self.cursor = batch.cursor
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)
+        for opt in self.optimizers:
+            opt.step()
+        self.raw_model.zero_grad(set_to_none=True)
+        return total
+
+    # ---- the loop ----
+
+    def _evaluate(self, stage: Stage) -> dict[str, float]:
+        if self.token_bytes is None or not hasattr(stage, "val_batches"):
+            return {}
+        self.raw_model.eval()
+        result = evaluate_loss_bpb(self.raw_model, stage.val_batches(), self.token_bytes,
+                                   self.cfg.eval_tokens, self.autocast)
+        self.raw_model.train()
+        return result
+
+    def _progress_line(self, loss: float, mult: float, tok_s: float) -> str:
+        pct = 100 * self.step / self.num_steps
+        eta = (self.num_steps - self.step) * self.tokens_per_step / max(tok_s, 1e-9)
+        line = (f"{self.out_dir.name} step {self.step}/{self.num_steps} ({pct:.0f}%) | loss {loss:.4f} | "
+                f"lr x{mult:.2f} | {human(tok_s)} tok/s")
+        peak = peak_flops(self.device)
+        if peak:
+            mfu = tok_s * self.raw_model.flops_per_token() / (peak * self.dist.world_size)
+            line += f" | mfu {100 * mfu:.1f}%"
+        if self.device.type == "cuda":
+            line += f" | mem {torch.cuda.max_memory_allocated(self.device) / 2**30:.1f}GiB"
+        return line + f" | elapsed {duration(self.elapsed)} | eta {duration(eta)}"
+
+    def fit(self, stage: Stage) -> dict[str, Any]:
+        """Train to num_steps (resuming if a checkpoint exists), then write the stage artifact."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._resume()
+        old_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            final = self._loop(stage)
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+        if self._stop_requested:
+            print0(f"stopped at step {self.step}; checkpoint saved. Run the same command again to resume.")
+            raise SystemExit(130)
+        return final
+
+    def _loop(self, stage: Stage) -> dict[str, Any]:
+        batches = stage.batches(self.cursor)
+        self.raw_model.train()
+        t_last, tokens_since, last_eval = time.perf_counter(), 0, {}
+        while self.step < self.num_steps:
+            mult = self._set_schedules()
+            loss = self._train_step(batches)
+            self.step += 1
+            tokens_since += self.tokens_per_step
+            record: dict[str, Any] = {"step": self.step}
+            is_last = self.step == self.num_steps
+            if self.step % self.cfg.log_every == 0 or is_last:
+                if self.dist.enabled:
+                    dist.all_reduce(loss, op=dist.ReduceOp.AVG)
+                synchronize(self.device)
+                now = time.perf_counter()
+                self.elapsed += now - t_last
+                tok_s = tokens_since / (now - t_last)
+                t_last, tokens_since = now, 0
+                record.update(loss=loss.item(), lr_mult=mult, tok_s=tok_s, elapsed=self.elapsed)
+                print0(self._progress_line(record["loss"], mult, tok_s))
+            if (self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or is_last:
+                last_eval = self._evaluate(stage)
+                if last_eval:
+                    record.update(last_eval)
+                    print0(f"{self.out_dir.name} step {self.step}: " +
+                           " | ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+                t_last = time.perf_counter()  # eval time is not training throughput
+            if len(record) > 1:
+                self._log_metrics(record)
+            if (self.cfg.save_every and self.step % self.cfg.save_every == 0 and not is_last) \
+                    or self._stop_requested:
+                self._save()
+                if self._stop_requested:
+                    return {}
+        return self._finish(last_eval)
+
+    def _finish(self, last_eval: dict[str, float]) -> dict[str, Any]:
+        final = {"step": self.step, "tokens": self.step * self.tokens_per_step, "elapsed": self.elapsed,
+                 **last_eval}
+        if self.dist.is_main:
+            meta = {**self.meta, "model_config": self.raw_model.config.to_dict(),
+                    "train_config": asdict(self.cfg), "final": final,
+                    "num_params": self.raw_model.num_params(),
+                    "flops_per_token": self.raw_model.flops_per_token()}
+            checkpoint.save_artifact(self.out_dir, self.raw_model, meta)
+            for p in (self.out_dir / "checkpoints").glob("step_*"):
+                p.unlink(missing_ok=True)  # the artifact supersedes the resume state
+        if self.dist.enabled:
+            dist.barrier()
+        print0(f"{self.out_dir.name} done: {self.step} steps, {human(final['tokens'])} tokens in "
+               f"{duration(self.elapsed)}; saved to {self.out_dir}")
+        return final
+
+
+def write_config(out_dir: Path, config: dict) -> None:
+    """The resolved config of the run, beside its artifact."""
+    if is_main_process():
+        atomic_write_json(Path(out_dir) / "config.json", config)

@@ -1,0 +1,72 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from picochat.train import checkpoint
+
+SCRIPT = Path(__file__).parent / "helpers" / "toy_train.py"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run(out, *args, torchrun: bool = False) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(SCRIPT), str(out), *args]
+    if torchrun:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+               str(SCRIPT), str(out), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def losses(out) -> dict[int, float]:
+    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def test_kill_and_resume_is_bit_identical(tmp_path):
+    ref = run(tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr
+    ref_losses = losses(tmp_path / "ref")
+    assert len(ref_losses) == 12 and ref_losses[12] < ref_losses[1] - 0.5  # it learns
+
+    # 4 micro-batches per step; batch 29 is in the middle of step 8 (checkpoints at 3 and 6)
+    killed = run(tmp_path / "run", "--kill-at-batch", "29")
+    assert killed.returncode == -9
+    assert not checkpoint.is_complete(tmp_path / "run")
+    resumed = run(tmp_path / "run")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed run from step 6/12" in resumed.stdout
+    assert losses(tmp_path / "run") == ref_losses  # exact float equality, every step
+    a = torch.load(tmp_path / "ref" / "model.pt")
+    b = torch.load(tmp_path / "run" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, capsys):
+    killed = run(tmp_path, "--kill-at-batch", "29")
+    assert killed.returncode == -9
+    ckpts = sorted((tmp_path / "checkpoints").glob("step_*.pt"))
+    assert [p.name for p in ckpts] == ["step_000003.pt", "step_000006.pt"]
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:1000])  # truncate the newest
+    state = checkpoint.load_latest_checkpoint(tmp_path)
+    assert state["step"] == 3
+    err = capsys.readouterr().err
+    assert "step_000006.pt is unusable because it is truncated" in err and err.count("\n") == 1
+    assert ckpts[0].exists() and ckpts[-1].exists()  # nothing is deleted
+    resumed = run(tmp_path)
+    assert resumed.returncode == 0 and "resumed run from step 3/12" not in resumed.stdout  # dir is named tmp
+    assert checkpoint.is_complete(tmp_path)
+
+
+def test_ddp_two_ranks_match_single_process(tmp_path):
+    single = run(tmp_path / "one", "--steps", "6")
+    assert single.returncode == 0, single.stderr
+    double = run(tmp_path / "two", "--steps", "6", torchrun=True)
+    assert double.returncode == 0, double.stderr
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-4, abs=1e-5)
