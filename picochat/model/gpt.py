@@ -173,10 +173,12 @@ class GPT(nn.Module):
         """idx (B, T) token ids. Returns logits (B, T, V) in fp32, or, given targets (B, T) with -1
         for "no loss", the cross-entropy: a scalar for reduction="mean", (B, T) for "none"."""
         B, T = idx.size()
-        t0 = 0 if kv_cache is None else kv_cache.pos
-        if t0 + T > self.cos.size(1):
-            raise ValueError(f"sequence of {t0 + T} tokens exceeds the rotary table ({self.cos.size(1)})")
-        cos, sin = self.cos[:, t0:t0 + T], self.sin[:, t0:t0 + T]
+        if kv_cache is None:
+            if T > self.cos.size(1):
+                raise ValueError(f"sequence of {T} tokens exceeds the rotary table ({self.cos.size(1)})")
+            cos, sin = self.cos[:, :T], self.sin[:, :T]                # (1, T, 1, D/2)
+        else:
+            cos, sin = kv_cache.rotary(self.cos, self.sin, T)          # the cache knows each row's position
         x = rms_norm(self.wte(idx))                                  # (B, T, C)
         for block in self.blocks:
             x = block(x, cos, sin, kv_cache)

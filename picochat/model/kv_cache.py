@@ -5,7 +5,13 @@ each new token then costs one row of attention instead of re-running the whole p
 cache stores only the `n_kv_head` heads (GQA/MQA), which is where GQA saves its memory.
 
 Layout per layer: (B, Hkv, T_max, D). `pos` is how many positions are filled; the model calls
-`update` once per layer and `advance` once per forward pass.
+`update` once per layer and `advance` once per forward pass, and asks `rotary` for the angles
+of the new positions.
+
+`RaggedKVCache` (below) lets each row hold a sequence of its own length, which batched
+generation of different prompts and continuous batching need: row b's next token sits at
+position `lens[b]`, gets exactly the rotary angle it would get alone, and attends to its own
+`lens[b]` cached keys only. That keeps batched output equal to one-by-one output.
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ class KVCache:
         self.v[layer, :, :, self.pos:end] = v.to(self.v.dtype)
         return self.k[layer, :, :, :end].to(k.dtype), self.v[layer, :, :, :end].to(v.dtype)
 
+    def rotary(self, cos: torch.Tensor, sin: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's (1, T_table, 1, D/2) cos/sin tables cut to the next T positions."""
+        if self.pos + T > cos.size(1):
+            raise ValueError(f"sequence of {self.pos + T} tokens exceeds the rotary table ({cos.size(1)})")
+        return cos[:, self.pos:self.pos + T], sin[:, self.pos:self.pos + T]
+
     def attention_mask(self, T: int, device: torch.device) -> torch.Tensor | None:
         """Which cached positions each of the T new queries may see (True = attend).
 
@@ -68,3 +80,84 @@ class KVCache:
         new.v = self.v.expand(-1, n, -1, -1, -1).contiguous()
         new.pos, new.max_len = self.pos, self.max_len
         return new
+
+
+class RaggedKVCache(KVCache):
+    """A cache whose rows have their own lengths (`lens[b]`), for batches of unequal sequences.
+
+    A forward pass touches the rows in `active` (a slice, set by the caller: one row to prefill a
+    prompt, the first k rows to decode). Rows outside it are left alone. Writes go to each row's
+    own next positions, and the attention mask hides every key past a row's own length, so a
+    row never sees another row's padding. When all active rows have equal lengths this is exactly
+    the KVCache path (same slices, same masks).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lens = [0] * self.batch_size
+        self.active = slice(0, self.batch_size)
+
+    @property
+    def pos(self) -> int:  # the uniform view, valid only when the active rows agree
+        lens = self.lens[self.active]
+        assert min(lens) == max(lens), "rows of a ragged cache have different positions"
+        return lens[0]
+
+    @pos.setter
+    def pos(self, value: int) -> None:  # KVCache.__init__ sets pos = 0; lens carries the state
+        pass
+
+    def _uniform(self) -> bool:
+        lens = self.lens[self.active]
+        return min(lens) == max(lens)
+
+    def _positions(self, T: int, device: torch.device) -> torch.Tensor:
+        """(B, T) absolute position of each new token of each active row."""
+        start = torch.tensor(self.lens[self.active], device=device)
+        return start[:, None] + torch.arange(T, device=device)[None, :]
+
+    def rotary(self, cos: torch.Tensor, sin: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._uniform():
+            return super().rotary(cos, sin, T)
+        if max(self.lens[self.active]) + T > cos.size(1):
+            raise ValueError(f"sequence of {max(self.lens[self.active]) + T} tokens exceeds the rotary table")
+        pos = self._positions(T, cos.device)
+        return cos[0, pos], sin[0, pos]                              # (B, T, 1, D/2)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        T = k.size(2)
+        end = max(self.lens[self.active]) + T
+        if end > self.max_len:
+            raise ValueError(f"KV cache is full: {end} positions needed, {self.max_len} allocated")
+        kc, vc = self.k[layer, self.active], self.v[layer, self.active]  # views (B, Hkv, T_max, D)
+        if self._uniform():
+            p = self.lens[self.active.start]
+            kc[:, :, p:end] = k.to(kc.dtype)
+            vc[:, :, p:end] = v.to(vc.dtype)
+        else:
+            pos = self._positions(T, k.device)                           # (B, T)
+            rows = torch.arange(k.size(0), device=k.device)[:, None]     # (B, 1)
+            kc[rows, :, pos] = k.transpose(1, 2).to(kc.dtype)            # (B, T, Hkv, D) each
+            vc[rows, :, pos] = v.transpose(1, 2).to(vc.dtype)
+        return kc[:, :, :end].to(k.dtype), vc[:, :, :end].to(v.dtype)
+
+    def attention_mask(self, T: int, device: torch.device) -> torch.Tensor | None:
+        if self._uniform():
+            return super().attention_mask(T, device)
+        q_pos = self._positions(T, device)[:, None, :, None]            # (B, 1, T, 1)
+        k_pos = torch.arange(max(self.lens[self.active]) + T, device=device)
+        return k_pos[None, None, None, :] <= q_pos                     # (B, 1, T, T_keys)
+
+    def advance(self, T: int) -> None:
+        for b in range(*self.active.indices(self.batch_size)):
+            self.lens[b] += T
+
+    def reset(self) -> None:
+        self.lens = [0] * self.batch_size
+
+    def copy_row(self, src: int, dst: int) -> None:
+        """Make row dst a copy of row src (prefill once, sample several continuations)."""
+        n = self.lens[src]
+        self.k[:, dst, :, :n] = self.k[:, src, :, :n]
+        self.v[:, dst, :, :n] = self.v[:, src, :, :n]
+        self.lens[dst] = n

@@ -1,0 +1,280 @@
+"""The one sampling routine: prefill, then decode token by token over a KV cache.
+
+Everything that generates text uses this file: `picochat chat`, the server's batcher, RL
+rollouts and generative evals. It works on token ids only; conversations become ids in
+`tokenizer/chat.py`.
+
+How a batch runs (`BatchDecoder`):
+- `add(prompt, params, key)` prefills the prompt once into a free row of a `RaggedKVCache`
+  (each row has its own length) and copies that row for the n samples of the request.
+- `step()` picks one token for every live row (sampled, or forced by the tool state machine),
+  then runs one forward pass over the rows that go on. Rows finish on a sampled
+  `<|assistant_end|>` or `<|bos|>`, a stop string, `max_tokens`, or a full cache, and free
+  their row for the next request: requests join and leave between steps (continuous batching).
+
+Each step emits one `TokenEvent` per live row: the id, whether it was forced, its logprob, the
+text it completes, and why the row finished (if it did). The logprob is under the model's own
+distribution (temperature 1, no top-k/top-p), which is what policy-gradient RL needs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from picochat.engine.text import Piece, TextStream, merge_pieces
+from picochat.engine.tools import Specials, Tool, ToolState, sandbox_calculator
+from picochat.model.kv_cache import RaggedKVCache
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 256        # generated tokens per sample, forced tool tokens included
+    temperature: float = 1.0     # 0 = greedy
+    top_k: int = 0               # keep the k most likely tokens (0 = all)
+    top_p: float = 1.0           # nucleus sampling (Holtzman et al. 2019, arXiv:1904.09751)
+    n: int = 1                   # samples per prompt (the prompt is prefilled once)
+    seed: int | None = None      # same seed, same prompt -> same samples; None = fresh randomness
+    stop: tuple[str, ...] = ()   # stop strings (not included in the text)
+
+
+@dataclass
+class TokenEvent:
+    key: Any                     # the key given to `add` (Engine: the prompt's index)
+    sample: int                  # which of the request's n samples
+    id: int
+    forced: bool                 # True for tool output tokens forced by the tool state machine
+    logprob: float               # log p(id) under the model (temperature 1)
+    text: list[Piece]            # (segment, text) pieces this token completes (may be empty)
+    finish: str | None = None    # None while going on, then "stop" or "length"
+
+
+@dataclass
+class Completion:
+    """One finished sample. `ids` includes the final <|assistant_end|> when finish == "stop"."""
+
+    ids: list[int] = field(default_factory=list)
+    forced: list[bool] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    pieces: list[Piece] = field(default_factory=list)
+    finish: str | None = None
+
+    @property
+    def parts(self) -> list[dict[str, str]]:
+        """The reply as message parts: [{"type": "text" | "python" | "python_output", "text"}]."""
+        return merge_pieces(self.pieces)
+
+    @property
+    def text(self) -> str:
+        """The reply's plain text (tool calls and outputs left out)."""
+        return "".join(t for seg, t in self.pieces if seg == "text")
+
+
+def _mixed_seed(seed: int, sample: int) -> int:
+    return hash((seed, sample)) & (2**63 - 1)
+
+
+def truncate_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Per-row top-k then top-p (B, V) -> (B, V) with dropped tokens at -inf. top_k (B,) with 0 = off;
+    top_p (B,) with 1 = off. Nucleus keeps the smallest set whose mass reaches p (the first
+    token always stays)."""
+    V = logits.size(-1)
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    rank = torch.arange(V, device=logits.device)[None, :]
+    k = torch.where(top_k > 0, top_k, V)[:, None]
+    sorted_logits = sorted_logits.masked_fill(rank >= k, float("-inf"))
+    probs = sorted_logits.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs
+    p = torch.where(top_p < 1, top_p, float("inf"))[:, None]
+    sorted_logits = sorted_logits.masked_fill(mass_before >= p, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def choose_tokens(logits: torch.Tensor, params: Sequence[SamplingParams],
+                  generators: Sequence[torch.Generator]) -> list[int]:
+    """One token per row of logits (B, V): argmax where temperature is 0, else a draw from the
+    row's own generator (per-request seeds stay reproducible whatever else is in the batch)."""
+    out = logits.argmax(dim=-1).tolist()
+    hot = [i for i, p in enumerate(params) if p.temperature > 0]
+    if not hot:
+        return out
+    dev = logits.device
+    sub = logits[hot] / torch.tensor([params[i].temperature for i in hot], device=dev)[:, None]
+    top_k = torch.tensor([params[i].top_k for i in hot], device=dev)
+    top_p = torch.tensor([params[i].top_p for i in hot], device=dev)
+    if bool((top_k > 0).any()) or bool((top_p < 1).any()):
+        sub = truncate_logits(sub, top_k, top_p)
+    probs = sub.softmax(dim=-1)
+    draws = torch.cat([torch.multinomial(probs[j], 1, generator=generators[i]) for j, i in enumerate(hot)])
+    for i, tok in zip(hot, draws.tolist()):
+        out[i] = tok
+    return out
+
+
+@dataclass
+class _Row:
+    key: Any
+    sample: int
+    params: SamplingParams
+    generator: torch.Generator
+    tool: ToolState
+    text: TextStream
+    generated: int = 0
+
+
+class BatchDecoder:
+    """A fixed set of rows over one KV cache; requests are added and finish between steps."""
+
+    def __init__(self, engine: Engine, max_rows: int, max_len: int):
+        self.engine, self.model = engine, engine.model
+        limit = engine.model.cos.size(1)  # the rotary table bounds every position
+        self.cache = RaggedKVCache.for_model(engine.model, max_rows, min(max_len, limit))
+        self.rows: list[_Row | None] = [None] * max_rows
+        self.next_logits = torch.zeros(max_rows, engine.model.config.vocab_size, device=engine.model.device)
+
+    @property
+    def max_len(self) -> int:
+        return self.cache.max_len
+
+    @property
+    def free_rows(self) -> int:
+        return sum(r is None for r in self.rows)
+
+    @property
+    def busy(self) -> bool:
+        return any(r is not None for r in self.rows)
+
+    @torch.inference_mode()
+    def add(self, prompt: Sequence[int], params: SamplingParams, key: Any) -> None:
+        """Prefill `prompt` once and start `params.n` samples of it."""
+        if not prompt:
+            raise ValueError("empty prompt")
+        if len(prompt) >= self.max_len:
+            raise ValueError(f"prompt of {len(prompt)} tokens leaves no room in a {self.max_len}-token cache")
+        free = [i for i, r in enumerate(self.rows) if r is None][:params.n]
+        if len(free) < params.n:
+            raise RuntimeError(f"{params.n} rows needed, {len(free)} free")
+        first = free[0]
+        self.cache.active, self.cache.lens[first] = slice(first, first + 1), 0
+        ids = torch.tensor([list(prompt)], dtype=torch.long, device=self.model.device)
+        logits = self.model(ids, kv_cache=self.cache)[0, -1]          # (V,)
+        for j, row in enumerate(free):
+            if row != first:
+                self.cache.copy_row(first, row)
+            self.next_logits[row] = logits
+            self.rows[row] = self.engine._new_row(key, j, params)
+
+    def cancel(self, key: Any) -> None:
+        """Drop every row of request `key` now (a client went away)."""
+        for i, r in enumerate(self.rows):
+            if r is not None and r.key == key:
+                self._free(i)
+
+    def _free(self, i: int) -> None:
+        self.rows[i], self.cache.lens[i] = None, 0
+
+    @torch.inference_mode()
+    def step(self) -> list[TokenEvent]:
+        """One token for every live row, then one forward pass for the rows that go on."""
+        live = [i for i, r in enumerate(self.rows) if r is not None]
+        if not live:
+            return []
+        rows = [self.rows[i] for i in live]
+        logits = self.next_logits[live]                               # (n, V)
+        sampled = choose_tokens(logits, [r.params for r in rows], [r.generator for r in rows])
+        forced = [r.tool.next_forced() for r in rows]
+        tokens = [s if f is None else f for s, f in zip(sampled, forced)]
+        logprobs = F.log_softmax(logits, dim=-1)[torch.arange(len(live)), torch.tensor(tokens)].tolist()
+        events, going_on = [], {}
+        for i, r, tok, f, lp in zip(live, rows, tokens, forced, logprobs):
+            ev = self._emit(i, r, tok, f is not None, lp)
+            events.append(ev)
+            if ev.finish is None:
+                going_on[i] = tok
+            else:
+                self._free(i)
+        if going_on:
+            self._forward(going_on)
+        return events
+
+    def _emit(self, i: int, r: _Row, tok: int, forced: bool, logprob: float) -> TokenEvent:
+        segment = r.tool.observe(tok)
+        r.generated += 1
+        pieces = r.text.push(self.engine.tokenizer.id_to_bytes(tok), segment)
+        finish = None
+        if (not forced and self.engine.specials.stops(tok)) or r.text.stopped:
+            finish = "stop"
+        elif r.generated >= r.params.max_tokens or self.cache.lens[i] >= self.max_len:
+            finish = "length"
+        if finish is not None:
+            pieces += r.text.finish()
+        return TokenEvent(r.key, r.sample, tok, forced, logprob, pieces, finish)
+
+    def _forward(self, going_on: dict[int, int]) -> None:
+        """Feed each continuing row its new token. Rows are not compacted: the pass covers rows
+        [0, hi) and idle rows in that range get a dummy token that is forgotten right after."""
+        hi = max(going_on) + 1
+        ids = torch.zeros(hi, 1, dtype=torch.long)
+        for i, tok in going_on.items():
+            ids[i, 0] = tok
+        self.cache.active = slice(0, hi)
+        self.next_logits[:hi] = self.model(ids.to(self.model.device), kv_cache=self.cache)[:, -1]
+        for i in range(hi):
+            if i not in going_on:
+                self.cache.lens[i] = 0
+
+
+class Engine:
+    """Generation for every consumer. `tool` runs python tool calls (None = no tools)."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, tool: Tool | None = sandbox_calculator):
+        self.model, self.tokenizer, self.tool = model, tokenizer, tool
+        self.specials = Specials.from_tokenizer(tokenizer)
+
+    def _new_row(self, key: Any, sample: int, params: SamplingParams) -> _Row:
+        g = torch.Generator(device=self.model.device)
+        if params.seed is None:
+            g.seed()
+        else:
+            g.manual_seed(_mixed_seed(params.seed, sample))
+        tool = ToolState(self.specials, self.tokenizer.encode, self.tokenizer.decode, self.tool)
+        return _Row(key, sample, params, g, tool, TextStream(params.stop))
+
+    def decoder(self, max_rows: int, max_len: int | None = None) -> BatchDecoder:
+        """An empty batch of `max_rows` rows of up to `max_len` tokens (default: the model's context)."""
+        return BatchDecoder(self, max_rows, max_len or self.model.config.sequence_len)
+
+    def stream(self, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
+               max_rows: int = 64, **overrides: Any) -> Iterator[TokenEvent]:
+        """Generate for every prompt (params.n samples each), yielding tokens as they come.
+        At most `max_rows` rows decode at once; further prompts join as rows free up."""
+        params = replace(params or SamplingParams(), **overrides)
+        if params.n > max_rows:
+            max_rows = params.n
+        max_len = min(self.model.config.sequence_len, max(map(len, prompts)) + params.max_tokens)
+        dec = self.decoder(min(max_rows, len(prompts) * params.n), max_len)
+        waiting = deque(enumerate(prompts))
+        while waiting or dec.busy:
+            while waiting and dec.free_rows >= params.n:
+                i, prompt = waiting.popleft()
+                dec.add(prompt, params, key=i)
+            yield from dec.step()
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
+                 max_rows: int = 64, **overrides: Any) -> list[list[Completion]]:
+        """Like `stream`, but returns the finished samples: result[prompt_index][sample]."""
+        n = replace(params or SamplingParams(), **overrides).n
+        out = [[Completion() for _ in range(n)] for _ in prompts]
+        for ev in self.stream(prompts, params, max_rows=max_rows, **overrides):
+            c = out[ev.key][ev.sample]
+            c.ids.append(ev.id)
+            c.forced.append(ev.forced)
+            c.logprobs.append(ev.logprob)
+            c.pieces += ev.text
+            c.finish = ev.finish
+        return out
