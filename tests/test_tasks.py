@@ -417,3 +417,37 @@ def test_real_humaneval_canonical_solutions_pass():
     for i in range(3):
         ex = task[i]
         assert task.evaluate(ex, ex["messages"][1]["content"]), ex["task_id"]
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_specs():
+    from picochat.tasks.registry import make_mixture, make_task, task_names
+
+    assert {"gsm8k", "mmlu", "arc_easy", "arc_challenge", "humaneval", "smoltalk", "spellingbee"} <= set(task_names())
+    ident = make_task("identity:test:10")
+    assert len(ident) == 10 and ident.name == "identity"
+    assert ident[0] != make_task("identity:train:10")[0] or ident[1] != make_task("identity:train:10")[1]
+    mix = make_mixture("identity:train:10*2, wordproblems:train:30, smalltalk:train:40*0.5", seed=3)
+    counts = collections.Counter(ex["task"] for ex in mix)
+    assert counts == {"identity": 20, "wordproblems": 30, "smalltalk": 20}
+    per_conv = collections.Counter(json.dumps(ex["messages"]) for ex in mix if ex["task"] == "identity")
+    once = collections.Counter(json.dumps(ex["messages"]) for ex in make_task("identity:train:10"))
+    assert per_conv == {c: 2 * k for c, k in once.items()}  # exactly two passes over the 10 conversations
+    assert len(make_mixture("identity:train:10, smalltalk:train:40", size=25)) == 25
+    for bad, msg in [("gsm9k", "did you mean 'gsm8k'"), ("identity:train:x", "whole number"),
+                     ("gsm8k:dev", "split"), ("a:b:c:d", "unknown task spec")]:
+        with pytest.raises(UserError, match=msg):
+            make_task(bad, mirror="/nonexistent")
+    with pytest.raises(UserError, match="number"):
+        make_mixture("identity*two")
+
+
+@needs_mirror
+def test_registry_file_tasks_through_the_mirror():
+    from picochat.tasks.registry import make_task
+
+    capped = make_task("gsm8k:test:5", mirror=MIRROR)
+    assert len(capped) == 5 and capped[0] == GSM8K("test", mirror=MIRROR)[0]
+    assert len(make_task("arc-easy", mirror=MIRROR)) == 2376

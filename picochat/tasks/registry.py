@@ -1,0 +1,114 @@
+"""Tasks by name, so configs and command lines can say which tasks to train or evaluate on.
+
+A task spec is `name[:split[:n]]`, e.g. "gsm8k", "gsm8k:test", "spellingbee:train:20000".
+`n` is the size of a generated task (spelling, identity, synthetic), and for a file-backed task
+a cap: its first n examples in the task's seeded order, a fair random sample.
+A mixture spec is comma-separated task specs, each with an optional `*passes` (default 1):
+"smoltalk:train, gsm8k:train*2, identity*0.5" has every SmolTalk example once, every GSM8K
+example twice and half the identity conversations (the way nanochat oversamples a task by
+listing it twice, but with any real number).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+from picochat.common.errors import UserError
+from picochat.tasks.common import Subset, Task, TaskMixture
+
+# name -> (default split, factory(split, n, home, mirror))
+Factory = Callable[[str, "int | None", str, str], Task]
+
+
+def _file_task(build: Callable[..., Task]) -> Factory:
+    def make(split: str, n: int | None, home: str, mirror: str) -> Task:
+        task = build(split, home=home, mirror=mirror)
+        return task if n is None else Subset(task, 0, n)
+    return make
+
+
+def _generated(build: Callable[..., Task], default_size: int) -> Factory:
+    def make(split: str, n: int | None, home: str, mirror: str) -> Task:
+        return build(split, default_size if n is None else n, home=home, mirror=mirror)
+    return make
+
+
+def _registry() -> dict[str, tuple[str, Factory]]:
+    # imported here so that importing the registry loads no task module
+    from picochat.tasks.arc import ARC
+    from picochat.tasks.gsm8k import GSM8K
+    from picochat.tasks.humaneval import HumanEval
+    from picochat.tasks.identity import Identity
+    from picochat.tasks.mmlu import MMLU
+    from picochat.tasks.smoltalk import ChitChat, SmolTalk
+    from picochat.tasks.spelling import SimpleSpelling, SpellingBee
+    from picochat.tasks.synthetic import SmallTalk, WordProblems
+
+    def no_files(cls: Callable[..., Task]) -> Callable[..., Task]:
+        return lambda split, n, home="", mirror="": cls(split, n)
+
+    return {
+        "gsm8k": ("train", _file_task(GSM8K)),
+        "mmlu": ("test", _file_task(MMLU)),
+        "arc_easy": ("test", _file_task(lambda split, **kw: ARC("ARC-Easy", split, **kw))),
+        "arc_challenge": ("test", _file_task(lambda split, **kw: ARC("ARC-Challenge", split, **kw))),
+        "humaneval": ("test", _file_task(lambda split, **kw: HumanEval(**kw))),
+        "smoltalk": ("train", _file_task(SmolTalk)),
+        "chitchat": ("train", _file_task(ChitChat)),
+        "spellingbee": ("train", _generated(SpellingBee, 10_000)),
+        "simplespelling": ("train", _generated(SimpleSpelling, 10_000)),
+        "identity": ("train", _generated(lambda split, n, **kw: Identity(n, seed=0 if split == "train" else 1), 48)),
+        "wordproblems": ("train", _generated(no_files(WordProblems), 2000)),
+        "smalltalk": ("train", _generated(no_files(SmallTalk), 2000)),
+    }
+
+
+def task_names() -> list[str]:
+    return list(_registry())
+
+
+def make_task(spec: str, *, home: str = "", mirror: str = "") -> Task:
+    """The task a spec `name[:split[:n]]` names (see the module docstring)."""
+    fields = [f.strip() for f in spec.strip().split(":")]
+    registry = _registry()
+    name = fields[0].lower().replace("-", "_")
+    if name not in registry or len(fields) > 3:
+        close = difflib.get_close_matches(name, list(registry), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"unknown task spec '{spec}'{hint}; use name[:split[:n]] with a name from "
+                        f"{', '.join(registry)}")
+    default_split, factory = registry[name]
+    split = fields[1] if len(fields) > 1 and fields[1] else default_split
+    n = None
+    if len(fields) > 2:
+        if not fields[2].isdigit():
+            raise UserError(f"task spec '{spec}': the size after the second ':' must be a whole number")
+        n = int(fields[2])
+    try:
+        return factory(split, n, home, mirror)
+    except ValueError as e:  # a bad split or subset name
+        raise UserError(f"task spec '{spec}': {e}") from e
+
+
+def make_mixture(spec: str, *, size: int | None = None, seed: int = 0, home: str = "",
+                 mirror: str = "") -> TaskMixture:
+    """A TaskMixture from "spec[*passes], spec[*passes], ..." (see the module docstring);
+    `size` rescales the whole mixture to that many examples, keeping the proportions."""
+    tasks: list[Task] = []
+    passes: list[float] = []
+    for item in [s for s in spec.split(",") if s.strip()]:
+        task_spec, _, weight = item.partition("*")
+        tasks.append(make_task(task_spec, home=home, mirror=mirror))
+        try:
+            passes.append(float(weight) if weight.strip() else 1.0)
+        except ValueError:
+            raise UserError(f"mixture item '{item.strip()}': the passes after '*' must be a number") from None
+    if not tasks:
+        raise UserError("a task mixture needs at least one task spec")
+    if any(p < 0 for p in passes):
+        raise UserError(f"mixture '{spec}': the number of passes after '*' must not be negative")
+    # passes -> proportions: task k contributes passes[k] * len(task k) examples
+    weights = [p * len(t) for p, t in zip(passes, tasks, strict=True)]
+    total = round(sum(weights)) if size is None else size
+    return TaskMixture(tasks, weights, size=total, seed=seed)
