@@ -30,6 +30,8 @@ def tok() -> Tokenizer:
         return Tokenizer.train([CORPUS], 400)
 
 
+U, A = "user", "assistant"
+
 TOOL_CONVERSATION = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "What is 12*7?"},
@@ -127,6 +129,13 @@ def test_task_example_dict_accepted_and_input_not_modified(tok):
     assert TOOL_CONVERSATION == original
 
 
+def test_user_text_parts_are_joined(tok):
+    parts = [{"type": "text", "text": "What is "}, {"type": "text", "text": "12*7?"}]
+    as_parts = render_conversation(tok, [{"role": "system", "content": [{"type": "text", "text": "Be terse."}]},
+                                         {"role": U, "content": parts}])
+    assert as_parts == render_conversation(tok, [{"role": U, "content": "Be terse.\n\nWhat is 12*7?"}])
+
+
 def test_max_tokens_truncates_both(tok):
     ids, mask = render_conversation(tok, TOOL_CONVERSATION)
     short_ids, short_mask = render_conversation(tok, TOOL_CONVERSATION, max_tokens=10)
@@ -186,9 +195,6 @@ def test_normalize_and_content_text():
     assert content_text(parts) == "1+12ab"
 
 
-U, A = "user", "assistant"
-
-
 @pytest.mark.parametrize("conversation, message", [
     ([], "non-empty list"),
     ("hello", "non-empty list"),
@@ -204,7 +210,8 @@ U, A = "user", "assistant"
     ([{"role": "system", "content": "s"}, {"role": A, "content": "y"}], "system message must be followed by a user"),
     ([{"role": "system", "content": "s"}, {"role": U, "content": "x"}, {"role": U, "content": "y"}],
      "message 2 is from user but should be from assistant"),
-    ([{"role": U, "content": ["x"]}], r"message 0 \(user\) content must be a string"),
+    ([{"role": U, "content": ["x"]}], r"message 0 \(user\), part 0 must be a text part"),
+    ([{"role": U, "content": [{"type": "python", "text": "1"}]}], r"part 0 must be a text part"),
     ([{"role": U, "content": None}], r"message 0 \(user\) content must be a string"),
     ([{"role": U, "content": "x"}, {"role": A, "content": 3}], "must be a string or a list of parts"),
     ([{"role": U, "content": "x"}, {"role": A, "content": [{"type": "image", "text": "x"}]}],

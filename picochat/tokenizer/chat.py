@@ -4,7 +4,8 @@ A conversation is a list of messages `{"role": ..., "content": ...}`:
 - an optional first "system" message (string), merged into the first user message as
   "system text\\n\\nuser text" (the model has no system turn; nanochat does the same);
 - then "user" and "assistant" turns alternating, starting with "user";
-- user content is a string; assistant content is a string or a list of parts
+- user content is a string (or a list of `{"type": "text", "text": str}` parts, joined);
+  assistant content is a string or a list of parts
   `{"type": "text" | "python" | "python_output", "text": str}`: a python part is a tool call the
   assistant writes, and a python_output part (which must directly follow a python part) is the
   result the tool returned.
@@ -80,8 +81,13 @@ def _check_message(i: int, message: Any) -> None:
         raise ConversationError(f"message {i} has unknown role {role!r}; roles are {', '.join(ROLES)}")
     if role == "assistant" and isinstance(content, list):
         _check_assistant_parts(i, content)
+    elif isinstance(content, list):  # user/system: text parts only (as OpenAI-style clients send)
+        for j, part in enumerate(content):
+            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                raise ConversationError(f"message {i} ({role}), part {j} must be a text part "
+                                        f"{{'type': 'text', 'text': str}}, got {part!r:.80}")
     elif not isinstance(content, str):
-        kinds = "a string or a list of parts" if role == "assistant" else "a string"
+        kinds = "a string or a list of parts" if role == "assistant" else "a string or a list of text parts"
         raise ConversationError(f"message {i} ({role}) content must be {kinds}, got {type(content).__name__}")
 
 
@@ -98,6 +104,9 @@ def validate_conversation(conversation: list[dict] | dict, *, prompt: bool = Fal
     for i, message in enumerate(messages):
         _check_message(i, message)
     turns = [dict(m) for m in messages]
+    for turn in turns:
+        if turn["role"] != "assistant" and isinstance(turn["content"], list):
+            turn["content"] = "".join(part["text"] for part in turn["content"])
     offset = 0
     if turns[0]["role"] == "system":
         if len(turns) < 2 or turns[1]["role"] != "user":
