@@ -184,3 +184,36 @@ def test_native_equals_reference_gutenberg(n_chars, num_merges, offset):
     if docs is None:
         pytest.skip("Gutenberg data mirror not found (set PICOCHAT_MIRROR)")
     assert fast.train(docs, num_merges) == bpe.train(docs, num_merges)
+
+
+def test_fallback_without_native_core_warns_once_and_matches(monkeypatch):
+    monkeypatch.setattr(fast, "_core", None)
+    monkeypatch.setattr(fast, "_warned", False)
+    monkeypatch.setattr(fast, "_IMPORT_ERROR", "simulated: not built")
+    with pytest.warns(UserWarning, match="native BPE core unavailable"):
+        merges = fast.train([PROSE], 50)
+    assert merges == bpe.train([PROSE], 50)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_builtin_pattern_family_is_recognised(k):
+    pattern = bpe.GPT4_SPLIT_PATTERN.replace(r"\p{N}{1,3}", rf"\p{{N}}{{1,{k}}}")
+    assert fast.builtin_digits(pattern) == k
+    assert fast.builtin_digits(r"\S+|\s+") == 0
+
+
+@needs_native
+@pytest.mark.parametrize("k", [1, 3])
+def test_native_scanner_digit_runs(k):
+    pattern = bpe.GPT4_SPLIT_PATTERN.replace(r"\p{N}{1,3}", rf"\p{{N}}{{1,{k}}}")
+    texts = ["1234567 89 ٣٤٥٦ x²³ 12ab", PATHOLOGICAL["digits"][0]]
+    assert fast.train(texts, 100, pattern) == bpe.train(texts, 100, pattern)
+
+
+@needs_native
+def test_native_many_batches_and_threads(monkeypatch):
+    monkeypatch.setattr(fast, "BATCH_CHARS", 500)  # many small batches counted in the background
+    texts = [PROSE[i:] + MIXED[: i * 3] for i in range(60)]
+    expected = bpe.train(texts, 500)
+    assert fast.train(texts, 500, n_threads=3) == expected
+    assert fast.train(iter(texts), 500, n_threads=1) == expected

@@ -122,3 +122,35 @@ def test_duplicate_token_bytes_still_decode():
     assert t.decode([259, 258]) == "abcabc"
     with pytest.raises(ValueError, match="outside the vocabulary"):
         t.decode([10_000])
+
+
+def _mirror_books(name: str, n_chars: int) -> list[str]:
+    import gzip
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("PICOCHAT_MIRROR", "/nonexistent")) / "pretrain" / name
+    if not os.environ.get("PICOCHAT_MIRROR") or not path.exists():
+        pytest.skip("Gutenberg data mirror not found (set PICOCHAT_MIRROR)")
+    docs, total = [], 0
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            docs.append(json.loads(line)["text"][: n_chars - total])
+            total += len(docs[-1])
+            if total >= n_chars:
+                break
+    return docs
+
+
+def test_gutenberg_native_equals_reference_and_tiktoken_equals_reference_rule():
+    from picochat.tokenizer import fast
+
+    docs = _mirror_books("gutenberg_train.jsonl.gz", 400_000)
+    ref = Tokenizer.train(docs, vocab_size=1500, native=False)
+    if fast.available():
+        assert Tokenizer.train(docs, vocab_size=1500).merges == ref.merges
+    held_out = _mirror_books("gutenberg_val.jsonl.gz", 40_000)[0]
+    ids = ref.encode(held_out)
+    assert ids == bpe.encode(held_out, ref.merges, ref.pattern)
+    assert ref.decode(ids) == held_out
+    assert len(held_out.encode()) / len(ids) > 2.0  # it compresses unseen prose (2.5 bytes/token at this small vocab)
