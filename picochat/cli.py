@@ -36,6 +36,11 @@ class Command:
 COMMANDS: list[Command] = [
     Command(("train", "base"), "pretrain the GPT on the base corpus", "picochat.train.base:main",
             (C.RunConfig, C.ModelConfig, C.TrainConfig), stage="base"),
+    Command(("chat",), "talk to a trained model in the terminal (streaming, multi-turn, /clear)",
+            "picochat.chat_cli:main", (C.RunConfig, C.ChatConfig),
+            extra=((("-p", "--prompt"), {"default": "", "help": "one-shot: answer this prompt, print, exit"}),)),
+    Command(("serve",), "serve the chat page and an OpenAI-compatible API (/v1/chat/completions)",
+            "picochat.serve.app:main", (C.RunConfig, C.ServeConfig)),
 ]
 
 

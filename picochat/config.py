@@ -90,6 +90,33 @@ class TrainConfig:
 
 
 @dataclass
+class ChatConfig:
+    """`picochat chat`: which model to talk to and how to sample."""
+
+    stage: str = opt("", "model stage: rl, sft, mid or base (default: the latest finished)")
+    temperature: float = opt(0.6, "sampling temperature (0 = greedy)")
+    top_k: int = opt(50, "sample among the k most likely tokens (0 = all)")
+    top_p: float = opt(1.0, "nucleus sampling mass (1 = off)")
+    max_tokens: int = opt(512, "most tokens per reply")
+
+
+@dataclass
+class ServeConfig:
+    """`picochat serve`: the OpenAI-compatible API and the chat page."""
+
+    stage: str = opt("", "model stage: rl, sft, mid or base (default: the latest finished)")
+    host: str = opt("127.0.0.1", "interface to listen on (0.0.0.0 for all)")
+    port: int = opt(8000, "TCP port")
+    max_batch: int = opt(32, "rows (concurrent samples) decoded together per worker")
+    max_queue: int = opt(64, "requests waiting per worker before the server answers 503")
+    max_concurrent: int = opt(256, "requests in flight before the server answers 429")
+    max_prompt_tokens: int = opt(0, "longest accepted conversation in tokens (0 = the model's context - 1)")
+    max_body_bytes: int = opt(1_000_000, "largest accepted request body")
+    default_max_tokens: int = opt(512, "reply length when a request gives no max_tokens")
+    gpus: int = opt(0, "workers, one per GPU (0 = every visible GPU; on CPU always 1)")
+
+
+@dataclass
 class Preset:
     """A named configuration: one row per section and per training stage."""
 
