@@ -12,6 +12,7 @@ try:
     from pybind11.setup_helpers import Pybind11Extension, build_ext
 
     ext_modules = [Pybind11Extension("picochat.tokenizer.fast._core", SOURCES, cxx_std=17, optional=True,
+                                     depends=["picochat/tokenizer/fast/core.hpp"],
                                      extra_compile_args=["-O3", "-pthread"], extra_link_args=["-pthread"])]
     cmdclass = {"build_ext": build_ext}
 except ImportError:  # pybind11 is a build requirement; without it, skip the extension

@@ -217,3 +217,18 @@ def test_native_many_batches_and_threads(monkeypatch):
     expected = bpe.train(texts, 500)
     assert fast.train(texts, 500, n_threads=3) == expected
     assert fast.train(iter(texts), 500, n_threads=1) == expected
+
+
+@needs_native
+def test_native_long_documents_are_cut_safely():
+    # Documents longer than 2 x 64 KiB are cut into pieces at "\n" + visible ASCII; the pieces
+    # must split exactly as the whole document would. Fragments put every kind of character
+    # next to newlines.
+    import random
+
+    rng = random.Random(0)
+    fragments = ["\n", "\n\n", "\r\n", " \n", "\t\n", ".\n", "'s\n", "\u00a0\n", "\n ", "x", "ab", " cd",
+                 "12", "!!", "?\n", "\n'", "\n1", "\nA", "\n.", "\n\u00e9", "   ", "\u3000", PROSE[:40], MIXED[:30]]
+    texts = ["".join(rng.choice(fragments) for _ in range(60_000)) for _ in range(3)]
+    assert min(len(t.encode()) for t in texts) > 3 * 65536
+    assert fast.train(texts, 300, n_threads=2) == bpe.train(texts, 300)

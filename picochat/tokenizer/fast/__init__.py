@@ -13,6 +13,7 @@ and runs the pure-Python reference instead.
 from __future__ import annotations
 
 import os
+from array import array
 import warnings
 from collections.abc import Iterable
 from functools import lru_cache
@@ -27,7 +28,7 @@ except ImportError as _e:  # the extension is optional (setup.py: optional=True)
     _core = None
     _IMPORT_ERROR = str(_e)
 
-BATCH_CHARS = 4_000_000
+BATCH_CHARS = 1_000_000
 _warned = False
 
 
@@ -46,19 +47,19 @@ def builtin_digits(pattern: str) -> int:
 
 
 @lru_cache(maxsize=1)
-def class_table() -> bytes:
-    """One uint16 per code point: \\p{L}, \\p{N}, \\s and the case-folded contraction letters,
-    computed by the `regex` module itself, so the scanner classifies exactly as bpe.py does."""
-    import numpy as np
+def class_ranges() -> list[tuple[int, int, int]]:
+    r"""(first, last + 1, bit) code point ranges of \p{L} (bit 0), \p{N} (1), \s (2) and the
+    case-folded contraction letters s d m t l v e r (3..10), computed by the `regex` module
+    itself, so the C++ scanner classifies characters exactly as bpe.py's regex does."""
     import regex
 
-    every_char = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
-    table = np.zeros(0x110000, dtype=np.uint16)
     classes = [r"\p{L}+", r"\p{N}+", r"\s+"] + [f"(?i:{c})+" for c in "sdmtlver"]
-    for bit, cls in enumerate(classes):
-        for m in regex.finditer(cls, every_char):
-            table[m.start():m.end()] |= 1 << bit
-    return table.astype("<u2").tobytes()
+    ranges = []
+    for block in range(0, 0x110000, 0x10000):  # 64k code points at a time: little memory
+        chars = array("I", range(block, block + 0x10000)).tobytes().decode("utf-32-le", "surrogatepass")
+        for bit, cls in enumerate(classes):
+            ranges += [(block + m.start(), block + m.end(), bit) for m in regex.finditer(cls, chars)]
+    return ranges
 
 
 def _warn_fallback() -> None:
@@ -78,7 +79,7 @@ def train(texts: Iterable[str], num_merges: int, pattern: str = bpe.SPLIT_PATTER
         return bpe.train(texts, num_merges, pattern)
     digits = builtin_digits(pattern)
     n_threads = n_threads or os.cpu_count() or 1
-    counter = _core.Counter(class_table(), digits, n_threads)
+    counter = _core.Counter(class_ranges(), digits, n_threads)
     if digits:
         batch: list[str] = []
         size = 0

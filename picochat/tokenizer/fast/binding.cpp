@@ -4,7 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <cstring>
+#include <tuple>
 #include <stdexcept>
 #include <thread>
 
@@ -17,12 +17,14 @@ namespace {
 
 class Counter {
 public:
-    Counter(py::bytes table, int max_digits, int n_threads) {
-        std::string_view raw = table;
-        if (raw.size() != 0x110000 * sizeof(uint16_t)) throw std::invalid_argument("class table has the wrong size");
+    // ranges: (first, last + 1, bit) code point ranges of each class bit (see fast/__init__.py).
+    Counter(const std::vector<std::tuple<uint32_t, uint32_t, int>>& ranges, int max_digits, int n_threads) {
         auto classes = std::make_shared<CharClasses>();
-        classes->table.resize(0x110000);
-        std::memcpy(classes->table.data(), raw.data(), raw.size());
+        classes->table.assign(0x110000, 0);
+        for (const auto& [first, end, bit] : ranges) {
+            if (first > end || end > 0x110000 || bit < 0 || bit > 15) throw std::invalid_argument("bad class range");
+            for (uint32_t cp = first; cp < end; ++cp) classes->table[cp] |= uint16_t(1u << bit);
+        }
         if (n_threads <= 0) n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
         counter_ = std::make_unique<ChunkCounter>(std::move(classes), max_digits, n_threads);
     }
@@ -58,8 +60,7 @@ public:
 
     std::vector<Pair> train(size_t num_merges) {
         py::gil_scoped_release release;
-        ChunkMap chunks = counter_->finish();
-        return train_merges(chunks, num_merges);
+        return train_merges(counter_->finish(), num_merges);
     }
 
 private:
@@ -71,7 +72,8 @@ private:
 PYBIND11_MODULE(_core, m) {
     m.doc() = "picochat native BPE core: multi-threaded chunk counting and the merge loop";
     py::class_<Counter>(m, "Counter")
-        .def(py::init<py::bytes, int, int>(), py::arg("class_table"), py::arg("max_digits"),
+        .def(py::init<const std::vector<std::tuple<uint32_t, uint32_t, int>>&, int, int>(),
+             py::arg("class_ranges"), py::arg("max_digits"),
              py::arg("n_threads") = 0)
         .def("feed", &Counter::feed, py::arg("docs"))
         .def("add_counted", &Counter::add_counted, py::arg("items"))

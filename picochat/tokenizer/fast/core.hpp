@@ -91,10 +91,10 @@ public:
     }
 
 private:
-    struct Slot {
-        uint64_t hash = 0;  // 0 = empty
-        uint64_t off = 0;
+    struct Slot {          // 24 bytes; the table is kept at most 3/4 full
+        uint32_t hash = 0;  // 0 = empty
         uint32_t len = 0;
+        uint64_t off = 0;
         int64_t count = 0;
     };
     void grow();
@@ -110,12 +110,15 @@ public:
     ChunkCounter(std::shared_ptr<const CharClasses> classes, int max_digits, int n_threads);
     ~ChunkCounter();
     // Takes ownership of a batch: `buf` holds the documents back to back, `ends[i]` is the
-    // end offset of document i. Returns at once; counting happens in the background.
+    // end offset of document i. Returns at once; counting happens in the background. Long
+    // documents are cut into ~kPiece-byte pieces at safe boundaries so threads stay balanced.
     void feed(std::string buf, std::vector<size_t> ends);
     // Add already-split chunks with counts (used when the pattern is not the built-in one).
     void add_counted(std::string_view chunk, int64_t count);
     // Waits for the background work and returns the merged counts (the counter is then empty).
     ChunkMap finish();
+
+    static constexpr size_t kPiece = 1 << 16;
 
 private:
     void wait();
@@ -133,6 +136,7 @@ using Pair = std::pair<uint32_t, uint32_t>;
 // Learns up to num_merges merges over unique chunks weighted by counts, exactly as bpe.py does
 // (highest count, then lowest pair; count-1 pairs allowed; stop early when no pair is left).
 // Merge i creates id 256 + i.
-std::vector<Pair> train_merges(const ChunkMap& chunks, size_t num_merges);
+// Consumes the chunk map (freed once the words are built, to keep peak memory down).
+std::vector<Pair> train_merges(ChunkMap chunks, size_t num_merges);
 
 }  // namespace picobpe

@@ -180,8 +180,9 @@ private:
 
 }  // namespace
 
-std::vector<Pair> train_merges(const ChunkMap& chunks, size_t num_merges) {
+std::vector<Pair> train_merges(ChunkMap chunks, size_t num_merges) {
     Trainer trainer(chunks);
+    chunks = ChunkMap();  // the words are copied out; free the strings before the merge loop
     return trainer.run(num_merges);
 }
 

@@ -62,7 +62,27 @@ inline uint64_t hash_bytes(const uint8_t* p, size_t n) {
     h ^= h >> 29;
     h *= 0xBF58476D1CE4E5B9ull;
     h ^= h >> 32;
-    return h | 1;  // 0 marks an empty slot
+    return h;
+}
+
+// Cut [begin, end) into pieces of about ChunkCounter::kPiece bytes. A cut goes right after a
+// '\n' that is followed by a visible ASCII character: no alternative of the pattern matches
+// across such a spot (a chunk holding a newline either ends there or continues only with
+// whitespace, and the letter prefix excludes \r\n), so the pieces split exactly as the whole.
+void cut_pieces(const uint8_t* p, size_t begin, size_t end, std::vector<std::pair<size_t, size_t>>& out) {
+    while (end - begin > 2 * ChunkCounter::kPiece) {
+        size_t cut = 0;
+        for (size_t j = begin + ChunkCounter::kPiece; j + 1 < end; ++j) {
+            if (p[j] == '\n' && p[j + 1] > 0x20 && p[j + 1] < 0x7F) {
+                cut = j + 1;
+                break;
+            }
+        }
+        if (!cut) break;
+        out.emplace_back(begin, cut);
+        begin = cut;
+    }
+    out.emplace_back(begin, end);
 }
 
 }  // namespace
@@ -139,7 +159,7 @@ void ChunkMap::grow() {
 }
 
 void ChunkMap::add(const uint8_t* p, size_t len, int64_t count) {
-    const uint64_t h = hash_bytes(p, len);
+    const uint32_t h = uint32_t(hash_bytes(p, len)) | 0x80000000u;  // never 0 (empty)
     const size_t mask = slots_.size() - 1;
     for (size_t k = h & mask;; k = (k + 1) & mask) {
         Slot& s = slots_[k];
@@ -150,7 +170,7 @@ void ChunkMap::add(const uint8_t* p, size_t len, int64_t count) {
         if (!s.hash) {
             s.hash = h, s.off = arena_.size(), s.len = uint32_t(len), s.count = count;
             arena_.append(reinterpret_cast<const char*>(p), len);
-            if (++size_ * 2 > slots_.size()) grow();
+            if (++size_ * 4 > slots_.size() * 3) grow();
             return;
         }
     }
@@ -179,13 +199,15 @@ void ChunkCounter::feed(std::string buf, std::vector<size_t> ends) {
     buf_ = std::move(buf);
     ends_ = std::move(ends);
     coordinator_ = std::thread([this] {
+        const auto* base = reinterpret_cast<const uint8_t*>(buf_.data());
+        std::vector<std::pair<size_t, size_t>> pieces;
+        for (size_t d = 0; d < ends_.size(); ++d) cut_pieces(base, d ? ends_[d - 1] : 0, ends_[d], pieces);
         std::atomic<size_t> next{0};
         auto work = [&](ChunkMap& map) {
-            const auto* base = reinterpret_cast<const uint8_t*>(buf_.data());
-            for (size_t d = next++; d < ends_.size(); d = next++) {
-                const size_t begin = d ? ends_[d - 1] : 0;
-                const uint8_t* p = base + begin;
-                splitter_.split(p, ends_[d] - begin, [&](size_t s, size_t e) { map.add(p + s, e - s, 1); });
+            for (size_t k = next++; k < pieces.size(); k = next++) {
+                const uint8_t* p = base + pieces[k].first;
+                splitter_.split(p, pieces[k].second - pieces[k].first,
+                                [&](size_t s, size_t e) { map.add(p + s, e - s, 1); });
             }
         };
         std::vector<std::thread> helpers;
