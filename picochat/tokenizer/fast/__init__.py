@@ -13,8 +13,8 @@ and runs the pure-Python reference instead.
 from __future__ import annotations
 
 import os
-from array import array
 import warnings
+from array import array
 from collections.abc import Iterable
 from functools import lru_cache
 
