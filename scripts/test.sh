@@ -3,5 +3,9 @@
 # Pass pytest arguments through, e.g. `bash scripts/test.sh -m "not slow" -x`.
 source "$(dirname "$0")/_setup.sh"
 pip install -q -e ".[test]"
+# The chat-page test drives Debian's Chromium through playwright (never `playwright install`).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null || echo "test.sh: could not install chromium; the page test will skip"
+fi
 export PICOCHAT_MIRROR="${PICOCHAT_MIRROR:-$(cd .. && pwd)/shared/data}"
 python -m pytest -q "$@"

@@ -94,6 +94,9 @@ class RaggedKVCache(KVCache):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # Zeros, not garbage: masked keys get weight 0, but 0 * NaN (uninitialised memory) = NaN.
+        self.k.zero_()
+        self.v.zero_()
         self.lens = [0] * self.batch_size
         self.active = slice(0, self.batch_size)
 

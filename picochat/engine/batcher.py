@@ -1,0 +1,217 @@
+"""Continuous batching for the server: many requests share one running batch.
+
+The batcher owns the model on a thread of its own and loops (vLLM's contract):
+
+    schedule()  drop cancelled requests, admit waiting ones into free rows (prefill)
+    step()      one token for every live row: one forward pass for the whole batch
+    update()    hand each request its tokens
+
+Requests join and leave between steps, so a short reply does not wait for a long one and a new
+request does not wait for the batch to drain (Yu et al. 2022, "Orca", OSDI). The asyncio event
+loop never runs a forward pass: tokens cross over through `loop.call_soon_threadsafe` into an
+`asyncio.Queue` per request. The waiting queue is bounded: when it is full, `submit` raises
+`Overloaded` at once (back-pressure: the server answers 503 instead of queueing without end).
+
+`Router` spreads requests over several batchers (one per GPU), each to the least-loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from picochat.engine.engine import Engine, SamplingParams, TokenEvent
+
+
+class Overloaded(Exception):
+    """The waiting queue is full; try again later."""
+
+
+@dataclass
+class Ticket:
+    """A submitted request, as its caller sees it: `async for events in ticket` yields the events
+    of each decode step (a list, one per sample that advanced), then ends."""
+
+    id: int
+    prompt: list[int]
+    params: SamplingParams
+    batcher: Batcher
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
+    unfinished: int = 0
+
+    def cancel(self) -> None:
+        """Stop generating and free the request's rows before the next step."""
+        self.batcher.cancel(self)
+
+    async def __aiter__(self) -> AsyncIterator[list[TokenEvent]]:
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+class Batcher:
+    def __init__(self, engine: Engine, max_rows: int = 32, max_queue: int = 64, max_len: int | None = None,
+                 name: str = "worker0"):
+        self.engine, self.name, self.max_queue = engine, name, max_queue
+        self.decoder = engine.decoder(max_rows, max_len)
+        self._waiting: deque[Ticket] = deque()
+        self._running: dict[int, Ticket] = {}
+        self._cancelled: set[int] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._ids = itertools.count()
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self.steps = 0
+
+    @property
+    def max_rows(self) -> int:
+        return len(self.decoder.rows)
+
+    @property
+    def max_len(self) -> int:
+        return self.decoder.max_len
+
+    @property
+    def load(self) -> int:
+        """Rows in use plus rows asked for by waiting requests: what the router balances."""
+        with self._lock:
+            return sum(t.params.n for t in self._waiting) + sum(t.params.n for t in self._running.values())
+
+    def start(self) -> Batcher:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def submit(self, prompt: Sequence[int], params: SamplingParams) -> Ticket:
+        """Queue a request (call from the event loop). Raises Overloaded when the queue is full."""
+        if params.n > self.max_rows:
+            raise ValueError(f"n={params.n} exceeds the {self.max_rows} rows of a batch")
+        ticket = Ticket(next(self._ids), list(prompt), params, self, unfinished=params.n)
+        with self._lock:
+            if len(self._waiting) >= self.max_queue:
+                raise Overloaded(f"{len(self._waiting)} requests are already waiting")
+            self._waiting.append(ticket)
+        self._wake.set()
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        with self._lock:
+            self._cancelled.add(ticket.id)
+        self._wake.set()
+
+    # ---- the model thread ----
+
+    def _loop(self) -> None:
+        while not self._stop:
+            self._schedule()
+            if not self.decoder.busy:
+                self._wake.wait(timeout=0.5)
+                self._wake.clear()
+                continue
+            try:
+                events = self.decoder.step()
+            except Exception as e:  # a failing forward pass fails the requests, not the thread
+                self._fail_all(e)
+                continue
+            self.steps += 1
+            self._update(events)
+
+    def _fail_all(self, error: Exception) -> None:
+        with self._lock:
+            for tid, t in self._running.items():
+                self.decoder.cancel(tid)
+                _deliver(t, RuntimeError(f"generation failed: {error}"))
+            self._running.clear()
+
+    def _schedule(self) -> None:
+        with self._lock:
+            cancelled, self._cancelled = self._cancelled, set()
+            self._waiting = deque(t for t in self._waiting if t.id not in cancelled)
+            for tid in cancelled & self._running.keys():
+                self.decoder.cancel(tid)
+                self._finish(self._running.pop(tid))
+            admitted, free = [], self.decoder.free_rows
+            while self._waiting and free >= self._waiting[0].params.n:
+                free -= self._waiting[0].params.n
+                admitted.append(self._waiting.popleft())
+        for t in admitted:  # prefill outside the lock: submit() must not wait on a forward pass
+            try:
+                self.decoder.add(t.prompt, t.params, key=t.id)
+            except (ValueError, RuntimeError) as e:
+                _deliver(t, e)
+                continue
+            with self._lock:
+                self._running[t.id] = t
+
+    def _update(self, events: list[TokenEvent]) -> None:
+        per_ticket: dict[int, list[TokenEvent]] = {}
+        for ev in events:
+            per_ticket.setdefault(ev.key, []).append(ev)
+        with self._lock:
+            for tid, evs in per_ticket.items():
+                t = self._running.get(tid)
+                if t is None:
+                    continue
+                _deliver(t, evs)
+                t.unfinished -= sum(ev.finish is not None for ev in evs)
+                if t.unfinished == 0:
+                    self._finish(self._running.pop(tid))
+
+    @staticmethod
+    def _finish(t: Ticket) -> None:
+        _deliver(t, None)
+
+
+def _deliver(t: Ticket, item: object) -> None:
+    """Hand `item` to the ticket's event loop; a loop that has closed has no one left to tell."""
+    try:
+        t.loop.call_soon_threadsafe(t.queue.put_nowait, item)
+    except RuntimeError:
+        pass
+
+
+class Router:
+    """One batcher per GPU; each request goes to the least-loaded (ties: the first)."""
+
+    def __init__(self, batchers: Sequence[Batcher]):
+        if not batchers:
+            raise ValueError("a router needs at least one batcher")
+        self.batchers = list(batchers)
+
+    def pick(self) -> Batcher:
+        return min(self.batchers, key=lambda b: b.load)
+
+    def submit(self, prompt: Sequence[int], params: SamplingParams) -> Ticket:
+        return self.pick().submit(prompt, params)
+
+    @property
+    def max_rows(self) -> int:
+        return min(b.max_rows for b in self.batchers)
+
+    @property
+    def max_len(self) -> int:
+        return min(b.max_len for b in self.batchers)
+
+    def start(self) -> Router:
+        for b in self.batchers:
+            b.start()
+        return self
+
+    def close(self) -> None:
+        for b in self.batchers:
+            b.close()

@@ -1,0 +1,225 @@
+"""The batcher, the router, the OpenAI-compatible server (driven by the official `openai` client),
+its 4xx answers, and the terminal chat's one-shot mode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import torch
+import uvicorn
+
+from picochat.engine.batcher import Batcher, Overloaded, Router
+from picochat.engine.engine import Engine, SamplingParams
+from picochat.eval.sandbox import calculator
+from picochat.serve.app import ServeLimits, create_app
+from picochat.tokenizer.chat import render_for_completion
+from tests.test_engine import TEXT, random_gpt
+
+openai = pytest.importorskip("openai")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from picochat.tokenizer.tokenizer import Tokenizer
+
+    return Tokenizer.train([TEXT], vocab_size=300, native=False)
+
+
+@pytest.fixture(scope="module")
+def engine(tok) -> Engine:
+    return Engine(random_gpt(tok.vocab_size), tok, tool=calculator)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """uvicorn on a background thread, for clients that need a real socket."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(engine, tok):
+    batcher = Batcher(engine, max_rows=8, max_queue=16, max_len=96)
+    app = create_app(batcher, tok, "picochat-test", ServeLimits(max_prompt_tokens=60, max_body_bytes=20_000))
+    with ServerThread(app) as url:
+        yield url, batcher
+
+
+def test_openai_client_non_streaming_and_streaming(server):
+    url, _ = server
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none")
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 6 times 7?"}]
+    r = client.chat.completions.create(model="picochat-test", messages=msgs, max_tokens=12, temperature=0)
+    text = r.choices[0].message.content
+    assert isinstance(text, str) and r.choices[0].finish_reason in ("stop", "length")
+    assert 1 <= r.usage.completion_tokens <= 12 and r.usage.prompt_tokens > 0
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    stream = client.chat.completions.create(model="picochat-test", messages=msgs, max_tokens=12, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text                           # same greedy reply, token by token
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == \
+        [r.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
+    assert [m.id for m in client.models.list().data] == ["picochat-test"]
+
+
+def test_n_samples_and_seed(server):
+    url, _ = server
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none")
+    kw = dict(model="m", messages=[{"role": "user", "content": "Hello"}], max_tokens=10, n=3, seed=5,
+              temperature=1.0)
+    a, b = client.chat.completions.create(**kw), client.chat.completions.create(**kw)
+    assert [c.index for c in a.choices] == [0, 1, 2]
+    assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
+
+
+def test_server_matches_engine(server, engine, tok):
+    """What the API returns is what the engine generates for the rendered conversation."""
+    url, _ = server
+    conv = [{"role": "user", "content": "The quick brown fox"}]
+    r = httpx.post(url + "/v1/chat/completions", json={"messages": conv, "max_tokens": 15, "temperature": 0})
+    want = engine.generate([render_for_completion(tok, conv)], temperature=0.0, max_tokens=15)[0][0]
+    body = r.json()
+    assert body["choices"][0]["message"]["parts"] == want.parts
+    assert body["usage"]["completion_tokens"] == len(want.ids)
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"{not json", 400, "not valid JSON"),
+    (json.dumps({"messages": []}).encode(), 400, "messages"),
+    (json.dumps({"messages": [{"role": "wizard", "content": "hi"}]}).encode(), 400, "role"),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "temperature": -1}).encode(), 400, "temperature"),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "n": 99}).encode(), 400, "n"),
+    (json.dumps({"messages": [{"role": "assistant", "content": "hi"}]}).encode(), 400, ""),
+    (json.dumps({"messages": [{"role": "user", "content": "word " * 200}]}).encode(), 400, "limit"),
+    (json.dumps({"messages": [{"role": "user", "content": "x" * 50_000}]}).encode(), 413, "limit"),
+])
+def test_bad_requests_get_clear_4xx(server, body, status, words):
+    url, _ = server
+    r = httpx.post(url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert words in err["message"] and err["type"]
+
+
+def test_health_and_page(server):
+    url, _ = server
+    h = httpx.get(url + "/health").json()
+    assert h["status"] == "ok" and h["workers"][0]["rows"] == 8
+    page = httpx.get(url + "/")
+    assert page.status_code == 200 and "<html" in page.text.lower()
+
+
+def test_client_disconnect_frees_its_rows(server):
+    url, batcher = server
+    body = {"messages": [{"role": "user", "content": "Tell me"}], "max_tokens": 80, "stream": True, "n": 4}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
+        for line in r.iter_lines():
+            if '"content": "' in line and '"segment"' in line:
+                break  # a generated token arrived: now hang up
+        assert batcher.load == 4
+    deadline = time.monotonic() + 20
+    while batcher.load and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert batcher.load == 0 and batcher.decoder.free_rows == 8
+
+
+def test_queue_is_bounded(engine):
+    async def go():
+        b = Batcher(engine, max_rows=2, max_queue=2)  # not started: nothing leaves the queue
+        b.submit([1, 2, 3], SamplingParams())
+        b.submit([1, 2, 3], SamplingParams())
+        with pytest.raises(Overloaded):
+            b.submit([1, 2, 3], SamplingParams())
+    asyncio.run(go())
+
+
+def test_router_picks_least_loaded(engine):
+    async def go():
+        a, b = Batcher(engine, 8, 8, name="a"), Batcher(engine, 8, 8, name="b")
+        router = Router([a, b])
+        picks = [router.submit([1, 2], SamplingParams(n=n)).batcher.name for n in (3, 1, 1, 2, 1)]
+        assert picks == ["a", "b", "b", "b", "a"]  # loads: a3 b0 -> a3 b1 -> a3 b2 -> a3 b4 -> a4 b4
+        assert (a.load, b.load) == (4, 4)
+    asyncio.run(go())
+
+
+def test_two_workers_continuous_batching_equals_engine(engine, tok):
+    """Eight concurrent requests of different lengths over two started workers (each with fewer
+    rows than requests, so requests wait and join running batches) give the engine's replies."""
+    texts = ["Hi", "The quick brown fox jumps", "12 + 30", "What is 6", "Numbers: 0 1", "Hello, world!",
+             "It is", "lazy dog"]
+    prompts = [tok.encode(t, prepend=tok.bos_id) for t in texts]
+    params = SamplingParams(temperature=0.0, max_tokens=12)
+    router = Router([Batcher(engine, 3, 16, name="a"), Batcher(engine, 3, 16, name="b")]).start()
+
+    async def one(p):
+        ids = []
+        async for events in router.submit(p, params):
+            ids += [ev.id for ev in events]
+        return ids
+
+    async def go():
+        return await asyncio.gather(*(one(p) for p in prompts))
+    try:
+        got = asyncio.run(go())
+    finally:
+        router.close()
+    want = [c[0].ids for c in engine.generate(prompts, params)]
+    assert got == want
+    assert all(b.steps > 0 for b in router.batchers)
+
+
+def test_chat_one_shot_loads_a_run(tmp_path, tok, capsys):
+    from picochat.cli import main
+    from picochat.train.checkpoint import save_artifact
+
+    model = random_gpt(tok.vocab_size)
+    tok.save(tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json")
+    save_artifact(tmp_path / "runs" / "t" / "sft", model, {"model_config": model.config.to_dict()})
+    with pytest.raises(SystemExit) as e:
+        main(["chat", "--home", str(tmp_path), "--run", "t", "--device", "cpu", "--temperature", "0",
+              "--max-tokens", "6", "-p", "Hello"])
+    assert e.value.code == 0
+    conv = [{"role": "user", "content": "Hello"}]
+    want = Engine(model, tok).generate([render_for_completion(tok, conv)], temperature=0.0, max_tokens=6)[0][0]
+    assert capsys.readouterr().out.startswith(want.text)
+    with pytest.raises(SystemExit) as e:  # a stage that was never trained: one clear sentence, exit 2
+        main(["chat", "--home", str(tmp_path), "--run", "t", "--stage", "rl", "-p", "Hello"])
+    assert e.value.code == 2 and "no finished 'rl' model" in capsys.readouterr().err
+
+
+def test_greedy_is_deterministic_across_batch_sizes(engine, tok):
+    p = tok.encode("Hello", prepend=tok.bos_id)
+    with torch.no_grad():
+        a = engine.generate([p], temperature=0.0, max_tokens=10)[0][0].ids
+        b = engine.generate([p] * 5, temperature=0.0, max_tokens=10)[4][0].ids
+    assert a == b
