@@ -34,6 +34,14 @@ class Command:
 
 
 COMMANDS: list[Command] = [
+    Command(("tokenizer", "train"), "train the BPE tokenizer on a text source (kept if already trained; --force)",
+            "picochat.tokenizer.commands:train_main", (C.RunConfig, C.TokenizerConfig),
+            extra=((("--force",), {"action": "store_true", "help": "retrain even if a complete tokenizer exists"}),)),
+    Command(("tokenizer", "eval"), "bytes per token on held-out text: the run's tokenizer beside any others given",
+            "picochat.tokenizer.commands:eval_main", (C.RunConfig, C.TokenizerConfig),
+            extra=((("files",), {"nargs": "*", "metavar": "TOKENIZER_JSON", "help": "other tokenizer files"}),
+                   (("--chars",), {"type": int, "default": 5_000_000,
+                                   "help": "held-out characters to encode (default: 5000000)"}))),
     Command(("train", "base"), "pretrain the GPT on the base corpus", "picochat.train.base:main",
             (C.RunConfig, C.ModelConfig, C.TrainConfig), stage="base"),
     Command(("chat",), "talk to a trained model in the terminal (streaming, multi-turn, /clear)",
@@ -41,6 +49,10 @@ COMMANDS: list[Command] = [
             extra=((("-p", "--prompt"), {"default": "", "help": "one-shot: answer this prompt, print, exit"}),)),
     Command(("serve",), "serve the chat page and an OpenAI-compatible API (/v1/chat/completions)",
             "picochat.serve.app:main", (C.RunConfig, C.ServeConfig)),
+    Command(("eval", "core"), "CORE in-context-learning score of a trained model (CORE-n when tasks are missing)",
+            "picochat.eval.commands:core_main", (C.RunConfig, C.EvalConfig)),
+    Command(("eval", "bpb"), "bits per byte of a trained model on held-out text (tokenizer-independent)",
+            "picochat.eval.commands:bpb_main", (C.RunConfig, C.EvalConfig)),
 ]
 
 

@@ -154,3 +154,31 @@ def test_gutenberg_native_equals_reference_and_tiktoken_equals_reference_rule():
     assert ids == bpe.encode(held_out, ref.merges, ref.pattern)
     assert ref.decode(ids) == held_out
     assert len(held_out.encode()) / len(ids) > 2.0  # it compresses unseen prose (2.5 bytes/token at this small vocab)
+
+
+def test_cli_train_skip_force_and_eval(tmp_path, capsys):
+    from picochat.cli import main
+
+    def run(*argv):
+        with pytest.raises(SystemExit) as e:
+            main(["tokenizer", *argv, "--run", "t", "--home", str(tmp_path), "--source", "synthetic"])
+        return e.value.code, capsys.readouterr()
+
+    code, out = run("train", "--vocab-size", "300", "--max-chars", "200000")
+    path = tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json"
+    assert code == 0 and "wrote" in out.out and Tokenizer.load(path).vocab_size == 300
+    meta = json.loads((path.parent / "config.json").read_text())
+    assert meta["tokenizer"]["max_chars"] == 200000
+    code, out = run("train", "--vocab-size", "300", "--max-chars", "200000")
+    assert code == 0 and "already trained" in out.out
+    code, out = run("train", "--vocab-size", "310", "--max-chars", "200000")
+    assert code == 2 and "--force" in out.err and "Traceback" not in out.err
+    code, out = run("train", "--vocab-size", "310", "--max-chars", "200000", "--force")
+    assert code == 0 and Tokenizer.load(path).vocab_size == 310
+    other = tmp_path / "other.json"
+    Tokenizer.train(["a small other corpus"], 280, native=False).save(other)
+    code, out = run("eval", str(other), "--chars", "50000")
+    assert code == 0 and "bytes/token" in out.out and str(other)[-40:] in out.out
+    path.write_text("{broken")
+    code, out = run("eval")
+    assert code == 2 and "corrupt" in out.err
