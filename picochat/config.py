@@ -117,6 +117,21 @@ class ServeConfig:
 
 
 @dataclass
+class EvalConfig:
+    """`picochat eval core|bpb`: which model to evaluate, on how much data."""
+
+    stage: str = opt("base", "model stage to evaluate: base, mid, sft or rl")
+    batch_size: int = opt(8, "sequences per forward pass")
+    dtype: str = opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
+    max_per_task: int = opt(-1, "core: examples per task (-1 = all; a cut is the same shuffled subset each time)")
+    tasks: str = opt("", "core: comma-separated task labels (default: every task whose file is present)")
+    source: str = opt("", "bpb: text source to score (default: the source the base stage trained on)")
+    split: str = opt("val", "bpb: split of the source (held-out text is 'val')")
+    max_docs: int = opt(0, "bpb: score at most this many documents (0 = all)")
+    max_bytes: int = opt(1_000_000, "bpb: stop after this many UTF-8 bytes of text (0 = no limit)")
+
+
+@dataclass
 class Preset:
     """A named configuration: one row per section and per training stage."""
 

@@ -124,3 +124,29 @@ def test_batching_and_padding_do_not_change_a_real_gpt():
     for a, b in zip(one, many):
         assert a.nats == pytest.approx(b.nats, rel=1e-4)
     assert all(math.isfinite(s.nats) and s.nats > 0 for s in one)
+
+
+def test_cli_eval_bpb_writes_its_json(tmp_path, monkeypatch):
+    import json
+
+    from picochat import cli
+    from picochat.common.paths import stage_dir
+    from picochat.model.gpt import GPT, GPTConfig
+    from picochat.tokenizer.tokenizer import Tokenizer
+    from picochat.train.checkpoint import save_artifact
+
+    monkeypatch.setenv("PICOCHAT_HOME", str(tmp_path))
+    tok = Tokenizer.train(["the cat sat on the mat. " * 20], vocab_size=280)
+    tok.save(stage_dir("t", "tokenizer") / "tokenizer.json")
+    model = GPT(GPTConfig(sequence_len=32, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))
+    save_artifact(stage_dir("t", "base"), model, {"model_config": model.config.to_dict(), "step": 7})
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "bpb", "--run", "t", "--device", "cpu", "--source", "synthetic", "--max-docs", "3"])
+    assert e.value.code == 0
+    out = json.loads((stage_dir("t", "base") / "eval" / "bpb.json").read_text())
+    assert out["documents"] == 3 and out["step"] == 7 and out["seq_len"] == 32
+    # an untrained model is near-uniform: about log2(V) bits per token
+    assert out["bpb"] == pytest.approx(math.log2(tok.vocab_size) * out["tokens"] / out["bytes"], rel=0.05)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "bpb", "--run", "missing", "--device", "cpu"])
+    assert e.value.code == 2  # a UserError: one sentence, no traceback

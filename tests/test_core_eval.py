@@ -238,3 +238,24 @@ def test_smoke_all_present_tasks_with_a_tiny_gpt():
     again = core.evaluate_core(model, tok, bundle, max_per_task=3, batch_size=1, log=None,
                                tasks=["copa", "winograd", "lambada_openai"])
     assert all(again.accuracy[k] == res.accuracy[k] for k in again.accuracy)
+
+
+def test_cli_eval_core_on_a_tiny_bundle(tmp_path, monkeypatch):
+    from picochat import cli
+    from picochat.common.paths import stage_dir
+    from picochat.model.gpt import GPT, GPTConfig
+    from picochat.tokenizer.tokenizer import Tokenizer
+    from picochat.train.checkpoint import save_artifact
+
+    monkeypatch.setenv("PICOCHAT_HOME", str(tmp_path / "home"))
+    write_bundle(tmp_path / "mirror" / "core_icl")
+    tok = Tokenizer.train(["xa ab cd y " * 10], vocab_size=270)
+    tok.save(stage_dir("t", "tokenizer") / "tokenizer.json")
+    model = GPT(GPTConfig(sequence_len=32, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))
+    save_artifact(stage_dir("t", "base"), model, {"model_config": model.config.to_dict(), "step": 3})
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "core", "--run", "t", "--device", "cpu", "--mirror", str(tmp_path / "mirror")])
+    assert e.value.code == 0
+    out = json.loads((stage_dir("t", "base") / "eval" / "core.json").read_text())
+    assert out["metric"] == "CORE-3" and out["missing"] == ["gone"] and out["step"] == 3
+    assert set(out["accuracy"]) == {"mc", "sch", "lm"}

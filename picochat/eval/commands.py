@@ -1,0 +1,100 @@
+"""`picochat eval core` and `picochat eval bpb`: load a finished stage's model and score it.
+
+Each command prints a table and writes its numbers beside the model, in
+`runs/<run>/<stage>/eval/{core,bpb}.json` (atomic write, rank 0 only), for the report card.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from picochat.common.device import autocast_for, init_distributed
+from picochat.common.errors import UserError
+from picochat.common.io import atomic_write_json
+from picochat.common.log import banner, human, is_main_process, print0
+from picochat.common.paths import stage_dir
+from picochat.eval import bpb, core
+
+MODEL_STAGES = ("base", "mid", "sft", "rl")
+
+
+def _load(cfg) -> tuple[torch.nn.Module, object, dict, torch.device, Path]:
+    """(model, tokenizer, meta, device, stage dir) for cfg.eval.stage of cfg.run.run."""
+    from picochat.tokenizer.tokenizer import Tokenizer
+    from picochat.train.checkpoint import load_model
+
+    if cfg.eval.stage not in MODEL_STAGES:
+        raise UserError(f"unknown stage '{cfg.eval.stage}'; use one of {', '.join(MODEL_STAGES)}")
+    _, device = init_distributed(cfg.run.device)
+    out = stage_dir(cfg.run.run, cfg.eval.stage, cfg.run.home)
+    model, meta = load_model(out, device)
+    tok_path = stage_dir(cfg.run.run, "tokenizer", cfg.run.home) / "tokenizer.json"
+    if not tok_path.exists():
+        raise UserError(f"run '{cfg.run.run}' has no tokenizer at {tok_path}; train one with "
+                        f"`picochat tokenizer train --run {cfg.run.run}`")
+    return model, Tokenizer.load(tok_path), meta, device, out
+
+
+def core_main(cfg) -> None:
+    """`picochat eval core`: the CORE in-context-learning score (CORE-n if tasks are missing)."""
+    bundle = core.bundle_dir(cfg.run.mirror, cfg.run.home)
+    model, tokenizer, meta, device, out = _load(cfg)
+    banner(f"CORE eval: run '{cfg.run.run}', stage {cfg.eval.stage} (step {meta.get('step', '?')}) on {device}")
+    tasks = [t.strip() for t in cfg.eval.tasks.split(",") if t.strip()] or None
+    with autocast_for(device, cfg.eval.dtype):
+        result = core.evaluate_core(model, tokenizer, bundle, tasks=tasks, max_per_task=cfg.eval.max_per_task,
+                                    batch_size=cfg.eval.batch_size, device=device, log=print0)
+    if is_main_process():
+        record = {**result.to_dict(), "stage": cfg.eval.stage, "step": meta.get("step"),
+                  "max_per_task": cfg.eval.max_per_task, "bundle": str(bundle)}
+        atomic_write_json(out / "eval" / "core.json", record)
+        print0(f"wrote {out / 'eval' / 'core.json'}")
+
+
+def _documents(cfg, source: str) -> list[str]:
+    from picochat.data.sources import iter_documents
+
+    docs, total = [], 0
+    for doc in iter_documents(source, cfg.eval.split, home=cfg.run.home, mirror=cfg.run.mirror):
+        docs.append(doc)
+        total += len(doc.encode("utf-8", "surrogatepass"))
+        enough_docs = cfg.eval.max_docs and len(docs) >= cfg.eval.max_docs
+        if enough_docs or (cfg.eval.max_bytes and total >= cfg.eval.max_bytes):
+            break
+    if not docs:
+        raise UserError(f"the {cfg.eval.split} split of '{source}' has no documents")
+    return docs
+
+
+def _trained_source(cfg) -> str:
+    """The base stage's training source from its saved config, else 'synthetic'."""
+    path = stage_dir(cfg.run.run, "base", cfg.run.home) / "config.json"
+    try:
+        return json.loads(path.read_text())["train"]["source"]
+    except (OSError, KeyError, ValueError):
+        return "synthetic"
+
+
+def bpb_main(cfg) -> None:
+    """`picochat eval bpb`: bits per byte on held-out text (tokenizer-independent)."""
+    model, tokenizer, meta, device, out = _load(cfg)
+    source = cfg.eval.source or _trained_source(cfg)
+    docs = _documents(cfg, source)
+    seq_len = model.config.sequence_len
+    banner(f"bits per byte: run '{cfg.run.run}', stage {cfg.eval.stage} on {source}/{cfg.eval.split}")
+    with autocast_for(device, cfg.eval.dtype):
+        scores = bpb.score_documents(model, tokenizer, docs, seq_len=seq_len, device=device,
+                                     batch_size=cfg.eval.batch_size)
+    value = bpb.aggregate(scores)
+    n_bytes, n_tokens = sum(s.num_bytes for s in scores), sum(s.num_tokens for s in scores)
+    print0(f"{len(docs)} documents, {human(n_bytes)} bytes, {human(n_tokens)} tokens "
+           f"({n_bytes / max(1, n_tokens):.2f} bytes/token): {value:.4f} bits per byte")
+    if is_main_process():
+        atomic_write_json(out / "eval" / "bpb.json", {
+            "bpb": value, "source": source, "split": cfg.eval.split, "documents": len(docs),
+            "bytes": n_bytes, "tokens": n_tokens, "seq_len": seq_len, "stage": cfg.eval.stage,
+            "step": meta.get("step")})
+        print0(f"wrote {out / 'eval' / 'bpb.json'}")
