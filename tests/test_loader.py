@@ -1,0 +1,158 @@
+"""The pretraining loader: BOS-aligned best-fit packing, DDP sharding, exact resume, waste accounting."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from picochat.common.errors import UserError
+from picochat.data.loader import _DocBuffer, _pack_row, batches_from_corpus, pretrain_batches, waste_fraction
+from picochat.data.sources import ListCorpus
+
+BOS = 1
+
+
+class WordTok:
+    """Stand-in tokenizer: a document is a string of integers, each one token; BOS is 1."""
+
+    bos_id, vocab_size = BOS, 100_000
+
+    def encode(self, text, prepend=None):
+        return ([prepend] if prepend is not None else []) + [int(w) for w in text.split()]
+
+    def encode_batch(self, texts, num_threads=8, prepend=None):
+        return [self.encode(t, prepend) for t in texts]
+
+
+class ByteTok:
+    bos_id, vocab_size = 256, 257
+
+    def encode_batch(self, texts, num_threads=8, prepend=None):
+        return [[prepend] + list(t.encode()) for t in texts]
+
+
+def numbered_corpus(split, n_docs=300, per_chunk=16, seed=0):
+    """Document i is 'i+1000 ...' (its first token names it) with 3..60 further tokens."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 60, (n_docs,), generator=g).tolist()
+    docs = tuple(" ".join([str(1000 + i)] + ["7"] * n) for i, n in enumerate(lengths))
+    return ListCorpus("numbers", split, docs, per_chunk=per_chunk)
+
+
+def doc_ids(inputs):
+    """Ids of the documents that start in these rows (the token after each BOS)."""
+    ids = []
+    for row in inputs.tolist():
+        assert row[0] == BOS, "every row starts at a document start"
+        ids += [row[i + 1] for i in range(len(row) - 1) if row[i] == BOS and row[i + 1] >= 1000]
+    return ids
+
+
+def run(corpus, steps=None, **kw):
+    out = []
+    for k, batch in enumerate(batches_from_corpus(corpus, WordTok(), kw.pop("batch_size", 4),
+                                                  kw.pop("seq_len", 64), **kw)):
+        out.append(batch)
+        if steps is not None and k + 1 == steps:
+            break
+    return out
+
+
+def test_shapes_targets_and_bos_alignment():
+    batches = run(numbered_corpus("val"))
+    for x, y, cursor in batches:
+        assert x.shape == y.shape == (4, 64) and x.dtype == y.dtype == torch.int64
+        assert (x[:, 0] == BOS).all()
+        ok = y != -1
+        assert torch.equal(x[:, 1:][ok[:, :-1]], y[:, :-1][ok[:, :-1]])  # targets = inputs shifted by one
+        json.dumps(cursor)
+
+
+def test_val_pass_covers_every_document_once():
+    corpus = numbered_corpus("val")
+    ids = [i for x, _, _ in run(corpus) for i in doc_ids(x)]
+    assert sorted(ids) == [1000 + i for i in range(len(corpus.docs))]
+
+
+def test_two_ranks_are_disjoint_and_together_equal_one_rank():
+    corpus = numbered_corpus("val")
+    single = [i for x, _, _ in run(corpus) for i in doc_ids(x)]
+    r0 = [i for x, _, _ in run(corpus, rank=0, world_size=2) for i in doc_ids(x)]
+    r1 = [i for x, _, _ in run(corpus, rank=1, world_size=2) for i in doc_ids(x)]
+    assert not set(r0) & set(r1)
+    assert sorted(r0 + r1) == sorted(single)
+    chunk_of = lambda i: (i - 1000) // corpus.per_chunk
+    assert {chunk_of(i) % 2 for i in r0} == {0} and {chunk_of(i) % 2 for i in r1} == {1}
+
+
+@pytest.mark.parametrize("split,cut", [("train", 3), ("train", 40), ("val", 5)])
+def test_resume_from_cursor_is_bit_identical(split, cut):
+    corpus = numbered_corpus(split, n_docs=120)  # small: the train run wraps around epochs
+    full = run(corpus, steps=60 if split == "train" else None)
+    resumed = run(corpus, steps=len(full) - cut, cursor=json.loads(json.dumps(full[cut - 1][2])))
+    assert len(resumed) == len(full) - cut
+    for (x1, y1, c1), (x2, y2, c2) in zip(full[cut:], resumed):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2) and c1 == c2
+    if split == "train":
+        assert full[-1][2]["next"][0] >= 2, "the train split wraps around (epoch in the cursor)"
+
+
+def test_resume_on_rank_with_gathered_cursor():
+    corpus = numbered_corpus("train", n_docs=200)
+    full = run(corpus, steps=12, rank=1, world_size=2)
+    other = run(corpus, steps=5, rank=0, world_size=2)
+    gathered = {"ranks": [other[-1][2], full[4][2]]}
+    resumed = run(corpus, steps=7, rank=1, world_size=2, cursor=gathered)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(full[5:], resumed))
+    with pytest.raises(UserError, match="rank"):
+        run(corpus, steps=1, rank=0, world_size=2, cursor=full[4][2])
+    with pytest.raises(UserError, match="ranks"):
+        run(corpus, steps=1, rank=0, world_size=3, cursor=gathered)
+
+
+def test_waste_accounting_matches_the_rows():
+    batches = run(numbered_corpus("val", n_docs=400), seq_len=48)
+    stats = batches[-1][2]["stats"]
+    placed = sum(int((y != -1).sum()) + int((y != -1).any(dim=1).sum()) for _, y, _ in batches)
+    assert stats["doc_tokens"] - stats["cropped"] == placed
+    rows = sum(int((y != -1).any(dim=1).sum()) for _, y, _ in batches)
+    assert stats["padded"] == rows * 49 - placed
+    assert 0 < waste_fraction(batches[-1][2]) < 0.5
+
+
+def test_best_fit_then_pad_or_crop():
+    def packed(lengths, capacity):
+        buf = _DocBuffer()
+        for i, n in enumerate(lengths):
+            buf.add([BOS] + [10 + i] * (n - 1), 0, i)
+        stats = {"doc_tokens": 0, "cropped": 0, "padded": 0}
+        row = _pack_row(buf, capacity, lambda: None, stats)
+        return [row[j + 1] - 10 for j in range(len(row) - 1) if row[j] == BOS], stats, buf
+
+    order, stats, _ = packed([5, 9, 4, 7], 16)  # 9 fits first, then 7 fills the row exactly
+    assert order == [1, 3] and stats["padded"] == stats["cropped"] == 0
+    order, stats, _ = packed([30, 14], 16)  # 14 fits; the gap of 2 would crop 28 tokens: pad instead
+    assert order == [1] and stats == {"doc_tokens": 14, "cropped": 0, "padded": 2}
+    order, stats, buf = packed([30, 40], 16)  # nothing fits an empty row: crop the shortest
+    assert order == [0] and stats["cropped"] == 14 and len(buf) == 1
+
+
+def test_synthetic_default_is_deterministic():
+    a = next(pretrain_batches("synthetic", "train", ByteTok(), 2, 128))
+    b = next(pretrain_batches("synthetic", "train", ByteTok(), 2, 128))
+    assert torch.equal(a[0], b[0]) and a[2] == b[2]
+    with pytest.raises(UserError, match="unknown data source"):
+        pretrain_batches("nope", "train", ByteTok(), 2, 128)
+
+
+MIRROR = Path(os.environ.get("PICOCHAT_MIRROR", "../shared/data"))
+
+
+@pytest.mark.skipif(not (MIRROR / "pretrain" / "gutenberg_val.jsonl.gz").exists(), reason="no data mirror")
+def test_gutenberg_val_through_the_mirror():
+    it = pretrain_batches("gutenberg", "val", ByteTok(), 4, 256, mirror=str(MIRROR))
+    x, y, cursor = next(it)
+    text = bytes(t for t in x[0].tolist() if t < 256).decode("utf-8", errors="replace")
+    assert x.shape == (4, 256) and (x[:, 0] == 256).all() and " the " in text
