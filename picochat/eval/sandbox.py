@@ -159,11 +159,16 @@ def _interpreter() -> str:
     return getattr(sys, "_base_executable", "") or sys.executable
 
 
-def _read_roots() -> list[str]:
-    """Directories the child may read: where its own standard library lives."""
-    paths = sysconfig.get_paths()
-    roots = {paths["stdlib"], paths["platstdlib"], os.path.join(sys.base_prefix, "lib")}
-    return sorted({os.path.realpath(r) for r in roots if r})
+@lru_cache(maxsize=4)
+def _read_roots(interpreter: str) -> tuple[str, ...]:
+    """Where `interpreter -I -S` imports from (its standard library): the child may read there."""
+    probe = "import json, sys; print(json.dumps(sys.path))"
+    try:
+        out = subprocess.run([interpreter, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=30)
+        paths = json.loads(out.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        paths = list(sysconfig.get_paths().values())
+    return tuple(sorted({os.path.realpath(p) for p in paths if p and os.path.exists(p)}))
 
 
 def _world_readable(path: str) -> bool:
@@ -197,9 +202,10 @@ def _unshare_prefix() -> tuple[str, ...]:
     return ()
 
 
-def _drop_to() -> int | None:
+def _drop_to(roots: tuple[str, ...]) -> int | None:
+    """`nobody` when we are root and `nobody` can still read the interpreter's library."""
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    return NOBODY if is_root and all(_world_readable(r) for r in _read_roots()) else None
+    return NOBODY if is_root and roots and all(_world_readable(r) for r in roots) else None
 
 
 def _limits(timeout: float, memory_mb: int) -> list[tuple[str, int, int]]:
@@ -228,16 +234,18 @@ def run_python(code: str, *, timeout: float = 5.0, memory_mb: int = 512) -> Sand
 
 def _run(code: str, timeout: float, memory_mb: int, audit: bool) -> SandboxResult:
     """run_python; `audit=False` leaves the hook out so tests can check the kernel layers alone."""
-    prefix, drop = _unshare_prefix(), _drop_to()
+    interpreter = _interpreter()
+    roots = _read_roots(interpreter)
+    prefix, drop = _unshare_prefix(), _drop_to(roots)
     isolation = (("netns", "pidns") if prefix else ()) + ("rlimits",) + (("audit-hook",) if audit else ())
     isolation += ("nobody",) if drop is not None else ()
     box = os.path.realpath(tempfile.mkdtemp(prefix="picochat-sandbox-"))
     params = {"box": box, "limits": _limits(timeout, memory_mb), "drop_to": drop,
-              "read_roots": _read_roots(), "audit": audit, "deny_events": DENY_EVENTS,
+              "read_roots": roots, "audit": audit, "deny_events": DENY_EVENTS,
               "deny_prefixes": DENY_PREFIXES, "deny_imports": DENY_IMPORTS}
     env = {"PATH": "/usr/bin:/bin", "HOME": box, "TMPDIR": box, "LANG": "C.UTF-8",
            "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    argv = [*prefix, _interpreter(), "-I", "-S", "-B", "-c", LAUNCHER, json.dumps(params)]
+    argv = [*prefix, interpreter, "-I", "-S", "-B", "-c", LAUNCHER, json.dumps(params)]
     try:
         if drop is not None:
             os.chown(box, drop, drop)
