@@ -232,3 +232,16 @@ def test_native_long_documents_are_cut_safely():
     texts = ["".join(rng.choice(fragments) for _ in range(60_000)) for _ in range(3)]
     assert min(len(t.encode()) for t in texts) > 3 * 65536
     assert fast.train(texts, 300, n_threads=2) == bpe.train(texts, 300)
+
+
+TRICKY = "'sSſdDmMtTlLvVeErR \t\r\n\u00a0\u2003\u3000\x0b\x0c\x1c\x85aZé日1٣²½.,!?-_(😀\u200d\ufffd"
+
+
+@needs_native
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(TRICKY), max_size=40) | st.text(max_size=40), st.integers(1, 3))
+def test_native_scanner_equals_regex_findall(text, k):
+    pattern = bpe.GPT4_SPLIT_PATTERN.replace(r"\p{N}{1,3}", rf"\p{{N}}{{1,{k}}}")
+    text = bpe.clean_text(text)
+    chunks = fast._core.split(fast.class_ranges(), k, text.encode("utf-8"))
+    assert [c.decode("utf-8") for c in chunks] == regex.findall(pattern, text)

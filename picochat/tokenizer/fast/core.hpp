@@ -4,25 +4,28 @@
 // the GIL around every call into here). The spec is picochat/tokenizer/bpe.py; tests/test_bpe.py
 // holds the two equal, merge for merge.
 //
-// Diary (2-core dev box, 58 MB of Gutenberg, vocab 32768; rustbpe 0.1.0 took ~5.4 s there):
-// - Regex engine vs. hand-written splitter. Python `regex` splits at ~12 MB/s, so a C++ merge
-//   loop fed by Python splitting is already ~5 s before the first merge. We do not link a regex
-//   library (PCRE2 is not on PyPI as a header, and std::regex has no \p{L}); instead splitter.cpp
-//   hand-codes the one pattern family we ship (GPT-4's, with \p{N}{1,k}) as a scanner. Its
-//   character classes (\p{L}, \p{N}, \s, and case-folded s/d/m/t/l/v/e/r) are not hard-coded
-//   tables: Python computes them from the installed `regex` module at run time and passes them
-//   in, so the scanner and the reference cannot disagree about what a letter is. Any other
-//   pattern still trains natively, from chunk counts that Python's `regex` produced.
-// - Counting: one open-addressing hash map per thread, merged at the end; documents are
-//   claimed by an atomic counter so long books do not unbalance the threads. Batches are
-//   counted on background threads while Python reads and decodes the next batch (the reader
-//   is ~40% of the work on this corpus, so overlapping it matters more than a third thread).
-// - Merge loop: rustbpe keeps a hash *set* of word positions per heap entry; we keep a plain
-//   vector of word indices per pair (deduplicated on push, since one word's pairs are pushed
-//   together) and a lazy max-heap of (count, pair, index). Freeing a pair's positions when it is
-//   merged keeps peak memory near the size of the unique-chunk corpus.
-// - Not worth it here: parallelising the merge loop (each merge touches few words after the
-//   first few hundred merges; synchronisation cost more than it saved in our sketches).
+// Diary: what was tried, and what it was worth (2-core shared dev box, 58 MB of Gutenberg,
+// vocab 32768; rustbpe 0.1.0 took 5-14 s there depending on the other load):
+// - Splitting. Python's `regex` splits at ~12 MB/s, i.e. ~5 s before the first merge, so a
+//   C++ merge loop fed by Python splitting cannot win. No regex library is linked (std::regex
+//   has no \p{L}); splitter.cpp hand-codes the one pattern family we ship (GPT-4's, with
+//   \p{N}{1,k}) alternative by alternative. Its classes (\p{L}, \p{N}, \s, case-folded
+//   s/d/m/t/l/v/e/r) come from the installed `regex` module at run time, so the scanner and
+//   bpe.py cannot disagree about what a letter is. Other patterns still train natively, from
+//   counts that Python's `regex` made. Whole corpus: merges identical to rustbpe's.
+// - Counting. One open-addressing map per thread, merged at the end; batches are counted on
+//   background threads while Python reads (gzip + JSON is ~0.45 s of the ~2.5 s total, so the
+//   overlap is worth about that). First version: 4M-char batches of whole books, 32-byte slots
+//   at 1/2 load: peak RSS 161 MB (rustbpe 168 MB). 24-byte slots at 3/4 load, 1M-char batches,
+//   and long documents cut into 64 KiB pieces at safe newlines (balances the threads): 114 MB.
+// - The class table was first built in Python with numpy over one 1.1M-character string:
+//   +25 MB of peak for a 2.2 MB table. Now Python sends ~870 ranges and C++ fills the table:
+//   peak 92 MB.
+// - Merge loop. rustbpe keeps a hash *set* of word positions in every heap entry; we keep a
+//   plain vector of word indices per pair (deduplicated on push, because one word's pairs are
+//   pushed together) and a lazy max-heap of (count, pair, index), and free a pair's positions
+//   when it is merged. On this corpus: 207k multi-byte unique chunks, 274k distinct pairs ever,
+//   1.1M positions; the loop takes ~0.7 s of the total. Not tried: a parallel merge loop.
 
 #pragma once
 
