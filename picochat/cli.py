@@ -53,6 +53,20 @@ COMMANDS: list[Command] = [
             "picochat.eval.commands:core_main", (C.RunConfig, C.EvalConfig)),
     Command(("eval", "bpb"), "bits per byte of a trained model on held-out text (tokenizer-independent)",
             "picochat.eval.commands:bpb_main", (C.RunConfig, C.EvalConfig)),
+    Command(("data", "list"), "list the data sources: license, size, and whether they are here",
+            "picochat.data.commands:list_main", (C.RunConfig,),
+            extra=((("-v", "--verbose"), {"action": "store_true", "help": "also show URLs and files"}),)),
+    Command(("data", "download"), "download a source's files (parallel, resumable, verified; --mirror)",
+            "picochat.data.commands:download_main", (C.RunConfig,),
+            extra=((("source",), {"help": "source name (see `picochat data list`)"}),
+                   (("--shards",), {"default": "0-7", "help": "shards of a sharded source, e.g. 0-23,40; the "
+                                    "validation shard is always added (default: 0-7)"}),
+                   (("--workers",), {"type": int, "default": 8, "help": "parallel downloads (default: 8)"}))),
+    Command(("data", "prepare"), "check that a pretraining source's train and val splits read, and summarise them",
+            "picochat.data.commands:prepare_main", (C.RunConfig,),
+            extra=((("source",), {"help": "synthetic, gutenberg or fineweb-edu"}),
+                   (("--sample-chunks",), {"type": int, "default": 4,
+                                           "help": "chunks per split read to estimate sizes (default: 4)"}))),
 ]
 
 

@@ -174,3 +174,24 @@ def test_parse_shards():
     assert parse_shards("0-3,7, 2") == [0, 1, 2, 3, 7]
     with pytest.raises(UserError):
         parse_shards("a-b")
+
+
+def test_cli_download_list_prepare(server, tmp_path, capsys):
+    from picochat import cli
+
+    serve_shards(server, tmp_path, [0, 1, VAL])
+    home = str(tmp_path / "home")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["data", "download", "fineweb-edu", "--shards", "0-1", "--workers", "2",
+                  "--home", home, "--mirror", server.url])
+    assert e.value.code == 0 and shard_path(home, 1).exists()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["data", "prepare", "fineweb-edu", "--home", home, "--mirror", ""])
+    assert e.value.code == 0
+    with pytest.raises(SystemExit):
+        cli.main(["data", "list", "--home", home, "--mirror", server.url])
+    out = capsys.readouterr().out
+    assert "fineweb-edu/train: 10 chunks" in out and "downloaded: 3 shard(s)" in out
+    with pytest.raises(SystemExit) as e:
+        cli.main(["data", "download", "fineweb-edu", "--shards", "9", "--home", home, "--mirror", server.url])
+    assert e.value.code == 2 and "shard_00009.parquet" in capsys.readouterr().err

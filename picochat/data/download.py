@@ -183,8 +183,9 @@ def fetch(name: str, file: str, *, home: str = "", mirror: str = "", retries: in
             return dest
         dest.unlink()  # damaged: fetch it again
     if url is None:
-        where = f"the mirror folder {mirror_location(mirror)}" if mirror_location(mirror) else "any known URL"
-        raise UserError(f"{name}/{file} is not in {where}; point --mirror or PICOCHAT_MIRROR at a folder or URL "
+        where = (f"is not in the mirror folder {mirror_location(mirror)}" if mirror_location(mirror)
+                 else "has no public download URL")
+        raise UserError(f"{name}/{file} {where}; point --mirror or PICOCHAT_MIRROR at a folder or URL "
                         f"that has {src.mirror_dir}/{file}")
     return download_file(url, dest, sha256=sha, retries=retries, backoff=backoff, progress=progress)
 
