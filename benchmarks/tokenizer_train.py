@@ -121,7 +121,7 @@ def run_worker(name: str, args: argparse.Namespace, tmp: str, round_: int) -> di
     return json.loads(Path(out).read_text())
 
 
-def bench_encode(tok_path: Path, val: str, rounds: int = 5) -> tuple[float, float]:
+def bench_encode(tok_path: Path, val: str, rounds: int = 9) -> tuple[float, float]:
     """MB/s of picochat's encode_batch and of raw tiktoken encode_ordinary_batch (same ranks)."""
     import tiktoken
 
@@ -167,13 +167,21 @@ def main() -> None:
             raise SystemExit(f"{p} not found: pass --mirror DIR (or set PICOCHAT_MIRROR) or --file/--val")
     mb = sum(len(d.encode()) for d in iter_docs(args.file)) / 1e6
     names = args.contenders.split(",")
+    if set(names) - set(CONTENDERS):
+        raise SystemExit(f"unknown contenders {sorted(set(names) - set(CONTENDERS))}; choose from {list(CONTENDERS)}")
     print(f"training text: {args.file} ({mb:.1f} MB), vocab {args.vocab_size}, {os.cpu_count()} CPUs, "
           f"{args.repeats} interleaved rounds")
     results: dict[str, list[dict]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            for name in names:
-                res = run_worker(name, args, tmp, r)
+            for name in list(names):
+                try:
+                    res = run_worker(name, args, tmp, r)
+                except subprocess.CalledProcessError:
+                    print(f"  {name} failed (see its error above; is it installed?); leaving it out", flush=True)
+                    names.remove(name)
+                    del results[name]
+                    continue
                 results[name].append(res)
                 print(f"  round {r}: {name:14s} {res['seconds']:7.2f} s  peak RSS {res['peak_rss_mb']:6.0f} MB",
                       flush=True)
