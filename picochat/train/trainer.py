@@ -235,12 +235,12 @@ class Trainer:
         finally:
             for s, h in old_handlers.items():
                 signal.signal(s, h)
-        if self._stop_requested:
+        if final is None:
             print0(f"stopped at step {self.step}; checkpoint saved. Run the same command again to resume.")
             raise SystemExit(130)
         return final
 
-    def _loop(self, stage: Stage) -> dict[str, Any]:
+    def _loop(self, stage: Stage) -> dict[str, Any] | None:
         batches = stage.batches(self.cursor)
         self.raw_model.train()
         t_last, tokens_since, last_eval = time.perf_counter(), 0, {}
@@ -270,11 +270,12 @@ class Trainer:
                 t_last = time.perf_counter()  # eval time is not training throughput
             if len(record) > 1:
                 self._log_metrics(record)
-            if (self.cfg.save_every and self.step % self.cfg.save_every == 0 and not is_last) \
-                    or self._stop_requested:
+            if is_last:
+                break
+            if (self.cfg.save_every and self.step % self.cfg.save_every == 0) or self._stop_requested:
                 self._save()
                 if self._stop_requested:
-                    return {}
+                    return None
         return self._finish(last_eval)
 
     def _finish(self, last_eval: dict[str, float]) -> dict[str, Any]:

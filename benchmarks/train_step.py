@@ -1,0 +1,135 @@
+"""Training-step throughput: picochat's GPT + Muon/AdamW vs nanochat's GPT + MuonAdamW, same config.
+
+Both models are built at the same shape (depth, width, heads, vocab, sequence length) and
+trained on the same random batches; rounds alternate between the two so that machine noise
+hits both alike. Prints tokens/s for each, the ratio, and MFU on a GPU.
+
+    python benchmarks/train_step.py --nanochat /path/to/nanochat            # CPU default: depth 4
+    python benchmarks/train_step.py --nanochat DIR --depth 20 --seq-len 2048 --batch 32 --compile  # H100
+
+nanochat is karpathy/nanochat (a git checkout; the PyPI package of that name is unrelated):
+`git clone https://github.com/karpathy/nanochat` and pass its path, or set NANOCHAT_DIR.
+nanochat's sliding-window pattern is set to "L" (full context everywhere) so both do the same
+attention work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from picochat.common.device import autocast_for, pick_device, synchronize  # noqa: E402
+from picochat.config import TrainConfig  # noqa: E402
+from picochat.model.gpt import GPT, GPTConfig  # noqa: E402
+from picochat.optim.groups import build_optimizers  # noqa: E402
+from picochat.train.trainer import peak_flops  # noqa: E402
+
+
+def picochat_step_fn(cfg: GPTConfig, device, dtype: str, compile_: bool):
+    model = GPT(cfg).to(device)
+    opts = build_optimizers(model, TrainConfig())
+    fwd = torch.compile(model) if compile_ else model
+    ctx = autocast_for(device, dtype)
+
+    def step(x, y):
+        with ctx:
+            loss = fwd(x, y)
+        loss.backward()
+        for o in opts:
+            o.step()
+        model.zero_grad(set_to_none=True)
+        return loss
+    return step, model
+
+
+def nanochat_step_fn(nanochat_dir: str, cfg: GPTConfig, device, dtype: str, compile_: bool):
+    sys.path.insert(0, nanochat_dir)
+    from nanochat.gpt import GPT as NGPT
+    from nanochat.gpt import GPTConfig as NConfig
+
+    ncfg = NConfig(sequence_len=cfg.sequence_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                   n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, n_embd=cfg.n_embd, window_pattern="L")
+    with torch.device("meta"):
+        model = NGPT(ncfg)
+    model.to_empty(device=device)
+    model.init_weights()
+    opt = model.setup_optimizer()
+    fwd = torch.compile(model) if compile_ else model
+    ctx = autocast_for(device, dtype)
+
+    def step(x, y):
+        with ctx:
+            loss = fwd(x, y)
+        loss.backward()
+        opt.step()
+        model.zero_grad(set_to_none=True)
+        return loss
+    return step, model
+
+
+def time_steps(step, batches, device) -> float:
+    synchronize(device)
+    t = time.perf_counter()
+    for x, y in batches:
+        loss = step(x, y)
+    loss.item()
+    synchronize(device)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nanochat", default=os.environ.get("NANOCHAT_DIR", ""), help="nanochat checkout")
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--head-dim", type=int, default=64)
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=3, help="steps per timed round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--compile", action="store_true")
+    args = ap.parse_args()
+    if not args.nanochat or not (Path(args.nanochat) / "nanochat" / "gpt.py").exists():
+        sys.exit("benchmark anchor missing: clone https://github.com/karpathy/nanochat and pass --nanochat DIR "
+                 "(or set NANOCHAT_DIR)")
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    cfg = GPTConfig.from_depth(args.depth, head_dim=args.head_dim, vocab_size=args.vocab, seq_len=args.seq_len)
+    ours, model = picochat_step_fn(cfg, device, args.dtype, args.compile)
+    theirs, nmodel = nanochat_step_fn(args.nanochat, cfg, device, args.dtype, args.compile)
+    batches = [(torch.randint(0, args.vocab, (args.batch, args.seq_len), device=device),) * 2
+               for _ in range(args.steps)]
+    for fn in (ours, theirs):  # warm-up (and compile)
+        time_steps(fn, batches[:2], device)
+    t_ours, t_theirs = [], []
+    for _ in range(args.rounds):
+        t_ours.append(time_steps(ours, batches, device))
+        t_theirs.append(time_steps(theirs, batches, device))
+    tokens = args.steps * args.batch * args.seq_len
+    tps_ours, tps_theirs = tokens / statistics.median(t_ours), tokens / statistics.median(t_theirs)
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"config: depth {cfg.n_layer}, width {cfg.n_embd}, heads {cfg.n_head}x{cfg.head_dim}, "
+          f"vocab {cfg.vocab_size}, seq {cfg.sequence_len}, batch {args.batch}, compile {args.compile}")
+    n_theirs = sum(p.numel() for p in nmodel.parameters())
+    print(f"params: picochat {model.num_params() / 1e6:.2f}M, nanochat {n_theirs / 1e6:.2f}M"
+          " (nanochat adds value embeddings and per-layer scalars)")
+    peak = peak_flops(device)
+    for name, tps in (("picochat", tps_ours), ("nanochat", tps_theirs)):
+        mfu = f", MFU {100 * tps * model.flops_per_token() / peak:.1f}%" if peak else ""
+        print(f"{name:9s} {tps:10.0f} tok/s{mfu}")
+    print(f"ratio picochat/nanochat tokens/s: {tps_ours / tps_theirs:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
