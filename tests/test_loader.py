@@ -156,3 +156,15 @@ def test_gutenberg_val_through_the_mirror():
     x, y, cursor = next(it)
     text = bytes(t for t in x[0].tolist() if t < 256).decode("utf-8", errors="replace")
     assert x.shape == (4, 256) and (x[:, 0] == 256).all() and " the " in text
+
+
+def test_cut_passages_respects_paragraphs_and_the_limit():
+    from picochat.data.sources import cut_passages
+
+    book = "Title\n\n" + "\n\n".join(f"Para {i} line one\nline two." for i in range(200)) + "\n\n" + "Long. " * 400
+    docs = cut_passages(book, max_chars=300)
+    assert all(len(d) <= 300 for d in docs)
+    assert docs[0].startswith("Title\n\nPara 0 line one line two.")  # hard wraps undone, paragraphs kept
+    assert all(p.startswith("Para") or p.startswith("Title") or p.startswith("Long.")
+               for d in docs for p in d.split("\n\n"))
+    assert " ".join(" ".join(d.split()) for d in docs) == " ".join(book.split())  # nothing lost

@@ -12,7 +12,7 @@ def test_chunks_are_deterministic_and_sized():
     assert a == b and len(a) == S.DOCS_PER_CHUNK
     assert S.chunk("train", 8) != a
     lengths = [len(d) for i in range(20) for d in S.chunk("train", i)]
-    assert 150 <= min(lengths) and max(lengths) <= 1200
+    assert 100 <= min(lengths) and max(lengths) <= 1200
     assert 400 <= sum(lengths) / len(lengths) <= 900
 
 

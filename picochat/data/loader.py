@@ -98,9 +98,9 @@ def _slices(corpus: Corpus, rank: int, world_size: int, start: list[int], infini
 class _Producer(threading.Thread):
     """Reads and tokenizes slices ahead of the packer (tokenization releases the GIL in tiktoken)."""
 
-    def __init__(self, slices: Iterator, tokenizer: Any, prefetch: int) -> None:
+    def __init__(self, slices: Iterator, tokenizer: Any, prefetch: int, threads: int) -> None:
         super().__init__(daemon=True, name="picochat-loader")
-        self.slices, self.tokenizer = slices, tokenizer
+        self.slices, self.tokenizer, self.threads = slices, tokenizer, threads
         self.out: queue.Queue = queue.Queue(maxsize=prefetch)
         self.stop = threading.Event()
 
@@ -116,7 +116,7 @@ class _Producer(threading.Thread):
     def run(self) -> None:
         try:
             for chunk, offset, texts, nxt in self.slices:
-                ids = self.tokenizer.encode_batch(texts, prepend=self.tokenizer.bos_id)
+                ids = self.tokenizer.encode_batch(texts, num_threads=self.threads, prepend=self.tokenizer.bos_id)
                 if not self._put((chunk, offset, ids, nxt)):
                     return
             self._put(None)
@@ -162,9 +162,12 @@ def _check_cursor(cursor: dict, corpus: Corpus, rank: int, world_size: int) -> d
 
 def batches_from_corpus(corpus: Corpus, tokenizer: Any, batch_size: int, seq_len: int, *,
                         rank: int = 0, world_size: int = 1, cursor: dict | None = None,
-                        buffer_size: int = 256, prefetch: int = 8,
-                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
-    """`pretrain_batches` on an already opened corpus (tests use small in-memory corpora)."""
+                        buffer_size: int = 256, prefetch: int = 8, tokenizer_threads: int = 4,
+                        pad_gaps: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
+    """`pretrain_batches` on an already opened corpus (tests use small in-memory corpora).
+
+    pad_gaps=False always crops into a gap, as nanochat does (kept to measure the difference).
+    """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world size {world_size}")
     if corpus.num_chunks() <= rank:
@@ -178,7 +181,8 @@ def batches_from_corpus(corpus: Corpus, tokenizer: Any, batch_size: int, seq_len
     else:
         buf, start = _DocBuffer(), [0, rank, 0]
         stats = {"doc_tokens": 0, "cropped": 0, "padded": 0, "rows": 0}
-    producer = _Producer(_slices(corpus, rank, world_size, start, infinite), tokenizer, prefetch)
+    producer = _Producer(_slices(corpus, rank, world_size, start, infinite), tokenizer, prefetch,
+                         tokenizer_threads)
     position: list[int] | None = start  # next slice to enter the buffer (None: source exhausted)
     capacity = seq_len + 1
 
@@ -198,7 +202,7 @@ def batches_from_corpus(corpus: Corpus, tokenizer: Any, batch_size: int, seq_len
         while True:
             rows = []
             for _ in range(batch_size):
-                row = _pack_row(buf, capacity, refill, stats)
+                row = _pack_row(buf, capacity, refill, stats, pad_gaps)
                 if row is None:
                     break
                 rows.append(row)
@@ -216,7 +220,7 @@ def batches_from_corpus(corpus: Corpus, tokenizer: Any, batch_size: int, seq_len
         producer.stop.set()
 
 
-def _pack_row(buf: _DocBuffer, capacity: int, refill, stats: dict) -> list[int] | None:
+def _pack_row(buf: _DocBuffer, capacity: int, refill, stats: dict, pad_gaps: bool = True) -> list[int] | None:
     """Fill one row (see the module docstring); None when the source is exhausted."""
     row: list[int] = []
     while len(row) < capacity:
@@ -232,7 +236,7 @@ def _pack_row(buf: _DocBuffer, capacity: int, refill, stats: dict) -> list[int] 
             stats["doc_tokens"] += len(doc)
             continue
         overflow = buf.shortest_len() - space  # tokens a crop would drop
-        if row and overflow > space:  # padding the gap wastes less than cropping into it
+        if pad_gaps and row and overflow > space:  # padding the gap wastes less than cropping into it
             break
         doc = buf.pop_shortest()
         row += doc[:space]

@@ -289,7 +289,7 @@ def _piece(rng: random.Random) -> str:
 
 def document(rng: random.Random) -> str:
     """One document of a few hundred to ~1000 characters: stories, facts, drills, problems, Q&A."""
-    target = rng.randint(200, 900)
+    target = rng.randint(100, 800)
     text = _piece(rng)
     while len(text) < target:
         more = _piece(rng)
