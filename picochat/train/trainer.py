@@ -204,11 +204,15 @@ class Trainer:
     # ---- the loop ----
 
     def _evaluate(self, stage: Stage) -> dict[str, float]:
-        if self.token_bytes is None or not hasattr(stage, "val_batches"):
-            return {}
+        """Validation loss/bpb when the stage has val_batches, plus the stage's own evals (RL's
+        pass@k, ...) when it defines `evaluate(model) -> dict`."""
+        result: dict[str, float] = {}
         self.raw_model.eval()
-        result = evaluate_loss_bpb(self.raw_model, stage.val_batches(), self.token_bytes,
-                                   self.cfg.eval_tokens, self.autocast)
+        if self.token_bytes is not None and hasattr(stage, "val_batches"):
+            result.update(evaluate_loss_bpb(self.raw_model, stage.val_batches(), self.token_bytes,
+                                            self.cfg.eval_tokens, self.autocast))
+        if hasattr(stage, "evaluate"):
+            result.update(stage.evaluate(self.raw_model))
         self.raw_model.train()
         return result
 
@@ -260,7 +264,10 @@ class Trainer:
                 tok_s = tokens_since / (now - t_last)
                 t_last, tokens_since = now, 0
                 record.update(loss=loss.item(), lr_mult=mult, tok_s=tok_s, elapsed=self.elapsed)
-                print0(self._progress_line(record["loss"], mult, tok_s))
+                extra = stage.metrics() if hasattr(stage, "metrics") else {}  # e.g. RL's mean reward
+                record.update(extra)
+                print0(self._progress_line(record["loss"], mult, tok_s)
+                       + "".join(f" | {k} {v:.3g}" for k, v in extra.items()))
             if (self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or is_last:
                 last_eval = self._evaluate(stage)
                 if last_eval:
