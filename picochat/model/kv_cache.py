@@ -99,6 +99,7 @@ class RaggedKVCache(KVCache):
         self.v.zero_()
         self.lens = [0] * self.batch_size
         self.active = slice(0, self.batch_size)
+        self._memo: tuple = (None, None)  # (key, positions): one host->device copy per forward, not per layer
 
     @property
     def pos(self) -> int:  # the uniform view, valid only when the active rows agree
@@ -116,8 +117,11 @@ class RaggedKVCache(KVCache):
 
     def _positions(self, T: int, device: torch.device) -> torch.Tensor:
         """(B, T) absolute position of each new token of each active row."""
-        start = torch.tensor(self.lens[self.active], device=device)
-        return start[:, None] + torch.arange(T, device=device)[None, :]
+        key = (tuple(self.lens[self.active]), T, device)
+        if self._memo[0] != key:
+            start = torch.tensor(key[0], device=device)
+            self._memo = (key, start[:, None] + torch.arange(T, device=device)[None, :])
+        return self._memo[1]
 
     def rotary(self, cos: torch.Tensor, sin: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._uniform():

@@ -1,0 +1,176 @@
+"""Load test: N concurrent streaming clients against `picochat serve`.
+
+    python benchmarks/serve_load.py --concurrency 64 --requests 256          # starts a demo server
+    python benchmarks/serve_load.py --url http://127.0.0.1:8000 --concurrency 16
+
+Without --url it starts a server in a child process on a demo-sized model: the demo preset's
+shape (depth 4, width 256, vocab 4096) with random weights and a tokenizer trained on the
+synthetic corpus, so it runs anywhere without a trained run (pass --run NAME to serve a trained
+run instead). Each client sends a streaming chat completion (temperature 1, `max_tokens`
+new tokens), then the next, until `--requests` are done.
+
+Reports requests/s, output tokens/s, and percentiles of time-to-first-token (TTFT: request sent
+-> first content chunk), end-to-end latency, and per-stream decode speed (tokens after the
+first / time after the first), plus the error count (non-200, broken stream, missing [DONE]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import httpx
+
+
+def serve_demo(port: int, max_batch: int, run: str) -> None:
+    """The child process: a demo model behind the real app, or `picochat serve --run`."""
+    if run:
+        from picochat.cli import main
+
+        main(["serve", "--run", run, "--port", str(port), "--max-batch", str(max_batch),
+              "--max-queue", "1024", "--max-concurrent", "4096"])
+        return
+    import torch
+    import uvicorn
+
+    from picochat.data import synthetic
+    from picochat.engine.batcher import Batcher
+    from picochat.engine.engine import Engine
+    from picochat.model.gpt import GPT, GPTConfig
+    from picochat.serve.app import ServeLimits, create_app
+    from picochat.tokenizer.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    tok = Tokenizer.train(synthetic.chunk("train", 0), 4096)
+    model = GPT(GPTConfig.from_depth(4, head_dim=64, vocab_size=tok.vocab_size, seq_len=256)).eval()
+    batcher = Batcher(Engine(model, tok), max_rows=max_batch, max_queue=1024)
+    app = create_app(batcher, tok, "picochat-demo-random", ServeLimits(max_concurrent=4096))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+async def one_request(client: httpx.AsyncClient, url: str, i: int, max_tokens: int) -> dict:
+    body = {"messages": [{"role": "user", "content": f"Tell me a story about the number {i}."}],
+            "max_tokens": max_tokens, "temperature": 1.0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    t0 = time.perf_counter()
+    ttft, tokens, done = None, 0, False
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
+        if r.status_code != 200:
+            return {"error": f"HTTP {r.status_code}"}
+        async for line in r.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[6:]
+            if data == "[DONE]":
+                done = True
+                break
+            chunk = json.loads(data)
+            if "error" in chunk:
+                return {"error": chunk["error"]["message"]}
+            if ttft is None and any(c["delta"].get("content") for c in chunk["choices"]):
+                ttft = time.perf_counter() - t0
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    total = time.perf_counter() - t0
+    if not done:
+        return {"error": "stream ended without [DONE]"}
+    ttft = total if ttft is None else ttft
+    rate = (tokens - 1) / (total - ttft) if tokens > 1 and total > ttft else float("nan")
+    return {"ttft": ttft, "latency": total, "tokens": tokens, "rate": rate}
+
+
+async def load(url: str, concurrency: int, requests: int, max_tokens: int) -> tuple[list[dict], float]:
+    counter = iter(range(requests))
+    results: list[dict] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
+        async def worker() -> None:
+            for i in counter:
+                try:
+                    results.append(await one_request(client, url, i, max_tokens))
+                except httpx.HTTPError as e:
+                    results.append({"error": repr(e)})
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return results, time.perf_counter() - t0
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"serve_load.py: the server exited with code {proc.returncode}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    sys.exit("serve_load.py: the server did not come up")
+
+
+def report(results: list[dict], wall: float, args: argparse.Namespace) -> None:
+    ok = [r for r in results if "error" not in r]
+    errors = [r["error"] for r in results if "error" in r]
+    tokens = sum(r["tokens"] for r in ok)
+    print(f"{len(results)} requests, {args.concurrency} concurrent streams, max_tokens {args.max_tokens}: "
+          f"{len(errors)} errors, wall {wall:.1f}s")
+    print(f"throughput: {len(ok) / wall:.2f} requests/s, {tokens / wall:.0f} output tokens/s")
+    for name, key, unit, scale in (("TTFT", "ttft", "ms", 1e3), ("latency", "latency", "s", 1),
+                                   ("stream decode", "rate", "tok/s", 1)):
+        xs = [r[key] for r in ok if r[key] == r[key]]
+        mean = statistics.fmean(xs) if xs else float("nan")
+        print(f"{name:>14}: p50 {pct(xs, 50) * scale:8.1f}  p90 {pct(xs, 90) * scale:8.1f}  "
+              f"p99 {pct(xs, 99) * scale:8.1f}  mean {mean * scale:8.1f} {unit}")
+    if errors:
+        print("first errors:", errors[:3])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", default="", help="an already running server (default: start a demo one)")
+    ap.add_argument("--run", default="", help="serve this trained run instead of the random demo model")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--requests", type=int, default=256)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--max-batch", type=int, default=64, help="rows of the started server's batch")
+    ap.add_argument("--_serve", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._serve:
+        serve_demo(args._serve, args.max_batch, args.run)
+        return
+    proc = None
+    url = args.url
+    if not url:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, os.path.abspath(__file__), "--_serve", str(port), "--max-batch", str(args.max_batch)]
+        proc = subprocess.Popen(cmd + (["--run", args.run] if args.run else []))
+        wait_ready(url, proc)
+    try:
+        results, wall = asyncio.run(load(url, args.concurrency, args.requests, args.max_tokens))
+        report(results, wall, args)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    sys.exit(1 if any("error" in r for r in results) else 0)
+
+
+if __name__ == "__main__":
+    main()
