@@ -132,6 +132,29 @@ class EvalConfig:
 
 
 @dataclass
+class ChatEvalConfig:
+    """`picochat eval chat`: chat benchmarks of a finished model (see eval/chat.py)."""
+
+    stage: str = opt("", "model stage: rl, sft, mid or base (default: the latest finished)")
+    task: str = opt("arc_easy,arc_challenge,mmlu,gsm8k:test,humaneval",
+                    "comma-separated task specs name[:split[:n]] (demo: wordproblems:test:100)")
+    max_problems: int = opt(-1, "problems per task (-1 = all; the first n in the task's seeded order)")
+    batch_size: int = opt(8, "categorical: prompts per forward pass; generative: rows decoded together")
+    num_samples: int = opt(1, "generative: samples per problem (a problem passes if any sample does)")
+    max_new_tokens: int = opt(512, "generative: most tokens per reply")
+    temperature: float = opt(0.0, "generative: sampling temperature (0 = greedy)")
+    top_k: int = opt(50, "generative: sample among the k most likely tokens (0 = all)")
+    dtype: str = opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
+
+
+@dataclass
+class ReportConfig:
+    """`picochat report`: the run's report card (markdown + plots) in runs/<run>/report/."""
+
+    gpu_hour_price: float = opt(3.0, "price of one GPU-hour in dollars, for the cost estimate (H100: ~3)")
+
+
+@dataclass
 class Preset:
     """A named configuration: one row per section and per training stage."""
 

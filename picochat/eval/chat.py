@@ -1,0 +1,321 @@
+"""Chat evaluation over the `tasks/` interface, and ChatCORE (the metrics of nanochat's chat_eval).
+
+Two kinds of task (`Task.eval_type`):
+
+- categorical (ARC-Easy, ARC-Challenge, MMLU): no sampling. The prompt is the user turn rendered
+  for completion (ending in `<|assistant_start|>`); one forward pass gives the logits at that
+  last position, i.e. the model's distribution over the first token of its reply. Only the
+  example's answer letters compete: the letter whose token has the highest logit is the pick.
+  Prompts of different lengths share one right-padded batch (a causal model's real positions
+  never see the padding) and each is read at its own last position. A prompt longer than the
+  model's context keeps its last tokens (the question's end and the letters survive).
+- generative (GSM8K, HumanEval, the demo's word problems, ...): replies are sampled by the one
+  shared `Engine` (continuous batching, the calculator tool on), num_samples per problem; a
+  problem passes when any of its samples passes `task.evaluate(example, reply)` (pass@k, as
+  nanochat), and pass@1 is the mean over all samples. `reply` is the plain text of the reply
+  (tool calls and their outputs left out).
+
+ChatCORE, like CORE, centres each accuracy on chance, `(acc - baseline) / (1 - baseline)`, with
+baseline 0.25 for the 4-way multiple-choice tasks and 0 for open-ended ones, and averages over
+ARC-Easy, ARC-Challenge, MMLU, GSM8K and HumanEval. With only some of those five evaluated the
+mean is labelled "ChatCORE-<n>" and must not be reported as ChatCORE.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from picochat.tasks.common import Task
+
+# nanochat's chat_eval: the five tasks of ChatCORE and their chance accuracies
+CHATCORE_TASKS = ("arc_easy", "arc_challenge", "mmlu", "gsm8k", "humaneval")
+BASELINES = {"arc_easy": 0.25, "arc_challenge": 0.25, "mmlu": 0.25, "gsm8k": 0.0, "humaneval": 0.0}
+DISPLAY_NAMES = {"arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge", "mmlu": "MMLU", "gsm8k": "GSM8K",
+                 "humaneval": "HumanEval", "wordproblems": "demo arithmetic", "spellingbee": "SpellingBee"}
+
+Log = Callable[[str], None] | None
+
+
+@dataclass
+class TaskResult:
+    """One task's outcome. For categorical tasks num_samples is 1 and passed == correct_samples."""
+
+    name: str
+    eval_type: str
+    passed: int                   # problems solved (by at least one sample)
+    total: int                    # problems evaluated
+    correct_samples: int          # samples that passed, over all problems
+    num_samples: int = 1
+    baseline: float = 0.0
+    seconds: float = 0.0
+    cropped: int = 0              # prompts cut to fit the model's context
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return self.passed / self.total if self.total else 0.0
+
+    @property
+    def pass1(self) -> float:
+        return self.correct_samples / (self.total * self.num_samples) if self.total else 0.0
+
+    @property
+    def centered(self) -> float:
+        return centered(self.accuracy, self.baseline)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "eval_type": self.eval_type, "accuracy": self.accuracy, "pass@1": self.pass1,
+                f"pass@{self.num_samples}": self.accuracy, "passed": self.passed, "total": self.total,
+                "num_samples": self.num_samples, "baseline": self.baseline, "centered": self.centered,
+                "seconds": self.seconds, "cropped": self.cropped, **self.extra}
+
+
+def centered(accuracy: float, baseline: float) -> float:
+    """Accuracy rescaled so that chance is 0 and perfect is 1."""
+    return (accuracy - baseline) / (1.0 - baseline)
+
+
+def chance_baseline(task: Task, examples: Sequence[dict] = ()) -> float:
+    """nanochat's fixed baseline for its five tasks; else 1/(number of letters) averaged over the
+    examples for a categorical task, and 0 for a generative one."""
+    if task.name in BASELINES:
+        return BASELINES[task.name]
+    if task.eval_type == "categorical" and examples:
+        return sum(1.0 / len(ex["letters"]) for ex in examples) / len(examples)
+    return 0.0
+
+
+def chatcore(accuracies: dict[str, float]) -> tuple[str, float] | None:
+    """(label, value): the centred mean over the ChatCORE tasks present in `accuracies` (keyed by
+    task name); the label is "ChatCORE" with all five, "ChatCORE-<n>" with n of them; None with none."""
+    present = [t for t in CHATCORE_TASKS if t in accuracies]
+    if not present:
+        return None
+    value = sum(centered(accuracies[t], BASELINES[t]) for t in present) / len(present)
+    return ("ChatCORE" if len(present) == len(CHATCORE_TASKS) else f"ChatCORE-{len(present)}"), value
+
+
+# ----------------------------------------------------------------------------- categorical
+
+
+def prompt_ids(tokenizer, example: dict) -> list[int]:
+    """The prompt of a task example: its conversation without the reference reply, rendered for
+    the assistant's turn (ending in <|assistant_start|>)."""
+    from picochat.tokenizer.chat import render_for_completion
+
+    messages = list(example["messages"])
+    if messages and messages[-1]["role"] == "assistant":
+        messages = messages[:-1]
+    return render_for_completion(tokenizer, messages)
+
+
+def letter_token_ids(tokenizer, letters: Sequence[str], cache: dict[str, int] | None = None) -> list[int]:
+    """The token id of each answer letter; each must encode to exactly one token."""
+    cache = {} if cache is None else cache
+    out = []
+    for letter in letters:
+        if letter not in cache:
+            ids = tokenizer.encode(letter)
+            if len(ids) != 1:
+                raise ValueError(f"answer letter {letter!r} is {len(ids)} tokens; categorical scoring needs one")
+            cache[letter] = ids[0]
+        out.append(cache[letter])
+    return out
+
+
+def pick_letter(last_logits: torch.Tensor, letters: Sequence[str], letter_ids: Sequence[int]) -> str:
+    """The letter whose token has the highest logit at the answer position (ties: the first)."""
+    scores = last_logits[list(letter_ids)]
+    return letters[int(scores.argmax().item())]
+
+
+@torch.no_grad()
+def categorical_picks(model: torch.nn.Module, tokenizer, examples: Sequence[dict], *,
+                      device: torch.device | str = "cpu", max_len: int | None = None,
+                      letter_cache: dict[str, int] | None = None) -> tuple[list[str], int]:
+    """(the picked letter of each example, how many prompts were cropped), in one forward pass."""
+    prompts = [prompt_ids(tokenizer, ex) for ex in examples]
+    cropped = 0
+    if max_len is not None:
+        cropped = sum(len(p) > max_len for p in prompts)
+        prompts = [p[-max_len:] for p in prompts]
+    width = max(len(p) for p in prompts)
+    idx = torch.full((len(prompts), width), tokenizer.bos_id, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        idx[i, :len(p)] = torch.tensor(p, dtype=torch.long)
+    logits = model(idx.to(device))                                   # (B, T, V)
+    picks = []
+    for i, (ex, p) in enumerate(zip(examples, prompts)):
+        ids = letter_token_ids(tokenizer, ex["letters"], letter_cache)
+        picks.append(pick_letter(logits[i, len(p) - 1], ex["letters"], ids))
+    return picks, cropped
+
+
+def evaluate_categorical(model: torch.nn.Module, tokenizer, task: Task, indices: Sequence[int], *,
+                         batch_size: int = 8, device: torch.device | str = "cpu", max_len: int | None = None,
+                         log: Log = None) -> TaskResult:
+    """Accuracy of the letter picks over task[i] for i in indices (this rank's share)."""
+    passed, cropped, cache, seen = 0, 0, {}, []
+    for start in range(0, len(indices), batch_size):
+        batch = [task[i] for i in indices[start:start + batch_size]]
+        picks, c = categorical_picks(model, tokenizer, batch, device=device, max_len=max_len, letter_cache=cache)
+        passed += sum(task.evaluate(ex, pick) for ex, pick in zip(batch, picks))
+        cropped += c
+        seen += batch
+        if log:
+            log(f"\r\033[K{task.name}: {passed}/{len(seen)} ({100 * passed / len(seen):.2f}%)")
+    return TaskResult(task.name, "categorical", passed, len(seen), passed, 1,
+                      chance_baseline(task, seen), cropped=cropped)
+
+
+# ----------------------------------------------------------------------------- generative
+
+
+def evaluate_generative(engine, tokenizer, task: Task, indices: Sequence[int], *, num_samples: int = 1,
+                        max_new_tokens: int = 256, temperature: float = 0.0, top_k: int = 50,
+                        max_rows: int = 32, seed: int | None = 0, log: Log = None) -> TaskResult:
+    """pass@num_samples and pass@1 over task[i] for i in indices, sampled through the engine."""
+    from picochat.engine.engine import SamplingParams
+
+    examples = [task[i] for i in indices]
+    if not examples:
+        return TaskResult(task.name, "generative", 0, 0, 0, num_samples, chance_baseline(task))
+    context = engine.model.config.sequence_len
+    # keep room to answer: a prompt may take at most 3/4 of the context (its end is kept)
+    room = max(1, min(max_new_tokens, context // 4))
+    prompts = [prompt_ids(tokenizer, ex) for ex in examples]
+    cropped = sum(len(p) > context - room for p in prompts)
+    prompts = [p[-(context - room):] for p in prompts]
+    params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                            n=num_samples, seed=seed)
+    texts: list[list[list[str]]] = [[[] for _ in range(num_samples)] for _ in examples]
+    done = [0] * len(examples)
+    passed = correct = finished = 0
+    for ev in engine.stream(prompts, params, max_rows=max(max_rows, num_samples)):
+        texts[ev.key][ev.sample] += [t for seg, t in ev.text if seg == "text"]
+        if ev.finish is None:
+            continue
+        done[ev.key] += 1
+        if done[ev.key] < num_samples:
+            continue
+        ex = examples[ev.key]
+        outcomes = [bool(task.evaluate(ex, "".join(parts))) for parts in texts[ev.key]]
+        passed, correct, finished = passed + any(outcomes), correct + sum(outcomes), finished + 1
+        if log:
+            log(f"\r\033[K{task.name}: {passed}/{finished} ({100 * passed / finished:.2f}%)")
+    return TaskResult(task.name, "generative", passed, finished, correct, num_samples,
+                      chance_baseline(task), cropped=cropped)
+
+
+# ----------------------------------------------------------------------------- one task, all ranks
+
+
+def _all_reduce(result: TaskResult, device: torch.device | str) -> TaskResult:
+    """Sum the counts of every rank's share (torchrun); a no-op in a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return result
+    t = torch.tensor([result.passed, result.total, result.correct_samples, result.cropped],
+                     dtype=torch.long, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    result.passed, result.total, result.correct_samples, result.cropped = (int(v) for v in t.tolist())
+    return result
+
+
+def evaluate_task(task: Task, model: torch.nn.Module, tokenizer, *, engine=None, max_problems: int = -1,
+                  batch_size: int = 8, num_samples: int = 1, max_new_tokens: int = 256,
+                  temperature: float = 0.0, top_k: int = 50, rank: int = 0, world_size: int = 1,
+                  device: torch.device | str = "cpu", log: Log = None) -> TaskResult:
+    """Evaluate the first `max_problems` examples of `task` (-1 = all), split over ranks."""
+    n = len(task) if max_problems < 0 else min(len(task), max_problems)
+    t0 = time.time()
+    if task.eval_type == "categorical":
+        from picochat.eval.core import model_max_len
+
+        # spread whole batches over ranks, so each rank's batches are as full as on one rank
+        batches = [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+        indices = [i for b in batches[rank::world_size] for i in b]
+        result = evaluate_categorical(model, tokenizer, task, indices, batch_size=batch_size,
+                                      device=device, max_len=model_max_len(model), log=log)
+    elif task.eval_type == "generative":
+        if engine is None:
+            from picochat.engine.engine import Engine
+
+            engine = Engine(model, tokenizer)
+        result = evaluate_generative(engine, tokenizer, task, list(range(rank, n, world_size)),
+                                     num_samples=num_samples, max_new_tokens=max_new_tokens,
+                                     temperature=temperature, top_k=top_k, max_rows=batch_size, log=log)
+    else:
+        raise ValueError(f"task {task.name} has eval_type {task.eval_type!r}; it cannot be evaluated alone")
+    if log:
+        log("\n")
+    result = _all_reduce(result, device)
+    result.seconds = time.time() - t0
+    return result
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def merge_results(path, record: dict) -> dict:
+    """The chat.json at `path` with `record`'s tasks added (a task evaluated again replaces its
+    entry), and ChatCORE recomputed over everything the file now holds."""
+    import json
+    from pathlib import Path
+
+    old: dict = {}
+    if Path(path).exists():
+        try:
+            old = json.loads(Path(path).read_text())
+        except ValueError:
+            old = {}  # a damaged file is replaced by this run's results
+    merged = {**old, **{k: v for k, v in record.items() if k != "tasks"}}
+    merged["tasks"] = {**old.get("tasks", {}), **record.get("tasks", {})}
+    score = chatcore({k: v["accuracy"] for k, v in merged["tasks"].items()})
+    merged["chatcore"] = None if score is None else {"metric": score[0], "score": score[1]}
+    return merged
+
+
+def main(cfg) -> None:
+    """`picochat eval chat`: evaluate a finished model on chat tasks; writes <stage>/eval/chat.json."""
+    from picochat.common.device import autocast_for, init_distributed
+    from picochat.common.io import atomic_write_json
+    from picochat.common.log import banner, is_main_process, print0
+    from picochat.common.paths import stage_dir
+    from picochat.engine.engine import Engine
+    from picochat.engine.load import load_model_and_tokenizer
+    from picochat.tasks.registry import make_task
+
+    ce = cfg.chateval
+    info, device = init_distributed(cfg.run.device)
+    specs = [s.strip() for s in ce.task.split(",") if s.strip()]
+    tasks = [make_task(s, home=cfg.run.home, mirror=cfg.run.mirror) for s in specs]  # fail before loading
+    model, tokenizer, stage = load_model_and_tokenizer(cfg.run.run, cfg.run.home, ce.stage, device)
+    engine = Engine(model, tokenizer)
+    banner(f"chat eval: run '{cfg.run.run}', stage {stage} on {device}")
+    results = {}
+    with autocast_for(device, ce.dtype):
+        for spec, task in zip(specs, tasks):
+            r = evaluate_task(task, model, tokenizer, engine=engine, max_problems=ce.max_problems,
+                              batch_size=ce.batch_size, num_samples=ce.num_samples,
+                              max_new_tokens=ce.max_new_tokens, temperature=ce.temperature, top_k=ce.top_k,
+                              rank=info.rank, world_size=info.world_size, device=device,
+                              log=lambda s: print0(s, end=""))
+            r.extra = {"spec": spec}
+            if r.eval_type == "generative":
+                r.extra.update(temperature=ce.temperature, top_k=ce.top_k, max_new_tokens=ce.max_new_tokens)
+            results[task.name] = r.to_dict()
+            print0(f"{DISPLAY_NAMES.get(task.name, task.name)}: {100 * r.accuracy:.2f}% "
+                   f"({r.passed}/{r.total}, {r.seconds:.1f}s)" + (f"; pass@1 {100 * r.pass1:.2f}%"
+                                                                  if r.num_samples > 1 else ""))
+    if is_main_process():
+        path = stage_dir(cfg.run.run, stage, cfg.run.home) / "eval" / "chat.json"
+        merged = merge_results(path, {"stage": stage, "tasks": results})
+        atomic_write_json(path, merged)
+        if merged["chatcore"]:
+            print0(f"{merged['chatcore']['metric']}: {merged['chatcore']['score']:.4f}")
+        print0(f"wrote {path}")
