@@ -30,6 +30,10 @@ def test_world_facts_are_consistent_across_documents():
     assert len(lives) > 50 and len(colours) > 50
     assert all(S.WORLD[name].town == town for name, town in lives)
     assert all(S.WORLD[name].colour == colour for name, colour in colours)
+    older = re.findall(r"so ([A-Z][a-z]+) is older than ([A-Z][a-z]+)\.", text)
+    assert len(older) > 5 and all(S.WORLD[a].age > S.WORLD[b].age for a, b in older)
+    spelled = re.findall(r"The word (\w+) is spelled ([a-z-]+)\.", text)
+    assert spelled and all(w == s.replace("-", "") for w, s in spelled)
 
 
 def test_word_problems_are_correct_and_partitioned():

@@ -274,8 +274,66 @@ def _dialogue(rng: random.Random) -> str:
     return "\n".join(("Question: " if m["role"] == "user" else "Answer: ") + m["content"] for m in msgs)
 
 
-_DOC_KINDS = ((_story, 0.35), (_person_facts, 0.15), (_animal_facts, 0.1), (_number_drill, 0.12),
-              (_word_problems, 0.18), (_dialogue, 0.10))
+GENERAL_FACTS = [
+    "The sky is blue on a clear day.", "Grass is green.", "Snow is white and cold.", "The sun is hot and bright.",
+    "The moon shines at night.", "Fish live in water.", "Birds have wings and most birds can fly.",
+    "Ice melts when it gets warm.", "Rain falls from clouds.", "A week has seven days.", "A year has twelve months.",
+    "There are four seasons: spring, summer, autumn and winter.", "Bread is made from flour.",
+    "Apples grow on trees.", "Bees make honey.", "A triangle has three sides.", "A square has four sides.",
+    "Monday comes before Tuesday.", "Friday comes after Thursday.", "Plants need water and light to grow.",
+    "Milk comes from cows.", "Cats like to sleep in warm places.", "Ten is more than nine.",
+    "An hour has sixty minutes.", "A day has twenty-four hours.", "Water boils when it is very hot.",
+]
+SPELL_WORDS = sorted({*ANIMALS, *COLOURS, *(o.rstrip("s") for o in OBJECTS), "house", "tree", "river", "friend",
+                      "happy", "garden", "school", "water", "bread", "light", "music", "window", "summer"})
+
+
+def _general_facts(rng: random.Random) -> str:
+    return " ".join(rng.sample(GENERAL_FACTS, rng.randint(4, 8)))
+
+
+def _comparisons(rng: random.Random) -> str:
+    out = []
+    for _ in range(rng.randint(2, 4)):
+        a, b = (WORLD[n] for n in rng.sample(NAMES, 2))
+        if a.age == b.age:
+            out.append(f"{a.name} and {b.name} are both {a.age} years old, so they are the same age.")
+            continue
+        old, young = (a, b) if a.age > b.age else (b, a)
+        out.append(rng.choice([
+            f"{a.name} is {a.age} years old and {b.name} is {b.age} years old. {old.age} is more than "
+            f"{young.age}, so {old.name} is older than {young.name}.",
+            f"Who is older, {a.name} or {b.name}? {a.name} is {a.age} and {b.name} is {b.age}, so "
+            f"{old.name} is older, by {old.age} - {young.age} = {old.age - young.age} years."]))
+    return " ".join(out)
+
+
+def _town(rng: random.Random) -> str:
+    town = rng.choice(TOWNS)
+    people = [p for p in WORLD.values() if p.town == town]
+    if not people:
+        return f"Nobody we know lives in {town}. " + _general_facts(rng)
+    names = [p.name for p in people]
+    who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    lines = [f"The town of {town}.", f"{who} {'lives' if len(names) == 1 else 'live'} in {town}."]
+    for p in rng.sample(people, min(len(people), 3)):
+        lines.append(f"{p.name} works as a {p.job} and has a {p.pet} named {p.pet_name}.")
+    lines.append(f"On a {rng.choice(['sunny', 'rainy', 'quiet', 'busy'])} day, people in {town} go to "
+                 f"{rng.choice(PLACES)}.")
+    return " ".join(lines)
+
+
+def _spelling(rng: random.Random) -> str:
+    out = [rng.choice(["Spelling practice.", "Let us spell some words.", "How to spell words."])]
+    for w in rng.sample(SPELL_WORDS, rng.randint(4, 8)):
+        out.append(rng.choice([f"The word {w} is spelled {'-'.join(w)}.",
+                               f"{w.capitalize()} has {len(w)} letters: {'-'.join(w)}."]))
+    return " ".join(out)
+
+
+_DOC_KINDS = ((_story, 0.27), (_person_facts, 0.12), (_animal_facts, 0.07), (_number_drill, 0.1),
+              (_word_problems, 0.16), (_dialogue, 0.1), (_general_facts, 0.05), (_comparisons, 0.05),
+              (_town, 0.04), (_spelling, 0.04))
 
 
 def _piece(rng: random.Random) -> str:
