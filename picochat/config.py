@@ -136,8 +136,8 @@ class ChatEvalConfig:
     """`picochat eval chat`: chat benchmarks of a finished model (see eval/chat.py)."""
 
     stage: str = opt("", "model stage: rl, sft, mid or base (default: the latest finished)")
-    task: str = opt("arc_easy,arc_challenge,mmlu,gsm8k:test,humaneval",
-                    "comma-separated task specs name[:split[:n]] (demo: wordproblems:test:100)")
+    task: str = opt("", "comma-separated task specs name[:split[:n]] (default: the five ChatCORE tasks "
+                        "arc_easy,arc_challenge,mmlu,gsm8k:test,humaneval; demo preset: wordproblems:test:100)")
     max_problems: int = opt(-1, "problems per task (-1 = all; the first n in the task's seeded order)")
     batch_size: int = opt(8, "categorical: prompts per forward pass; generative: rows decoded together")
     num_samples: int = opt(1, "generative: samples per problem (a problem passes if any sample does)")

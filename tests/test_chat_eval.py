@@ -276,6 +276,17 @@ def test_cli_eval_chat_and_samples_write_their_files(saved_run, capsys):
     assert e.value.code == 0
     samples = json.loads((run / "sft" / "eval" / "samples.json").read_text())["samples"]
     assert len(samples) == 8 and samples[0]["prompt"] == "The capital of France is"
+    capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main(["eval", "chat", *args, "--task", "no_such_task"])
     assert e.value.code != 0 and "unknown task spec" in capsys.readouterr().err
+    # a task that cannot be loaded is skipped when others can run
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "chat", *args, "--task", "wordproblems:test:2, no_such_task", "--max-new-tokens", "4"])
+    assert e.value.code == 0 and "skipping no_such_task" in capsys.readouterr().out
+    assert json.loads((run / "sft" / "eval" / "chat.json").read_text())["tasks"]["wordproblems"]["total"] == 2
+
+
+def test_default_tasks():
+    assert chat.default_tasks("demo") == "wordproblems:test:100"
+    assert [s.split(":")[0] for s in chat.default_tasks("d20").split(",")] == list(chat.CHATCORE_TASKS)

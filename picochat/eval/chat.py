@@ -280,6 +280,31 @@ def merge_results(path, record: dict) -> dict:
     return merged
 
 
+def default_tasks(preset: str) -> str:
+    """The five ChatCORE tasks; the demo preset's offline arithmetic instead (no data files)."""
+    return "wordproblems:test:100" if preset == "demo" else "arc_easy,arc_challenge,mmlu,gsm8k:test,humaneval"
+
+
+def load_tasks(spec: str, home: str, mirror: str) -> tuple[list[str], list[Task]]:
+    """The tasks of a comma-separated spec. A task whose data is missing is skipped with a note
+    (ChatCORE is then labelled with the number of tasks it covers); none at all is an error."""
+    from picochat.common.errors import UserError
+    from picochat.common.log import print0
+    from picochat.tasks.registry import make_task
+
+    specs, tasks, errors = [], [], []
+    for s in (s.strip() for s in spec.split(",") if s.strip()):
+        try:
+            tasks.append(make_task(s, home=home, mirror=mirror))
+            specs.append(s)
+        except UserError as e:
+            errors.append(e)
+            print0(f"skipping {s}: {e}")
+    if not tasks:
+        raise errors[0] if errors else UserError("--task is empty; give task specs such as arc_easy,gsm8k:test")
+    return specs, tasks
+
+
 def main(cfg) -> None:
     """`picochat eval chat`: evaluate a finished model on chat tasks; writes <stage>/eval/chat.json."""
     from picochat.common.device import autocast_for, init_distributed
@@ -288,12 +313,9 @@ def main(cfg) -> None:
     from picochat.common.paths import stage_dir
     from picochat.engine.engine import Engine
     from picochat.engine.load import load_model_and_tokenizer
-    from picochat.tasks.registry import make_task
-
     ce = cfg.chateval
     info, device = init_distributed(cfg.run.device)
-    specs = [s.strip() for s in ce.task.split(",") if s.strip()]
-    tasks = [make_task(s, home=cfg.run.home, mirror=cfg.run.mirror) for s in specs]  # fail before loading
+    specs, tasks = load_tasks(ce.task or default_tasks(cfg.run.preset), cfg.run.home, cfg.run.mirror)
     model, tokenizer, stage = load_model_and_tokenizer(cfg.run.run, cfg.run.home, ce.stage, device)
     engine = Engine(model, tokenizer)
     banner(f"chat eval: run '{cfg.run.run}', stage {stage} on {device}")
