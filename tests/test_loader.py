@@ -168,3 +168,25 @@ def test_cut_passages_respects_paragraphs_and_the_limit():
     assert all(p.startswith("Para") or p.startswith("Title") or p.startswith("Long.")
                for d in docs for p in d.split("\n\n"))
     assert " ".join(" ".join(d.split()) for d in docs) == " ".join(book.split())  # nothing lost
+
+
+class BrokenCorpus(ListCorpus):
+    def chunk(self, index):
+        if index == 3:
+            raise UserError("chunk 3 is damaged")
+        return super().chunk(index)
+
+
+def test_reader_errors_reach_the_consumer_and_threads_stop():
+    import threading
+
+    corpus = BrokenCorpus("numbers", "val", numbered_corpus("val").docs, per_chunk=16)
+    with pytest.raises(UserError, match="chunk 3 is damaged"):
+        run(corpus)
+    it = batches_from_corpus(numbered_corpus("train"), WordTok(), 2, 32)
+    next(it)
+    it.close()
+    for t in threading.enumerate():
+        if t.name == "picochat-loader":
+            t.join(timeout=10)
+    assert not [t for t in threading.enumerate() if t.name == "picochat-loader" and t.is_alive()]

@@ -260,7 +260,7 @@ def _to_tensors(rows: list[list[int]], batch_size: int, capacity: int, pad_id: i
 
 def pretrain_batches(source: str, split: str, tokenizer: Any, batch_size: int, seq_len: int, *,
                      rank: int = 0, world_size: int = 1, cursor: dict | None = None,
-                     home: str = "", mirror: str = "", buffer_size: int = 256,
+                     home: str = "", mirror: str = "", buffer_size: int = 256, tokenizer_threads: int = 4,
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
     """Packed (inputs, targets, cursor) batches of one split of a source (see the module docstring).
 
@@ -271,7 +271,7 @@ def pretrain_batches(source: str, split: str, tokenizer: Any, batch_size: int, s
     """
     corpus = open_corpus(source, split, home=home, mirror=mirror)
     return batches_from_corpus(corpus, tokenizer, batch_size, seq_len, rank=rank, world_size=world_size,
-                               cursor=cursor, buffer_size=buffer_size)
+                               cursor=cursor, buffer_size=buffer_size, tokenizer_threads=tokenizer_threads)
 
 
 def waste_fraction(cursor: dict) -> float:
