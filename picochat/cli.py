@@ -31,6 +31,7 @@ class Command:
     sections: tuple[type, ...] = (C.RunConfig,)
     stage: str | None = None  # which preset row fills TrainConfig
     extra: tuple[Arg, ...] = ()
+    shares_config: bool = False  # hands its --config to sub-steps, so takes only the tables it knows
 
 
 COMMANDS: list[Command] = [
@@ -44,6 +45,20 @@ COMMANDS: list[Command] = [
                                    "help": "held-out characters to encode (default: 5000000)"}))),
     Command(("train", "base"), "pretrain the GPT on the base corpus", "picochat.train.base:main",
             (C.RunConfig, C.ModelConfig, C.TrainConfig), stage="base"),
+    Command(("train", "mid"), "mid-train the base model on a mixture of conversations (chat format, tools)",
+            "picochat.train.mid:main", (C.RunConfig, C.TrainConfig), stage="mid"),
+    Command(("train", "sft"), "chat SFT on a curated mixture of conversations (loss on assistant tokens)",
+            "picochat.train.sft:main", (C.RunConfig, C.TrainConfig), stage="sft"),
+    Command(("speedrun",), "the whole pipeline: tokenizer, base, mid, SFT, RL, evals, report (resumes; --dry-run)",
+            "picochat.speedrun:main", (C.RunConfig,), shares_config=True,
+            extra=((("--dry-run",), {"action": "store_true",
+                                     "help": "print the plan, tokens, time and cost; train nothing"}),
+                   (("--skip",), {"default": "", "help": "comma-separated steps to skip, e.g. rl,eval-rl"}),
+                   (("--gpus",), {"type": int, "default": 1, "help": "GPUs for the cost estimate (default: 1)"}),
+                   (("--gpu-hour-price",), {"type": float, "default": 3.0,
+                                            "help": "dollars per GPU-hour for the cost estimate (default: 3.0)"}),
+                   (("--mfu",), {"type": float, "default": 0.4,
+                                 "help": "assumed MFU when throughput cannot be measured here (default: 0.4)"}))),
     Command(("chat",), "talk to a trained model in the terminal (streaming, multi-turn, /clear)",
             "picochat.chat_cli:main", (C.RunConfig, C.ChatConfig),
             extra=((("-p", "--prompt"), {"default": "", "help": "one-shot: answer this prompt, print, exit"}),)),
@@ -126,13 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve(cmd: Command, ns: argparse.Namespace) -> Resolved:
-    """dataclass defaults < preset < --config TOML < flags."""
+def resolve(cmd: Command, ns: argparse.Namespace, toml: dict[str, Any] | None = None) -> Resolved:
+    """dataclass defaults < preset < --config TOML (or the given tables) < flags."""
     given = {k: v for k, v in vars(ns).items() if "." in k}
     preset = C.get_preset(given.get("run.preset", "demo"))
     sections = {C.section_name(cls): C.preset_section(preset, cls, cmd.stage) for cls in cmd.sections}
-    if getattr(ns, "config", None):
-        C.apply_toml(sections, ns.config)
+    path = getattr(ns, "config", None)
+    if path:
+        C.apply_tables(sections, C.load_toml(path), path, only_known=cmd.shares_config)
+    if toml:
+        C.apply_tables(sections, toml, "the speedrun config", only_known=True)
     for key, value in given.items():
         section, name = key.split(".", 1)
         setattr(sections[section], name, value)

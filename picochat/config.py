@@ -87,6 +87,9 @@ class TrainConfig:
     dtype: str = opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
     compile: bool = opt(False, "torch.compile the model")
     log_every: int = opt(10, "steps between progress lines")
+    mixture: str = opt("", "mid/sft: training conversations, a task mixture 'task[:split[:n]][*passes], ...' "
+                           "(see tasks/registry.py)")
+    val_mixture: str = opt("", "mid/sft: held-out conversations for the validation loss (same syntax)")
 
 
 @dataclass
@@ -168,6 +171,22 @@ def _d(depth: int, **model: Any) -> ModelConfig:
     return ModelConfig(depth=depth, **model)
 
 
+# Chat-stage mixtures (task specs, see tasks/registry.py). The GPU ones follow nanochat's
+# mid-training (SmolTalk, MMLU auxiliary train, GSM8K with calculator calls, identity x2,
+# spelling) and SFT (ARC-Easy/Challenge, GSM8K, 10K SmolTalk, identity, a little spelling)
+# mixtures; their files come from `picochat data download` or a mirror. The demo ones are
+# generated offline (tasks/synthetic.py, tasks/identity.py).
+GPU_MID_MIXTURE = ("smoltalk:train, mmlu:auxiliary_train, gsm8k:train, identity:train:1000*2, "
+                   "simplespelling:train:200000, spellingbee:train:80000")
+GPU_MID_VAL = "smoltalk:test:24000, mmlu:test:5200, gsm8k:test:420"
+GPU_SFT_MIXTURE = ("arc_easy:train, arc_challenge:train, gsm8k:train, smoltalk:train:10000, identity:train:1000, "
+                   "simplespelling:train:300, spellingbee:train:300")
+GPU_SFT_VAL = "smoltalk:test:5000"
+DEMO_MID_MIXTURE = "wordproblems:train:3000, smalltalk:train:3000, identity:train:200"
+DEMO_SFT_MIXTURE = "wordproblems:train:1500, smalltalk:train:600, identity:train:100"
+DEMO_CHAT_VAL = "wordproblems:test:64, smalltalk:test:64, identity:test:16"
+
+
 def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
     base = TrainConfig(device_batch_size=device_batch_size)
     return Preset(
@@ -177,10 +196,12 @@ def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
         stages={
             "base": replace(base, source="fineweb-edu"),
             "mid": replace(base, source="mid-mixture", num_steps=0, param_data_ratio=0,
-                           warmdown_frac=0.2, eval_every=150, save_every=0),
-            "sft": replace(base, source="sft-mixture", total_batch_tokens=65536, matrix_lr=0.002,
-                           embedding_lr=0.02, unembedding_lr=0.0004, warmdown_frac=1.0,
-                           eval_every=100, save_every=0),
+                           warmdown_frac=0.2, eval_every=150, save_every=0,
+                           mixture=GPU_MID_MIXTURE, val_mixture=GPU_MID_VAL),
+            "sft": replace(base, source="sft-mixture", device_batch_size=4, total_batch_tokens=65536,
+                           num_steps=0, param_data_ratio=0, matrix_lr=0.002, embedding_lr=0.02,
+                           unembedding_lr=0.0004, warmdown_frac=1.0, eval_every=100, save_every=0,
+                           mixture=GPU_SFT_MIXTURE, val_mixture=GPU_SFT_VAL),
         },
     )
 
@@ -196,10 +217,15 @@ def _demo_preset() -> Preset:
         tokenizer=TokenizerConfig(vocab_size=4096, max_chars=20_000_000, source="synthetic"),
         stages={
             "base": base,
-            "mid": replace(base, source="mid-mixture", num_steps=200, eval_every=50, save_every=50),
-            "sft": replace(base, source="sft-mixture", num_steps=150, matrix_lr=0.005,
-                           embedding_lr=0.05, unembedding_lr=0.001, warmdown_frac=1.0,
-                           eval_every=50, save_every=50),
+            # chat stages: small batches (8 rows of 256) so that ~2 CPU minutes still make
+            # dozens of optimizer steps; one held-out set for both, so base -> mid -> sft compare
+            "mid": replace(base, source="mid-mixture", device_batch_size=8, total_batch_tokens=2048,
+                           num_steps=60, eval_every=20, eval_tokens=16384, save_every=20,
+                           mixture=DEMO_MID_MIXTURE, val_mixture=DEMO_CHAT_VAL),
+            "sft": replace(base, source="sft-mixture", device_batch_size=8, total_batch_tokens=2048,
+                           num_steps=40, matrix_lr=0.005, embedding_lr=0.05, unembedding_lr=0.001,
+                           warmdown_frac=1.0, eval_every=20, eval_tokens=16384, save_every=20,
+                           mixture=DEMO_SFT_MIXTURE, val_mixture=DEMO_CHAT_VAL),
         },
     )
 
@@ -251,15 +277,21 @@ def coerce(cls: type, key: str, value: Any) -> Any:
     return float(value) if ftype == "float" else value
 
 
-def apply_toml(sections: dict[str, Any], path: str) -> None:
-    """Overlay a TOML file's tables onto the sections in place. Unknown keys are an error."""
+def load_toml(path: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file '{path}' does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file '{path}' is not valid TOML: {e}") from None
+
+
+def apply_tables(sections: dict[str, Any], data: dict[str, Any], path: str, *, only_known: bool = False) -> None:
+    """Overlay TOML tables onto the sections in place. Unknown keys are errors; so are unknown
+    tables, unless only_known (the speedrun hands one file to every step, each taking its tables)."""
     for table, values in data.items():
+        if table not in sections and only_known:
+            continue
         if table not in sections:
             raise ConfigError(f"unknown table [{table}] in '{path}'{_suggest(table, sections)}")
         obj = sections[table]
@@ -268,6 +300,10 @@ def apply_toml(sections: dict[str, Any], path: str) -> None:
             if key not in names:
                 raise ConfigError(f"unknown key '{key}' in [{table}] of '{path}'{_suggest(key, names)}")
             setattr(obj, key, coerce(type(obj), key, value))
+
+
+def apply_toml(sections: dict[str, Any], path: str) -> None:
+    apply_tables(sections, load_toml(path), path)
 
 
 def to_dict(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
