@@ -95,10 +95,14 @@ CONTENDERS = {"picochat": train_picochat, "rustbpe": train_rustbpe, "hf-tokenize
 
 
 def worker(name: str, path: str, val: str, vocab_size: int, pattern: str, out: str) -> None:
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu()
     tok, count_tokens, vocab = CONTENDERS[name](path, vocab_size, pattern)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, cpu() - c0
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before evaluation
     n_bytes = n_tokens = 0
     for doc in iter_docs(val):
@@ -106,7 +110,8 @@ def worker(name: str, path: str, val: str, vocab_size: int, pattern: str, out: s
         n_tokens += count_tokens(doc)
     if name == "picochat":
         tok.save(Path(out).with_suffix(".tokenizer.json"))
-    Path(out).write_text(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss, "base_rss_mb": base_rss,
+    Path(out).write_text(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_rss,
+                                     "base_rss_mb": base_rss,
                                      "bytes_per_token": n_bytes / n_tokens, "vocab": vocab}))
 
 
@@ -183,20 +188,24 @@ def main() -> None:
                     del results[name]
                     continue
                 results[name].append(res)
-                print(f"  round {r}: {name:14s} {res['seconds']:7.2f} s  peak RSS {res['peak_rss_mb']:6.0f} MB",
-                      flush=True)
+                print(f"  round {r}: {name:14s} {res['seconds']:7.2f} s (CPU {res['cpu_seconds']:6.2f} s)  "
+                      f"peak RSS {res['peak_rss_mb']:6.0f} MB", flush=True)
         enc_ours, enc_tt = bench_encode(Path(tmp) / "picochat.0.tokenizer.json", args.val)
     summary = {n: {"seconds": statistics.median(x["seconds"] for x in rs),
+                   "cpu_seconds": statistics.median(x["cpu_seconds"] for x in rs),
                    "peak_rss_mb": max(x["peak_rss_mb"] for x in rs),
                    "bytes_per_token": rs[0]["bytes_per_token"], "vocab": rs[0]["vocab"]}
                for n, rs in results.items()}
-    print(f"\n{'trainer':14s} {'time (median)':>14s} {'peak RSS':>10s} {'bytes/token':>12s}   ratios vs picochat")
+    print(f"\n{'trainer':14s} {'time (median)':>14s} {'CPU time':>10s} {'peak RSS':>10s} {'bytes/token':>12s}"
+          "   ratios vs picochat")
     ref = summary.get("picochat")
     for n, s in summary.items():
         ratio = "" if not ref or n == "picochat" else (
-            f"time x{s['seconds'] / ref['seconds']:.2f}, memory x{s['peak_rss_mb'] / ref['peak_rss_mb']:.2f}, "
+            f"time x{s['seconds'] / ref['seconds']:.2f}, CPU x{s['cpu_seconds'] / ref['cpu_seconds']:.2f}, "
+            f"memory x{s['peak_rss_mb'] / ref['peak_rss_mb']:.2f}, "
             f"compression {100 * (ref['bytes_per_token'] / s['bytes_per_token'] - 1):+.2f}%")
-        print(f"{n:14s} {s['seconds']:12.2f} s {s['peak_rss_mb']:7.0f} MB {s['bytes_per_token']:12.4f}   {ratio}")
+        print(f"{n:14s} {s['seconds']:12.2f} s {s['cpu_seconds']:8.2f} s {s['peak_rss_mb']:7.0f} MB "
+              f"{s['bytes_per_token']:12.4f}   {ratio}")
     if ref and "rustbpe" in summary:
         from picochat.tokenizer.bpe import vocab_bytes
 
