@@ -1,0 +1,88 @@
+"""Word banks for the synthetic corpus, grouped by meaning so that templates stay sensible.
+
+A tokenizer trained on the synthetic corpus can only learn as many merges as the corpus has
+distinct words to build, so these lists are what lets the demo reach its 4096-token vocabulary
+(the invented world alone has ~500 distinct words), and they give the tiny model everyday
+English to imitate. Each list is plain words; templates in synthetic.py decide where they go.
+"""
+
+from __future__ import annotations
+
+
+def _w(text: str) -> list[str]:
+    return text.split()
+
+
+def _phrases(text: str) -> list[str]:
+    return [p.strip() for p in text.split(";") if p.strip()]
+
+
+FOODS = _w("""bread soup rice pasta pie cake cheese beans carrots potatoes tomatoes onions peas corn lettuce
+cucumbers pumpkins strawberries blueberries cherries grapes bananas lemons peaches plums melons pancakes waffles
+noodles dumplings muffins biscuits porridge yogurt butter jam honey eggs sausages omelettes salad sandwiches pizza
+cookies chocolate popcorn walnuts almonds raisins mushrooms spinach broccoli cabbage garlic oranges apricots figs
+coconuts pineapples mangoes kiwis radishes turnips beetroots celery leeks olives pretzels crackers toast cereal
+oatmeal stew curry tacos burritos lasagna risotto crumble custard pudding doughnuts scones bagels croissants""")
+MEALS = _w("breakfast lunch dinner supper")
+DRINKS = _w("tea milk juice lemonade cocoa water coffee")
+TOPICS = _w("""stars dinosaurs volcanoes oceans pirates dragons robots castles jungles deserts mountains rivers trains
+planets insects butterflies whales penguins elephants giraffes tigers bears wolves foxes owls sharks dolphins
+octopuses rockets islands caves glaciers rainbows thunderstorms clouds magnets bridges lighthouses windmills
+knights wizards giants explorers inventors kings queens princesses sailors astronauts farmers gardens forests
+seasons oceans comets tornadoes earthquakes fossils crystals rivers deserts meadows swamps canyons""")
+INSTRUMENTS = _w("piano guitar violin flute trumpet drums harp cello clarinet accordion harmonica banjo trombone "
+                 "xylophone tambourine saxophone ukulele")
+CLOTHING = _w("scarf sweater hat coat gloves socks boots jacket dress shirt raincoat apron cap mittens vest "
+              "cardigan tie belt")
+PLANTS = _w("roses tulips daisies sunflowers lilies violets poppies carrots beans tomatoes peas herbs onions "
+            "strawberries pumpkins potatoes lavender marigolds pansies")
+STRUCTURES = _w("treehouse sandcastle snowman birdhouse fort bridge tower raft kennel fence shelf bench "
+                "kite boat wagon")
+COLLECTIBLES = _w("shells stamps leaves pebbles feathers acorns pinecones buttons coins marbles postcards "
+                  "stickers seeds")
+EMOTIONS = _w("happy sad excited nervous proud tired surprised curious grateful worried calm cheerful "
+              "lonely hopeful brave bored amazed glad")
+WEATHER = _w("sunny rainy windy snowy foggy cloudy stormy warm cold chilly hot frosty misty bright")
+ADJ_THINGS = _w("""shiny old new broken heavy light tiny huge round square smooth rough soft hard wooden
+golden silver striped spotted dusty muddy clean bright dark colourful strange lovely useful tall short wide
+narrow warm cold sticky fluffy wobbly squeaky sparkly rusty""")
+ADJ_PEOPLE = _w("""kind clever brave gentle busy quiet cheerful patient careful curious friendly funny honest
+polite shy helpful calm generous thoughtful lively sleepy hungry""")
+TIMES = _phrases("in the morning; at noon; in the afternoon; in the evening; before breakfast; after lunch; "
+                 "after school; at sunset; on Saturday; on Sunday; on Monday; last week; yesterday; "
+                 "early on Friday; late on Tuesday; on Wednesday; on Thursday")
+ACTIVITIES = _phrases("""played football in the park; flew a kite on the hill; read a book about {topic};
+painted a picture of {topic}; planted {plant} in the garden; built a {structure}; sang a song about {topic};
+rode a bicycle along the river; swam in the lake; climbed a tall tree; baked {food} for the family;
+wrote a letter to {friend}; fed the ducks at the pond; cleaned the kitchen; fixed a broken {structure};
+collected {collectible} on the beach; watched the stars from the roof; danced to music in the hall;
+knitted a warm {clothing}; practised the {instrument}; visited the museum to learn about {topic};
+drew a map of the town; went fishing with {friend}; helped a neighbour carry boxes;
+made a cake with {friend}; washed the dishes; tidied the bedroom; walked the dog around the block;
+picked {food} at the farm; listened to a story about {topic}; built a model of a {structure};
+played chess with {friend}; sewed a button on a {clothing}; took photos of {topic};
+went to the library and borrowed a book about {topic}; made lemonade and sold it at the corner;
+played hide and seek with {friend}; watered the {plant}; went sledging down the hill;
+counted the clouds in the sky; learned a new song on the {instrument}; wrote a poem about {topic}""")
+JOB_DUTIES = {
+    "baker": "bakes bread and cakes early in the morning", "teacher": "helps children learn to read and count",
+    "farmer": "grows food and looks after the animals", "doctor": "helps people who are sick or hurt",
+    "painter": "paints pictures and walls", "fisher": "catches fish from a boat",
+    "builder": "builds houses, walls and bridges", "singer": "sings songs for other people",
+    "gardener": "plants flowers and cuts the grass", "driver": "drives a bus around the town",
+    "cook": "makes meals in a busy kitchen", "librarian": "looks after the books in the library",
+    "nurse": "cares for patients in the hospital", "pilot": "flies aeroplanes across the sky",
+    "postman": "brings letters and parcels to every house", "tailor": "sews clothes that fit well",
+    "carpenter": "makes tables and chairs out of wood", "vet": "takes care of sick animals",
+    "firefighter": "puts out fires and keeps people safe", "shopkeeper": "sells food and tools in a shop",
+    "musician": "plays music at parties and concerts", "scientist": "asks questions and does experiments",
+}
+PLACE_NOTES = {
+    "the market": "people buy fruit, bread and flowers", "the park": "children play on the swings",
+    "the library": "there are thousands of books", "the school": "children learn to read and write",
+    "the river": "the water flows down to the sea", "the bakery": "it smells of warm bread",
+    "the farm": "cows, pigs and sheep live", "the beach": "the waves roll onto the sand",
+    "the forest": "tall trees grow close together", "the zoo": "you can see lions and giraffes",
+    "the garden": "flowers and vegetables grow", "the station": "trains arrive and leave all day",
+    "the museum": "old and wonderful things are kept", "the hill": "you can see the whole town",
+}
