@@ -19,6 +19,8 @@ import random
 import zlib
 from dataclasses import dataclass
 
+from picochat.data import synthetic_words as W
+
 WORLD_SEED = 4242
 DOCS_PER_CHUNK = 64
 NUM_CHUNKS = {"train": 20_000, "val": 40}  # ~1.3M train documents (~0.8 GB): effectively endless
@@ -48,8 +50,7 @@ OBJECTS = ["apples", "pencils", "books", "marbles", "cookies", "stickers", "shel
            "cards", "flowers", "stones", "balloons", "cups", "oranges", "buttons", "boxes", "ribbons"]
 THINGS = ["a kite", "a red ball", "a small boat", "a blue hat", "a map", "a lantern", "a toy train",
           "a jar of honey", "a wooden box", "a green umbrella", "a drum", "a bell", "a basket of plums"]
-JOBS = ["baker", "teacher", "farmer", "doctor", "painter", "fisher", "builder", "singer", "gardener",
-        "driver", "cook", "librarian"]
+JOBS = list(W.JOB_DUTIES)
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
                 "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
                 "nineteen", "twenty"]
@@ -331,9 +332,68 @@ def _spelling(rng: random.Random) -> str:
     return " ".join(out)
 
 
-_DOC_KINDS = ((_story, 0.27), (_person_facts, 0.12), (_animal_facts, 0.07), (_number_drill, 0.1),
-              (_word_problems, 0.16), (_dialogue, 0.1), (_general_facts, 0.05), (_comparisons, 0.05),
-              (_town, 0.04), (_spelling, 0.04))
+def _activity(rng: random.Random, p: Person, friend: str = "") -> str:
+    return rng.choice(W.ACTIVITIES).format(
+        topic=rng.choice(W.TOPICS), plant=rng.choice(W.PLANTS), structure=rng.choice(W.STRUCTURES),
+        food=rng.choice(W.FOODS), friend=friend or p.friend, collectible=rng.choice(W.COLLECTIBLES),
+        clothing=rng.choice(W.CLOTHING), instrument=rng.choice(W.INSTRUMENTS))
+
+
+def _day(rng: random.Random) -> str:
+    p = WORLD[rng.choice(NAMES)]
+    times = sorted(rng.sample(range(4), rng.randint(2, 4)))
+    when = ["In the morning", "At noon", "In the afternoon", "In the evening"]
+    day = rng.choice(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"])
+    lines = [f"{day} was a {rng.choice(W.WEATHER)} day for {p.name}."]
+    for t in times:
+        lines.append(f"{when[t]}, {p.name} {_activity(rng, p)}.")
+    meal = rng.choice(W.MEALS)
+    lines.append(f"For {meal}, {p.name} had {rng.choice(W.FOODS)} and a cup of {rng.choice(W.DRINKS)}.")
+    emotion = rng.choice(W.EMOTIONS)
+    lines.append(rng.choice([f"At the end of the day, {p.name} felt {emotion}.",
+                             f"{p.name} went to bed feeling {emotion}.",
+                             f"It had been a long day, and {p.name} was {emotion} but {rng.choice(W.EMOTIONS)}."]))
+    return " ".join(lines)
+
+
+def _jobs(rng: random.Random) -> str:
+    out = []
+    for job in rng.sample(JOBS, rng.randint(3, 6)):
+        out.append(f"A {job} {W.JOB_DUTIES[job]}.")
+        workers = [q.name for q in WORLD.values() if q.job == job]
+        if workers and rng.random() < 0.6:
+            out.append(f"{rng.choice(workers)} is a {job} in {WORLD[workers[0]].town}."
+                       if len(workers) == 1 else f"{' and '.join(workers[:2])} both work as {job}s.")
+    return " ".join(out)
+
+
+def _places(rng: random.Random) -> str:
+    out = []
+    for place in rng.sample(list(W.PLACE_NOTES), rng.randint(3, 5)):
+        adj = rng.choice(W.ADJ_THINGS)
+        out.append(f"At {place}, {W.PLACE_NOTES[place]}. Today there is a {adj} {rng.choice(W.STRUCTURES)} "
+                   f"at {place}.")
+    return " ".join(out)
+
+
+def _describe(rng: random.Random) -> str:
+    p = WORLD[rng.choice(NAMES)]
+    thing = rng.choice(W.STRUCTURES)
+    other = rng.choice([n for n in NAMES if n not in (p.name, p.friend)])
+    a1, a2 = rng.sample(W.ADJ_THINGS, 2)
+    return " ".join([
+        f"{p.name} is a {rng.choice(W.ADJ_PEOPLE)} {p.job} who lives in {p.town}.",
+        f"One {rng.choice(W.WEATHER)} day, {p.name} found a {a1} {thing}. It was {a2} and a little "
+        f"{rng.choice(W.ADJ_THINGS)}.",
+        f"{p.name} showed it to {p.friend}, who was {rng.choice(W.EMOTIONS)}.",
+        f"Together they {_activity(rng, p, other)}, and then they {_activity(rng, p, other)}.",
+        f"Later, {p.name} wore a {rng.choice(W.CLOTHING)} and ate {rng.choice(W.FOODS)} for {rng.choice(W.MEALS)}.",
+    ])
+
+
+_DOC_KINDS = ((_story, 0.16), (_person_facts, 0.1), (_animal_facts, 0.05), (_number_drill, 0.08),
+              (_word_problems, 0.14), (_dialogue, 0.08), (_general_facts, 0.04), (_comparisons, 0.04),
+              (_town, 0.03), (_spelling, 0.03), (_day, 0.1), (_jobs, 0.04), (_places, 0.03), (_describe, 0.08))
 
 
 def _piece(rng: random.Random) -> str:
