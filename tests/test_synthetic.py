@@ -14,6 +14,8 @@ def test_chunks_are_deterministic_and_sized():
     lengths = [len(d) for i in range(20) for d in S.chunk("train", i)]
     assert 100 <= min(lengths) and max(lengths) <= 1200
     assert 400 <= sum(lengths) / len(lengths) <= 900
+    words = {w.lower() for i in range(100) for d in S.chunk("train", i) for w in re.findall(r"[A-Za-z]+", d)}
+    assert len(words) > 1000  # enough distinct words for a BPE vocabulary of a few thousand tokens
 
 
 def test_val_documents_disjoint_from_train():

@@ -391,9 +391,55 @@ def _describe(rng: random.Random) -> str:
     ])
 
 
-_DOC_KINDS = ((_story, 0.16), (_person_facts, 0.1), (_animal_facts, 0.05), (_number_drill, 0.08),
-              (_word_problems, 0.14), (_dialogue, 0.08), (_general_facts, 0.04), (_comparisons, 0.04),
-              (_town, 0.03), (_spelling, 0.03), (_day, 0.1), (_jobs, 0.04), (_places, 0.03), (_describe, 0.08))
+def _wild(rng: random.Random) -> str:
+    out = []
+    for a in rng.sample(list(W.WILD_ANIMALS), rng.randint(3, 5)):
+        home, food, fact = W.WILD_ANIMALS[a]
+        art = "An" if a[0] in "aeiou" else "A"
+        s = [f"{art} {a} lives in {home}.", f"{art} {a} eats {food}.", f"{art} {a} {fact}."]
+        rng.shuffle(s)
+        out.append(" ".join(s[: rng.randint(2, 3)]))
+    return " ".join(out)
+
+
+def _home(rng: random.Random) -> str:
+    p = WORLD[rng.choice(NAMES)]
+    r1, r2 = rng.sample(W.ROOMS, 2)
+    lines = [f"{p.name}'s house in {p.town} has a {r1} and a {r2}."]
+    for _ in range(rng.randint(3, 5)):
+        item, room = rng.choice(W.HOUSEHOLD), rng.choice(W.ROOMS)
+        lines.append(rng.choice([
+            f"In the {room} there is a {rng.choice(W.ADJ_THINGS)} {item}.",
+            f"{rng.choice(W.TIMES).capitalize()}, {p.name} {rng.choice(W.CHORE_VERBS)} the {item} in the {room}.",
+            f"{p.pet_name} the {p.pet} likes to sleep next to the {item}."]))
+    return " ".join(lines)
+
+
+def _school(rng: random.Random) -> str:
+    p = WORLD[rng.choice(NAMES)]
+    lines = [f"{p.name} goes to the school in {p.town}."]
+    for subj in rng.sample(list(W.SUBJECTS), rng.randint(2, 4)):
+        lines.append(rng.choice([f"In {subj}, the class learns about {W.SUBJECTS[subj]}.",
+                                 f"{p.name} likes {subj} because it is about {W.SUBJECTS[subj]}."]))
+    lines.append(f"After school, {p.name} {_activity(rng, p)}.")
+    return " ".join(lines)
+
+
+def _trip(rng: random.Random) -> str:
+    p = WORLD[rng.choice(NAMES)]
+    dest = rng.choice([t for t in TOWNS if t != p.town])
+    how = rng.choice(W.TRANSPORT)
+    lines = [f"One {rng.choice(W.WEATHER)} day, {p.name} travelled from {p.town} to {dest} by {how}."]
+    for sight in rng.sample(W.SIGHTS, rng.randint(2, 3)):
+        lines.append(f"On the way, {p.name} saw {sight}.")
+    lines.append(f"In {dest}, {p.name} {_activity(rng, p)}, and then went home by {rng.choice(W.TRANSPORT)}.")
+    return " ".join(lines)
+
+
+_DOC_KINDS = ((_story, 0.13), (_person_facts, 0.08), (_animal_facts, 0.04), (_number_drill, 0.07),
+              (_word_problems, 0.13), (_dialogue, 0.07), (_general_facts, 0.03), (_comparisons, 0.04),
+              (_town, 0.02), (_spelling, 0.03), (_day, 0.08), (_jobs, 0.03), (_places, 0.02), (_describe, 0.07),
+              (_wild, 0.04), (_home, 0.04), (_school, 0.04), (_trip, 0.04))
 
 
 def _piece(rng: random.Random) -> str:

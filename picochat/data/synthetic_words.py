@@ -86,3 +86,59 @@ PLACE_NOTES = {
     "the garden": "flowers and vegetables grow", "the station": "trains arrive and leave all day",
     "the museum": "old and wonderful things are kept", "the hill": "you can see the whole town",
 }
+WILD_ANIMALS = {  # animal -> (where it lives, what it eats, something true about it)
+    "deer": ("the forest", "leaves and grass", "has long thin legs"),
+    "squirrel": ("the trees", "nuts", "has a bushy tail"),
+    "hedgehog": ("the hedges", "beetles and worms", "is covered in spines"),
+    "badger": ("a sett", "worms", "digs at night"),
+    "otter": ("the river", "fish", "floats on its back"),
+    "beaver": ("a lodge", "bark", "builds dams"),
+    "swan": ("the lake", "water plants", "has a long neck"),
+    "goose": ("the marsh", "grass", "flies in a line"),
+    "donkey": ("a paddock", "hay", "has long ears"),
+    "camel": ("the desert", "dry plants", "can go days without water"),
+    "zebra": ("the savanna", "grass", "has black and white stripes"),
+    "giraffe": ("the savanna", "leaves", "is the tallest animal"),
+    "elephant": ("the savanna", "grass and fruit", "has a long trunk"),
+    "monkey": ("the jungle", "fruit", "swings from branch to branch"),
+    "kangaroo": ("the bush", "grass", "carries its baby in a pouch"),
+    "koala": ("the gum trees", "eucalyptus leaves", "sleeps most of the day"),
+    "panda": ("the bamboo forest", "bamboo", "is black and white"),
+    "penguin": ("the icy shore", "fish", "cannot fly but swims well"),
+    "seal": ("the rocky coast", "fish", "barks and claps its flippers"),
+    "whale": ("the ocean", "krill", "is bigger than a bus"),
+    "dolphin": ("the sea", "fish", "is very playful"),
+    "crab": ("the beach", "tiny sea creatures", "walks sideways"),
+    "snail": ("the damp garden", "leaves", "carries its shell on its back"),
+    "butterfly": ("the meadow", "nectar", "starts life as a caterpillar"),
+    "ant": ("an anthill", "crumbs and seeds", "can carry heavy loads"),
+    "spider": ("a web", "flies", "has eight legs"),
+    "ladybird": ("the garden", "aphids", "has red wings with black spots"),
+    "bat": ("a cave", "insects", "flies at night"),
+    "eagle": ("the mountains", "fish and rabbits", "has very sharp eyes"),
+    "robin": ("the garden", "worms", "has a red breast"),
+    "tortoise": ("a warm field", "leaves", "moves very slowly"),
+    "crocodile": ("the river bank", "fish", "has strong jaws"),
+    "hippo": ("the river", "grass", "stays in the water when it is hot"),
+    "wolf": ("the forest", "meat", "howls at night"),
+    "fox": ("a den", "mice and berries", "has a bushy red tail"),
+    "bear": ("the woods", "berries and fish", "sleeps through the winter"),
+    "tiger": ("the jungle", "meat", "has orange fur with stripes"),
+    "polar bear": ("the Arctic", "seals", "has thick white fur"),
+}
+ROOMS = _w("kitchen bedroom bathroom attic cellar hall garage porch study")
+HOUSEHOLD = _w("""table chair sofa lamp clock mirror window door cupboard drawer blanket pillow curtain carpet
+kettle teapot saucepan spoon fork plate bowl bucket broom ladder hammer rope basket candle vase rug shelf
+wardrobe fridge oven sink towel toothbrush umbrella suitcase piano radio bookcase stool jug""")
+CHORE_VERBS = _w("polished painted moved dusted opened closed repaired cleaned folded carried wrapped washed "
+                 "mended tidied emptied filled")
+SUBJECTS = {"maths": "how to add and multiply numbers", "reading": "new words and long stories",
+            "history": "kings, queens and old castles", "geography": "maps, rivers and mountains",
+            "science": "plants, magnets and the weather", "music": "songs and rhythms",
+            "art": "drawing, painting and clay", "sport": "running, jumping and catching a ball",
+            "writing": "letters, poems and neat handwriting", "cooking": "recipes and kitchen safety"}
+TRANSPORT = _w("bus train bicycle car boat ferry tram scooter aeroplane horse wagon tractor")
+SIGHTS = _phrases("""a field of sunflowers; a windmill turning slowly; a herd of cows; a castle on a hill;
+a rainbow over the sea; a farmer driving a tractor; a lighthouse by the harbour; a waterfall in the valley;
+a flock of sheep; children flying kites; an old stone bridge; a busy harbour full of boats; a forest of pine trees;
+a lake as smooth as glass; a hot air balloon; a long goods train; an orchard full of apple trees""")
