@@ -223,3 +223,16 @@ def test_greedy_is_deterministic_across_batch_sizes(engine, tok):
         a = engine.generate([p], temperature=0.0, max_tokens=10)[0][0].ids
         b = engine.generate([p] * 5, temperature=0.0, max_tokens=10)[4][0].ids
     assert a == b
+
+
+@pytest.mark.parametrize("limits, queue, status", [
+    (ServeLimits(max_concurrent=0), 8, 429),   # too many requests in flight
+    (ServeLimits(), 0, 503),                   # the batcher's waiting queue is full
+])
+def test_limits_answer_429_and_503(engine, tok, limits, queue, status):
+    from fastapi.testclient import TestClient
+
+    app = create_app(Batcher(engine, max_rows=2, max_queue=queue), tok, "m", limits)
+    with TestClient(app) as client:
+        r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == status and r.json()["error"]["message"]
