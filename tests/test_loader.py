@@ -1,5 +1,6 @@
 """The pretraining loader: BOS-aligned best-fit packing, DDP sharding, exact resume, waste accounting."""
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -190,3 +191,15 @@ def test_reader_errors_reach_the_consumer_and_threads_stop():
         if t.name == "picochat-loader":
             t.join(timeout=10)
     assert not [t for t in threading.enumerate() if t.name == "picochat-loader" and t.is_alive()]
+
+
+def test_resume_with_the_real_tokenizer_on_synthetic():
+    from picochat.data import synthetic
+    from picochat.tokenizer.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(synthetic.chunk("train", 0), 400, native=False)
+    full = list(itertools.islice(pretrain_batches("synthetic", "train", tok, 4, 64), 12))
+    resumed = pretrain_batches("synthetic", "train", tok, 4, 64, cursor=json.loads(json.dumps(full[6][2])))
+    for (x1, y1, _), (x2, y2, _) in zip(full[7:], resumed):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert (full[0][0][:, 0] == tok.bos_id).all()
