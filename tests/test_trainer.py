@@ -70,3 +70,13 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
     assert a.keys() == b.keys()
     for step in a:
         assert a[step] == pytest.approx(b[step], rel=1e-4, abs=1e-5)
+
+
+def test_checkpoint_from_two_ranks_resumes_on_one(tmp_path):
+    killed = run(tmp_path, "--steps", "6", "--kill-at-batch", "8", torchrun=True)  # 2 micro/step/rank
+    assert killed.returncode != 0
+    state = checkpoint.load_latest_checkpoint(tmp_path)
+    assert state["step"] == 3 and state["cursors"] == [6, 6]  # both ranks' positions are kept
+    resumed = run(tmp_path, "--steps", "6")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed" in resumed.stdout and checkpoint.is_complete(tmp_path)

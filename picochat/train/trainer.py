@@ -18,7 +18,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +42,13 @@ class Batch:
     targets: torch.Tensor                # (B, T) int64, -1 = no loss
     weights: torch.Tensor | None = None  # (B, T) float per-token loss weights (SFT mask, RL advantage)
     cursor: Any = None                   # data position *after* this batch (JSON-serialisable)
+
+    def to(self, device: torch.device) -> Batch:
+        """This batch with every tensor field on `device`, a subclass's extra fields included (RL
+        carries the sampling and reference logprobs of each token to its loss this way)."""
+        moved = {f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)
+                 if isinstance(getattr(self, f.name), torch.Tensor)}
+        return replace(self, **moved)
 
 
 class Stage(Protocol):
@@ -139,17 +146,31 @@ class Trainer:
         self.raw_model.load_state_dict(state["model"])
         for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(sd)
-        self.step, self.cursor, self.elapsed = state["step"], state["cursor"], state["elapsed"]
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        self.cursor = self._my_cursor(state["cursors"])
         checkpoint.set_rng_state(state["rng"])
         if metrics.exists():  # drop metrics logged after the checkpoint: they will be redone
             lines = [ln for ln in metrics.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
             atomic_write_text(metrics, "".join(ln + "\n" for ln in lines))
         print0(f"resumed {self.out_dir.name} from step {self.step}/{self.num_steps}")
 
+    def _my_cursor(self, cursors: list) -> Any:
+        """Each rank reads its own shard, so each saved its own cursor. On a different world size
+        the shards differ: we restart from rank 0's position, which skips or repeats a little data."""
+        if len(cursors) == self.dist.world_size:
+            return cursors[self.dist.rank]
+        print0(f"warning: checkpoint was written by {len(cursors)} ranks, resuming on {self.dist.world_size}; "
+               "the data order restarts from rank 0's position (model and optimizer state are exact)")
+        return cursors[0]
+
     def _save(self) -> None:
+        cursors = [self.cursor]
+        if self.dist.enabled:
+            cursors = [None] * self.dist.world_size
+            dist.all_gather_object(cursors, self.cursor)
         if self.dist.is_main:
             checkpoint.save_checkpoint(self.out_dir, self.step, {
-                "model": self.raw_model.state_dict(), "cursor": self.cursor, "elapsed": self.elapsed,
+                "model": self.raw_model.state_dict(), "cursors": cursors, "elapsed": self.elapsed,
                 "optimizers": [opt.state_dict() for opt in self.optimizers]})
         if self.dist.enabled:
             dist.barrier()
@@ -182,9 +203,7 @@ class Trainer:
         loss as a device tensor (no host sync here)."""
         total = torch.zeros((), device=self.device)
         for micro in range(self.accum_steps):
-            batch = next(batches)
-            batch = Batch(*(t.to(self.device, non_blocking=True) if isinstance(t, torch.Tensor) else t
-                            for t in (batch.inputs, batch.targets, batch.weights)), cursor=batch.cursor)
+            batch = next(batches).to(self.device)
             # DDP all-reduces gradients on every backward unless told not to: only the last
             # micro-step needs to (the grads accumulate locally until then).
             sync = not self.dist.enabled or micro == self.accum_steps - 1
