@@ -48,12 +48,24 @@ PET_NAMES = ["Biscuit", "Pepper", "Shadow", "Sunny", "Button", "Clover", "Milo",
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "white", "black", "brown"]
 OBJECTS = ["apples", "pencils", "books", "marbles", "cookies", "stickers", "shells", "coins", "eggs",
            "cards", "flowers", "stones", "balloons", "cups", "oranges", "buttons", "boxes", "ribbons"]
-THINGS = ["a kite", "a red ball", "a small boat", "a blue hat", "a map", "a lantern", "a toy train",
-          "a jar of honey", "a wooden box", "a green umbrella", "a drum", "a bell", "a basket of plums"]
+THINGS = ["kite", "red ball", "small boat", "blue hat", "map", "lantern", "toy train", "jar of honey", "wooden box",
+          "green umbrella", "drum", "bell", "basket of plums", "old compass", "orange scarf"]
 JOBS = list(W.JOB_DUTIES)
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
                 "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
                 "nineteen", "twenty"]
+
+
+def an(phrase: str) -> str:
+    """'owl' -> 'an owl', 'useful map' -> 'a useful map', 'honest cook' -> 'an honest cook'."""
+    w = phrase.lower()
+    vowel = w.startswith(("hon", "hour")) or (w[0] in "aeiou" and not w.startswith(("use", "uni", "one", "eu")))
+    return ("an " if vowel else "a ") + phrase
+
+
+def An(phrase: str) -> str:  # noqa: N802 - the sentence-initial form of an()
+    s = an(phrase)
+    return s[0].upper() + s[1:]
 
 
 @dataclass(frozen=True)
@@ -157,12 +169,12 @@ def _qa_about_world(rng: random.Random) -> tuple[str, str]:
     pairs = [
         (f"Where does {p.name} live?", f"{p.name} lives in {p.town}."),
         (f"What is {p.name}'s favourite colour?", f"{p.name}'s favourite colour is {p.colour}."),
-        (f"What pet does {p.name} have?", f"{p.name} has a {p.pet} named {p.pet_name}."),
-        (f"What does {p.name} do for work?", f"{p.name} works as a {p.job}."),
+        (f"What pet does {p.name} have?", f"{p.name} has {an(p.pet)} named {p.pet_name}."),
+        (f"What does {p.name} do for work?", f"{p.name} works as {an(p.job)}."),
         (f"How old is {p.name}?", f"{p.name} is {p.age} years old."),
         (f"Who is {p.name}'s best friend?", f"{p.name}'s best friend is {p.friend}."),
-        (f"What sound does a {p.pet} make?", f"A {p.pet} {ANIMALS[p.pet][0]}."),
-        (f"What does a {p.pet} eat?", f"A {p.pet} eats {ANIMALS[p.pet][2]}."),
+        (f"What sound does {an(p.pet)} make?", f"{An(p.pet)} {ANIMALS[p.pet][0]}."),
+        (f"What does {an(p.pet)} eat?", f"{An(p.pet)} eats {ANIMALS[p.pet][2]}."),
     ]
     return rng.choice(pairs)
 
@@ -193,8 +205,8 @@ def small_talk(rng: random.Random) -> list[dict]:
 def _person_facts(rng: random.Random) -> str:
     p = WORLD[rng.choice(NAMES)]
     facts = [f"{p.name} lives in {p.town}.", f"{p.name} is {p.age} years old.",
-             f"{p.name} works as a {p.job}.", f"{p.name}'s favourite colour is {p.colour}.",
-             f"{p.name} has a {p.pet} named {p.pet_name}.", f"{p.name}'s best friend is {p.friend}.",
+             f"{p.name} works as {an(p.job)}.", f"{p.name}'s favourite colour is {p.colour}.",
+             f"{p.name} has {an(p.pet)} named {p.pet_name}.", f"{p.name}'s best friend is {p.friend}.",
              f"{p.name} likes to eat {p.food}.",
              f"{p.pet_name} the {p.pet} {ANIMALS[p.pet][0]} and lives in {ANIMALS[p.pet][1]}."]
     rng.shuffle(facts)
@@ -205,8 +217,8 @@ def _animal_facts(rng: random.Random) -> str:
     out = []
     for animal in rng.sample(list(ANIMALS), rng.randint(3, 6)):
         sound, home, food, can = ANIMALS[animal]
-        s = [f"A {animal} {sound}.", f"A {animal} lives in {home}.", f"A {animal} eats {food}.",
-             f"A {animal} can {can}."]
+        s = [f"{An(animal)} {sound}.", f"{An(animal)} lives in {home}.", f"{An(animal)} eats {food}.",
+             f"{An(animal)} can {can}."]
         rng.shuffle(s)
         out.append(" ".join(s[: rng.randint(2, 4)]))
     return " ".join(out)
@@ -246,21 +258,22 @@ def _story(rng: random.Random) -> str:
     p = WORLD[rng.choice(NAMES)]
     friend = WORLD[p.friend]
     place, thing = rng.choice(PLACES), rng.choice(THINGS)
+    others = [n for n in NAMES if n not in (p.name, friend.name)]
     weather = rng.choice(["sunny", "rainy", "windy", "cold", "warm", "cloudy"])
-    opening = rng.choice([f"Once upon a time, in the town of {p.town}, there lived a {p.job} named {p.name}.",
+    opening = rng.choice([f"Once upon a time, in the town of {p.town}, there lived {an(p.job)} named {p.name}.",
                           f"It was a {weather} day in {p.town}.",
                           f"{p.name} woke up early one {weather} morning."])
     middle = [f"{p.name} walked to {place} with {p.pet_name} the {p.pet}.",
-              f"At {place}, {p.name} found {thing}.",
-              f"{p.name} showed {thing} to {friend.name}, who was very surprised.",
+              f"At {place}, {p.name} found {an(thing)}.",
+              f"{p.name} showed the {thing} to {friend.name}, who was very surprised.",
               f"\"Look what I found!\" said {p.name}.",
               f"{p.pet_name} {ANIMALS[p.pet][0]} happily.",
               f"{friend.name} said, \"Let us take it home and show everyone.\"",
               f"The sky was {rng.choice(COLOURS)} and the air was {weather}.",
               f"{p.name} counted {rng.randint(2, 9)} birds on the roof.",
-              f"On the way, they met {rng.choice(NAMES)}, who was carrying {rng.choice(THINGS)}."]
+              f"On the way, they met {rng.choice(others)}, who was carrying {an(rng.choice(THINGS))}."]
     body = [middle[0], middle[1]] + rng.sample(middle[2:], rng.randint(2, 5))
-    problem = rng.choice([f"But then {thing} was lost in the grass.",
+    problem = rng.choice([f"But then the {thing} was lost in the grass.",
                           f"Suddenly it began to rain, and {p.name} had to run to {rng.choice(PLACES)}.",
                           f"But {p.pet_name} ran away to {rng.choice(PLACES)}."])
     ending = rng.choice([f"In the end, {p.name} and {friend.name} found everything, and they were happy.",
@@ -318,7 +331,7 @@ def _town(rng: random.Random) -> str:
     who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     lines = [f"The town of {town}.", f"{who} {'lives' if len(names) == 1 else 'live'} in {town}."]
     for p in rng.sample(people, min(len(people), 3)):
-        lines.append(f"{p.name} works as a {p.job} and has a {p.pet} named {p.pet_name}.")
+        lines.append(f"{p.name} works as {an(p.job)} and has {an(p.pet)} named {p.pet_name}.")
     lines.append(f"On a {rng.choice(['sunny', 'rainy', 'quiet', 'busy'])} day, people in {town} go to "
                  f"{rng.choice(PLACES)}.")
     return " ".join(lines)
@@ -359,10 +372,10 @@ def _day(rng: random.Random) -> str:
 def _jobs(rng: random.Random) -> str:
     out = []
     for job in rng.sample(JOBS, rng.randint(3, 6)):
-        out.append(f"A {job} {W.JOB_DUTIES[job]}.")
+        out.append(f"{An(job)} {W.JOB_DUTIES[job]}.")
         workers = [q.name for q in WORLD.values() if q.job == job]
         if workers and rng.random() < 0.6:
-            out.append(f"{rng.choice(workers)} is a {job} in {WORLD[workers[0]].town}."
+            out.append(f"{rng.choice(workers)} is {an(job)} in {WORLD[workers[0]].town}."
                        if len(workers) == 1 else f"{' and '.join(workers[:2])} both work as {job}s.")
     return " ".join(out)
 
@@ -371,7 +384,7 @@ def _places(rng: random.Random) -> str:
     out = []
     for place in rng.sample(list(W.PLACE_NOTES), rng.randint(3, 5)):
         adj = rng.choice(W.ADJ_THINGS)
-        out.append(f"At {place}, {W.PLACE_NOTES[place]}. Today there is a {adj} {rng.choice(W.STRUCTURES)} "
+        out.append(f"At {place}, {W.PLACE_NOTES[place]}. Today there is {an(adj + ' ' + rng.choice(W.STRUCTURES))} "
                    f"at {place}.")
     return " ".join(out)
 
@@ -382,12 +395,13 @@ def _describe(rng: random.Random) -> str:
     other = rng.choice([n for n in NAMES if n not in (p.name, p.friend)])
     a1, a2 = rng.sample(W.ADJ_THINGS, 2)
     return " ".join([
-        f"{p.name} is a {rng.choice(W.ADJ_PEOPLE)} {p.job} who lives in {p.town}.",
-        f"One {rng.choice(W.WEATHER)} day, {p.name} found a {a1} {thing}. It was {a2} and a little "
+        f"{p.name} is {an(rng.choice(W.ADJ_PEOPLE) + ' ' + p.job)} who lives in {p.town}.",
+        f"One {rng.choice(W.WEATHER)} day, {p.name} found {an(a1 + ' ' + thing)}. It was {a2} and a little "
         f"{rng.choice(W.ADJ_THINGS)}.",
         f"{p.name} showed it to {p.friend}, who was {rng.choice(W.EMOTIONS)}.",
         f"Together they {_activity(rng, p, other)}, and then they {_activity(rng, p, other)}.",
-        f"Later, {p.name} wore a {rng.choice(W.CLOTHING)} and ate {rng.choice(W.FOODS)} for {rng.choice(W.MEALS)}.",
+        f"Later, {p.name} wore {an(rng.choice(W.CLOTHING))} and ate {rng.choice(W.FOODS)} for "
+        f"{rng.choice(W.MEALS)}.",
     ])
 
 
@@ -405,11 +419,11 @@ def _wild(rng: random.Random) -> str:
 def _home(rng: random.Random) -> str:
     p = WORLD[rng.choice(NAMES)]
     r1, r2 = rng.sample(W.ROOMS, 2)
-    lines = [f"{p.name}'s house in {p.town} has a {r1} and a {r2}."]
+    lines = [f"{p.name}'s house in {p.town} has {an(r1)} and {an(r2)}."]
     for _ in range(rng.randint(3, 5)):
         item, room = rng.choice(W.HOUSEHOLD), rng.choice(W.ROOMS)
         lines.append(rng.choice([
-            f"In the {room} there is a {rng.choice(W.ADJ_THINGS)} {item}.",
+            f"In the {room} there is {an(rng.choice(W.ADJ_THINGS) + ' ' + item)}.",
             f"{rng.choice(W.TIMES).capitalize()}, {p.name} {rng.choice(W.CHORE_VERBS)} the {item} in the {room}.",
             f"{p.pet_name} the {p.pet} likes to sleep next to the {item}."]))
     return " ".join(lines)

@@ -32,7 +32,7 @@ knights wizards giants explorers inventors kings queens princesses sailors astro
 seasons oceans comets tornadoes earthquakes fossils crystals rivers deserts meadows swamps canyons""")
 INSTRUMENTS = _w("piano guitar violin flute trumpet drums harp cello clarinet accordion harmonica banjo trombone "
                  "xylophone tambourine saxophone ukulele")
-CLOTHING = _w("scarf sweater hat coat gloves socks boots jacket dress shirt raincoat apron cap mittens vest "
+CLOTHING = _w("scarf sweater hat coat gloves socks boots jacket dress shirt raincoat cap mittens vest "
               "cardigan tie belt")
 PLANTS = _w("roses tulips daisies sunflowers lilies violets poppies carrots beans tomatoes peas herbs onions "
             "strawberries pumpkins potatoes lavender marigolds pansies")
