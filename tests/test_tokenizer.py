@@ -37,6 +37,8 @@ def test_id_layout(tok):
 def test_vocab_size_too_small_is_a_user_error():
     with pytest.raises(UserError, match="at least 265"):
         Tokenizer.train(["abc"], vocab_size=100, native=False)
+    with pytest.raises(TypeError, match="iterable of documents"):
+        Tokenizer.train("one string, not a list", vocab_size=300)
 
 
 def test_token_bytes(tok):
@@ -67,6 +69,13 @@ def test_special_token_text_is_not_parsed(tok):
     assert tok.bos_id not in ids and tok.special_id("<|assistant_end|>") not in ids
     assert tok.decode(ids) == "<|bos|>hi<|assistant_end|>"
     assert tok.decode([tok.bos_id] + tok.encode("x")) == "<|bos|>x"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_tiktoken_export_equals_reference_rule_on_any_text(tok, s):
+    # tiktoken splits with Rust fancy-regex, bpe.py with Python's regex: same ids expected
+    assert tok.encode(s) == bpe.encode(s, tok.merges, tok.pattern)
 
 
 @settings(max_examples=300, deadline=None)

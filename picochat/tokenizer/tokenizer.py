@@ -65,6 +65,8 @@ class Tokenizer:
               native: bool = True) -> Tokenizer:
         """Learn `vocab_size - 256 - 9` merges from the documents in `texts` (special tokens
         included in vocab_size). `native=False` forces the pure-Python reference trainer."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("Tokenizer.train wants an iterable of documents, not one string")
         num_merges = vocab_size - 256 - len(SPECIAL_TOKENS)
         if num_merges < 0:
             raise UserError(f"vocab_size {vocab_size} is too small: it must be at least "
