@@ -19,81 +19,32 @@ import random
 import zlib
 from dataclasses import dataclass
 
-from picochat.data import synthetic_words as W
+from picochat.data import synthetic_everyday as E
+from picochat.data.synthetic_world import (
+    ANIMALS,
+    COLOURS,
+    JOBS,
+    NAMES,
+    NUMBER_WORDS,
+    OBJECTS,
+    PET_NAMES,
+    PLACES,
+    THINGS,
+    TOWNS,
+    WORLD,
+    WORLD_SEED,
+    An,
+    Person,
+    an,
+)
 
-WORLD_SEED = 4242
+# the invented world is part of this module's interface (tests and tasks read WORLD, NAMES, ...)
+__all__ = ["ANIMALS", "COLOURS", "JOBS", "NAMES", "NUMBER_WORDS", "OBJECTS", "PET_NAMES", "PLACES", "THINGS", "TOWNS",
+           "WORLD", "WORLD_SEED", "An", "Person", "an", "WordProblem", "word_problem", "problem_split", "small_talk",
+           "document", "chunk", "chunk_seed", "DOCS_PER_CHUNK", "NUM_CHUNKS"]
+
 DOCS_PER_CHUNK = 64
 NUM_CHUNKS = {"train": 20_000, "val": 40}  # ~1.3M train documents (~0.8 GB): effectively endless
-
-NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Lily", "Ben", "Ella", "Noah", "Ruby", "Finn", "Nora",
-         "Jack", "Ivy", "Owen", "Rosa", "Theo", "Emma", "Hugo", "Luna", "Omar", "Anna", "Tom", "Maya",
-         "Eli", "Sara", "Kai", "Jade", "Alex", "Nina", "Paul", "Iris", "Dan", "Lucy", "Ravi", "Cleo", "Ned"]
-TOWNS = ["Oakton", "Riverby", "Stonehill", "Maple Bay", "Fernwood", "Brightwater", "Pinecrest",
-         "Willow Creek", "Redcliff", "Lakeview", "Sunnyvale", "Ashford"]
-PLACES = ["the market", "the park", "the library", "the school", "the river", "the bakery", "the farm",
-          "the beach", "the forest", "the zoo", "the garden", "the station", "the museum", "the hill"]
-ANIMALS = {  # animal -> (sound, home, what it eats, what it can do)
-    "dog": ("barks", "a kennel", "meat", "run fast"), "cat": ("meows", "a basket", "fish", "climb trees"),
-    "cow": ("moos", "a barn", "grass", "give milk"), "duck": ("quacks", "a pond", "seeds", "swim"),
-    "horse": ("neighs", "a stable", "hay", "gallop"), "sheep": ("bleats", "a field", "grass", "grow wool"),
-    "owl": ("hoots", "a tree", "mice", "see at night"), "frog": ("croaks", "a pond", "flies", "jump far"),
-    "pig": ("oinks", "a sty", "apples", "dig in mud"), "bee": ("buzzes", "a hive", "nectar", "make honey"),
-    "lion": ("roars", "the grassland", "meat", "hunt"), "mouse": ("squeaks", "a hole", "cheese", "hide"),
-    "goat": ("bleats", "a hill", "leaves", "climb rocks"), "parrot": ("squawks", "a cage", "nuts", "talk"),
-    "rabbit": ("squeaks", "a burrow", "carrots", "hop"), "fish": ("makes no sound", "the water", "worms",
-                                                                   "swim"),
-}
-PET_NAMES = ["Biscuit", "Pepper", "Shadow", "Sunny", "Button", "Clover", "Milo", "Daisy", "Rocket",
-             "Pebble", "Ziggy", "Honey", "Whiskers", "Bean", "Maple", "Scout"]
-COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "white", "black", "brown"]
-OBJECTS = ["apples", "pencils", "books", "marbles", "cookies", "stickers", "shells", "coins", "eggs",
-           "cards", "flowers", "stones", "balloons", "cups", "oranges", "buttons", "boxes", "ribbons"]
-THINGS = ["kite", "red ball", "small boat", "blue hat", "map", "lantern", "toy train", "jar of honey", "wooden box",
-          "green umbrella", "drum", "bell", "basket of plums", "old compass", "orange scarf"]
-JOBS = list(W.JOB_DUTIES)
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-                "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-                "nineteen", "twenty"]
-
-
-def an(phrase: str) -> str:
-    """'owl' -> 'an owl', 'useful map' -> 'a useful map', 'honest cook' -> 'an honest cook'."""
-    w = phrase.lower()
-    vowel = w.startswith(("hon", "hour")) or (w[0] in "aeiou" and not w.startswith(("use", "uni", "one", "eu")))
-    return ("an " if vowel else "a ") + phrase
-
-
-def An(phrase: str) -> str:  # noqa: N802 - the sentence-initial form of an()
-    s = an(phrase)
-    return s[0].upper() + s[1:]
-
-
-@dataclass(frozen=True)
-class Person:
-    name: str
-    age: int
-    town: str
-    job: str
-    colour: str
-    pet: str
-    pet_name: str
-    friend: str
-    food: str
-
-
-def _build_world(seed: int = WORLD_SEED) -> dict[str, Person]:
-    rng = random.Random(seed)
-    foods = ["soup", "bread", "rice", "pasta", "pie", "cake", "apples", "pears", "cheese", "beans"]
-    people = {}
-    for i, name in enumerate(NAMES):
-        people[name] = Person(
-            name=name, age=rng.randint(6, 70), town=rng.choice(TOWNS), job=rng.choice(JOBS),
-            colour=rng.choice(COLOURS), pet=rng.choice(list(ANIMALS)), pet_name=rng.choice(PET_NAMES),
-            friend=NAMES[(i + rng.randint(1, len(NAMES) - 1)) % len(NAMES)], food=rng.choice(foods))
-    return people
-
-
-WORLD: dict[str, Person] = _build_world()
 
 
 # ---------------------------------------------------------------------------- word problems
@@ -288,172 +239,10 @@ def _dialogue(rng: random.Random) -> str:
     return "\n".join(("Question: " if m["role"] == "user" else "Answer: ") + m["content"] for m in msgs)
 
 
-GENERAL_FACTS = [
-    "The sky is blue on a clear day.", "Grass is green.", "Snow is white and cold.", "The sun is hot and bright.",
-    "The moon shines at night.", "Fish live in water.", "Birds have wings and most birds can fly.",
-    "Ice melts when it gets warm.", "Rain falls from clouds.", "A week has seven days.", "A year has twelve months.",
-    "There are four seasons: spring, summer, autumn and winter.", "Bread is made from flour.",
-    "Apples grow on trees.", "Bees make honey.", "A triangle has three sides.", "A square has four sides.",
-    "Monday comes before Tuesday.", "Friday comes after Thursday.", "Plants need water and light to grow.",
-    "Milk comes from cows.", "Cats like to sleep in warm places.", "Ten is more than nine.",
-    "An hour has sixty minutes.", "A day has twenty-four hours.", "Water boils when it is very hot.",
-]
-SPELL_WORDS = sorted({*ANIMALS, *COLOURS, *(o.rstrip("s") for o in OBJECTS), "house", "tree", "river", "friend",
-                      "happy", "garden", "school", "water", "bread", "light", "music", "window", "summer"})
-
-
-def _general_facts(rng: random.Random) -> str:
-    return " ".join(rng.sample(GENERAL_FACTS, rng.randint(4, 8)))
-
-
-def _comparisons(rng: random.Random) -> str:
-    out = []
-    for _ in range(rng.randint(2, 4)):
-        a, b = (WORLD[n] for n in rng.sample(NAMES, 2))
-        if a.age == b.age:
-            out.append(f"{a.name} and {b.name} are both {a.age} years old, so they are the same age.")
-            continue
-        old, young = (a, b) if a.age > b.age else (b, a)
-        out.append(rng.choice([
-            f"{a.name} is {a.age} years old and {b.name} is {b.age} years old. {old.age} is more than "
-            f"{young.age}, so {old.name} is older than {young.name}.",
-            f"Who is older, {a.name} or {b.name}? {a.name} is {a.age} and {b.name} is {b.age}, so "
-            f"{old.name} is older, by {old.age} - {young.age} = {old.age - young.age} years."]))
-    return " ".join(out)
-
-
-def _town(rng: random.Random) -> str:
-    town = rng.choice(TOWNS)
-    people = [p for p in WORLD.values() if p.town == town]
-    if not people:
-        return f"Nobody we know lives in {town}. " + _general_facts(rng)
-    names = [p.name for p in people]
-    who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    lines = [f"The town of {town}.", f"{who} {'lives' if len(names) == 1 else 'live'} in {town}."]
-    for p in rng.sample(people, min(len(people), 3)):
-        lines.append(f"{p.name} works as {an(p.job)} and has {an(p.pet)} named {p.pet_name}.")
-    lines.append(f"On a {rng.choice(['sunny', 'rainy', 'quiet', 'busy'])} day, people in {town} go to "
-                 f"{rng.choice(PLACES)}.")
-    return " ".join(lines)
-
-
-def _spelling(rng: random.Random) -> str:
-    out = [rng.choice(["Spelling practice.", "Let us spell some words.", "How to spell words."])]
-    for w in rng.sample(SPELL_WORDS, rng.randint(4, 8)):
-        out.append(rng.choice([f"The word {w} is spelled {'-'.join(w)}.",
-                               f"{w.capitalize()} has {len(w)} letters: {'-'.join(w)}."]))
-    return " ".join(out)
-
-
-def _activity(rng: random.Random, p: Person, friend: str = "") -> str:
-    return rng.choice(W.ACTIVITIES).format(
-        topic=rng.choice(W.TOPICS), plant=rng.choice(W.PLANTS), structure=rng.choice(W.STRUCTURES),
-        food=rng.choice(W.FOODS), friend=friend or p.friend, collectible=rng.choice(W.COLLECTIBLES),
-        clothing=rng.choice(W.CLOTHING), instrument=rng.choice(W.INSTRUMENTS))
-
-
-def _day(rng: random.Random) -> str:
-    p = WORLD[rng.choice(NAMES)]
-    times = sorted(rng.sample(range(4), rng.randint(2, 4)))
-    when = ["In the morning", "At noon", "In the afternoon", "In the evening"]
-    day = rng.choice(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"])
-    lines = [f"{day} was a {rng.choice(W.WEATHER)} day for {p.name}."]
-    for t in times:
-        lines.append(f"{when[t]}, {p.name} {_activity(rng, p)}.")
-    meal = rng.choice(W.MEALS)
-    lines.append(f"For {meal}, {p.name} had {rng.choice(W.FOODS)} and a cup of {rng.choice(W.DRINKS)}.")
-    emotion = rng.choice(W.EMOTIONS)
-    lines.append(rng.choice([f"At the end of the day, {p.name} felt {emotion}.",
-                             f"{p.name} went to bed feeling {emotion}.",
-                             f"It had been a long day, and {p.name} was {emotion} but {rng.choice(W.EMOTIONS)}."]))
-    return " ".join(lines)
-
-
-def _jobs(rng: random.Random) -> str:
-    out = []
-    for job in rng.sample(JOBS, rng.randint(3, 6)):
-        out.append(f"{An(job)} {W.JOB_DUTIES[job]}.")
-        workers = [q.name for q in WORLD.values() if q.job == job]
-        if workers and rng.random() < 0.6:
-            out.append(f"{rng.choice(workers)} is {an(job)} in {WORLD[workers[0]].town}."
-                       if len(workers) == 1 else f"{' and '.join(workers[:2])} both work as {job}s.")
-    return " ".join(out)
-
-
-def _places(rng: random.Random) -> str:
-    out = []
-    for place in rng.sample(list(W.PLACE_NOTES), rng.randint(3, 5)):
-        adj = rng.choice(W.ADJ_THINGS)
-        out.append(f"At {place}, {W.PLACE_NOTES[place]}. Today there is {an(adj + ' ' + rng.choice(W.STRUCTURES))} "
-                   f"at {place}.")
-    return " ".join(out)
-
-
-def _describe(rng: random.Random) -> str:
-    p = WORLD[rng.choice(NAMES)]
-    thing = rng.choice(W.STRUCTURES)
-    other = rng.choice([n for n in NAMES if n not in (p.name, p.friend)])
-    a1, a2 = rng.sample(W.ADJ_THINGS, 2)
-    return " ".join([
-        f"{p.name} is {an(rng.choice(W.ADJ_PEOPLE) + ' ' + p.job)} who lives in {p.town}.",
-        f"One {rng.choice(W.WEATHER)} day, {p.name} found {an(a1 + ' ' + thing)}. It was {a2} and a little "
-        f"{rng.choice(W.ADJ_THINGS)}.",
-        f"{p.name} showed it to {p.friend}, who was {rng.choice(W.EMOTIONS)}.",
-        f"Together they {_activity(rng, p, other)}, and then they {_activity(rng, p, other)}.",
-        f"Later, {p.name} wore {an(rng.choice(W.CLOTHING))} and ate {rng.choice(W.FOODS)} for "
-        f"{rng.choice(W.MEALS)}.",
-    ])
-
-
-def _wild(rng: random.Random) -> str:
-    out = []
-    for a in rng.sample(list(W.WILD_ANIMALS), rng.randint(3, 5)):
-        home, food, fact = W.WILD_ANIMALS[a]
-        art = "An" if a[0] in "aeiou" else "A"
-        s = [f"{art} {a} lives in {home}.", f"{art} {a} eats {food}.", f"{art} {a} {fact}."]
-        rng.shuffle(s)
-        out.append(" ".join(s[: rng.randint(2, 3)]))
-    return " ".join(out)
-
-
-def _home(rng: random.Random) -> str:
-    p = WORLD[rng.choice(NAMES)]
-    r1, r2 = rng.sample(W.ROOMS, 2)
-    lines = [f"{p.name}'s house in {p.town} has {an(r1)} and {an(r2)}."]
-    for _ in range(rng.randint(3, 5)):
-        item, room = rng.choice(W.HOUSEHOLD), rng.choice(W.ROOMS)
-        lines.append(rng.choice([
-            f"In the {room} there is {an(rng.choice(W.ADJ_THINGS) + ' ' + item)}.",
-            f"{rng.choice(W.TIMES).capitalize()}, {p.name} {rng.choice(W.CHORE_VERBS)} the {item} in the {room}.",
-            f"{p.pet_name} the {p.pet} likes to sleep next to the {item}."]))
-    return " ".join(lines)
-
-
-def _school(rng: random.Random) -> str:
-    p = WORLD[rng.choice(NAMES)]
-    lines = [f"{p.name} goes to the school in {p.town}."]
-    for subj in rng.sample(list(W.SUBJECTS), rng.randint(2, 4)):
-        lines.append(rng.choice([f"In {subj}, the class learns about {W.SUBJECTS[subj]}.",
-                                 f"{p.name} likes {subj} because it is about {W.SUBJECTS[subj]}."]))
-    lines.append(f"After school, {p.name} {_activity(rng, p)}.")
-    return " ".join(lines)
-
-
-def _trip(rng: random.Random) -> str:
-    p = WORLD[rng.choice(NAMES)]
-    dest = rng.choice([t for t in TOWNS if t != p.town])
-    how = rng.choice(W.TRANSPORT)
-    lines = [f"One {rng.choice(W.WEATHER)} day, {p.name} travelled from {p.town} to {dest} by {how}."]
-    for sight in rng.sample(W.SIGHTS, rng.randint(2, 3)):
-        lines.append(f"On the way, {p.name} saw {sight}.")
-    lines.append(f"In {dest}, {p.name} {_activity(rng, p)}, and then went home by {rng.choice(W.TRANSPORT)}.")
-    return " ".join(lines)
-
-
-_DOC_KINDS = ((_story, 0.13), (_person_facts, 0.08), (_animal_facts, 0.04), (_number_drill, 0.07),
-              (_word_problems, 0.13), (_dialogue, 0.07), (_general_facts, 0.03), (_comparisons, 0.04),
-              (_town, 0.02), (_spelling, 0.03), (_day, 0.08), (_jobs, 0.03), (_places, 0.02), (_describe, 0.07),
-              (_wild, 0.04), (_home, 0.04), (_school, 0.04), (_trip, 0.04))
+_DOC_KINDS = ((_story, 0.12), (_person_facts, 0.07), (_animal_facts, 0.04), (_number_drill, 0.06),
+              (_word_problems, 0.13), (_dialogue, 0.07), (E.general_facts, 0.03), (E.comparisons, 0.04),
+              (E.town, 0.02), (E.spelling, 0.03), (E.day, 0.08), (E.jobs, 0.03), (E.places, 0.02), (E.describe, 0.07),
+              (E.wild, 0.04), (E.home, 0.04), (E.school, 0.04), (E.trip, 0.04), (E.words, 0.03))
 
 
 def _piece(rng: random.Random) -> str:

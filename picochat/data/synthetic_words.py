@@ -142,3 +142,44 @@ SIGHTS = _phrases("""a field of sunflowers; a windmill turning slowly; a herd of
 a rainbow over the sea; a farmer driving a tractor; a lighthouse by the harbour; a waterfall in the valley;
 a flock of sheep; children flying kites; an old stone bridge; a busy harbour full of boats; a forest of pine trees;
 a lake as smooth as glass; a hot air balloon; a long goods train; an orchard full of apple trees""")
+OPPOSITES = [tuple(p.split("/")) for p in _w("""hot/cold big/small tall/short fast/slow happy/sad old/young
+new/old light/dark heavy/light open/closed full/empty wet/dry clean/dirty early/late hard/soft loud/quiet
+rich/poor strong/weak thick/thin wide/narrow high/low near/far up/down in/out day/night left/right
+first/last top/bottom inside/outside push/pull give/take buy/sell win/lose laugh/cry begin/end
+asleep/awake sweet/sour smooth/rough sharp/blunt brave/afraid true/false right/wrong question/answer
+start/finish above/below before/after always/never more/less many/few same/different easy/difficult
+cheap/expensive safe/dangerous arrive/leave remember/forget friend/enemy summer/winter north/south
+east/west over/under front/back alive/dead tidy/messy polite/rude calm/angry shallow/deep""")]
+PAST_TENSE = [tuple(p.split("/")) for p in _w("""walk/walked jump/jumped play/played look/looked help/helped
+open/opened climb/climbed paint/painted cook/cooked wash/washed laugh/laughed listen/listened watch/watched
+visit/visited smile/smiled dance/danced plant/planted carry/carried try/tried cry/cried stop/stopped
+go/went see/saw eat/ate run/ran swim/swam sing/sang drink/drank write/wrote read/read ride/rode
+fly/flew draw/drew grow/grew know/knew throw/threw take/took give/gave find/found make/made buy/bought
+bring/brought think/thought catch/caught teach/taught sleep/slept keep/kept feel/felt leave/left
+meet/met sit/sat stand/stood build/built send/sent spend/spent lose/lost tell/told sell/sold
+hold/held come/came become/became begin/began break/broke choose/chose speak/spoke wake/woke
+wear/wore hide/hid bite/bit fall/fell forget/forgot get/got hear/heard say/said pay/paid""")]
+IRREGULAR_PLURALS = [tuple(p.split("/")) for p in _w("""child/children mouse/mice goose/geese foot/feet
+tooth/teeth man/men woman/women person/people sheep/sheep fish/fish leaf/leaves knife/knives wolf/wolves
+loaf/loaves half/halves shelf/shelves ox/oxen cactus/cacti deer/deer""")]
+EXTRA_NOUNS = _w("""apple orange banana pencil notebook ruler eraser backpack lunchbox bottle blanket pillow
+mountain valley island forest desert ocean river lake stream meadow village city street corner bridge tunnel
+harbour airport station market castle palace cottage cabin barn stable garden orchard vineyard
+doctor teacher farmer pilot sailor soldier artist dancer writer student captain king queen prince princess
+wizard giant dragon robot rocket planet comet star moon sun cloud rainbow thunder lightning storm breeze
+morning evening midnight minute second season calendar birthday holiday festival picnic parade concert
+letter parcel present ribbon balloon candle lantern compass telescope microscope magnet battery engine
+wheel ladder hammer shovel bucket rope chain ticket wallet pocket button zipper needle thread""")
+NATURE_NOUNS = _w("""volcano glacier canyon swamp marsh pebble boulder puddle icicle snowflake raindrop acorn
+blossom petal thorn branch trunk root sprout moss fern ivy bamboo cactus coral seaweed pearl crystal diamond
+emerald sapphire granite sand clay mud dust smoke steam flame spark shadow echo whisper melody rhythm chorus
+poem riddle puzzle secret treasure journey adventure mystery discovery invention experiment kingdom empire
+waterfall hillside riverbank seashore sunrise sunset horizon twilight dawn dusk meadowlark hedgerow
+pathway footprint lighthouse harbour cliff dune lagoon reef iceberg avalanche blizzard drizzle hailstone""")
+MORE_ADJ_THINGS = _w("""enormous gigantic little ancient modern mysterious magical ordinary peculiar wonderful
+marvellous delicious fragrant noisy silent crowded cosy freezing boiling fragile delicate precious valuable
+gloomy sturdy slippery prickly crunchy crispy juicy spicy salty bitter creamy frozen melted polished
+painted twisted curly straight hollow solid sparkling glowing dim faded tattered brand-new""")
+MORE_ADJ_PEOPLE = _w("""fearless graceful clumsy nimble grumpy jolly merry anxious eager humble loyal
+mischievous obedient stubborn wise foolish cheeky sensible cautious adventurous imaginative energetic
+forgetful hardworking talented modest""")
