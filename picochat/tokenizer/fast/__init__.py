@@ -29,6 +29,7 @@ except ImportError as _e:  # the extension is optional (setup.py: optional=True)
     _IMPORT_ERROR = str(_e)
 
 BATCH_CHARS = 1_000_000
+MAX_THREADS = 8
 _warned = False
 
 
@@ -73,12 +74,14 @@ def _warn_fallback() -> None:
 def train(texts: Iterable[str], num_merges: int, pattern: str = bpe.SPLIT_PATTERN,
           n_threads: int = 0) -> list[tuple[int, int]]:
     """Learn up to `num_merges` merges from `texts`, exactly as `bpe.train` does. n_threads=0:
-    one counting thread per CPU core."""
+    one counting thread per CPU core, at most MAX_THREADS (each thread keeps its own map of
+    unique chunks until the end, so memory grows with the thread count; Python's reading of the
+    documents is the bottleneck long before that)."""
     if _core is None:
         _warn_fallback()
         return bpe.train(texts, num_merges, pattern)
     digits = builtin_digits(pattern)
-    n_threads = n_threads or os.cpu_count() or 1
+    n_threads = n_threads or min(os.cpu_count() or 1, MAX_THREADS)
     counter = _core.Counter(class_ranges(), digits, n_threads)
     if digits:
         batch: list[str] = []
