@@ -76,7 +76,7 @@ class _DocBuffer:
         return [[c, i] for _, c, i in (self.docs[s] for s in sorted(self.docs))]
 
 
-def _slices(corpus: Corpus, rank: int, world_size: int, start: list[int], infinite: bool):
+def _slices(corpus: Corpus, rank: int, world_size: int, start: list[int], *, infinite: bool):
     """Yield (chunk, offset, texts, next_position) for this rank from position [epoch, chunk, offset]."""
     epoch, chunk_idx, offset = start
     n = corpus.num_chunks()
@@ -173,7 +173,6 @@ def batches_from_corpus(corpus: Corpus, tokenizer: Any, batch_size: int, seq_len
     if corpus.num_chunks() <= rank:
         raise UserError(f"{corpus.name}/{corpus.split} has {corpus.num_chunks()} chunks, too few for "
                         f"{world_size} ranks; use fewer ranks or more data")
-    infinite = corpus.split == "train"
     if cursor is not None:
         cursor = _check_cursor(cursor, corpus, rank, world_size)
         buf = _restore_buffer(corpus, tokenizer, cursor["pending"])
@@ -181,8 +180,8 @@ def batches_from_corpus(corpus: Corpus, tokenizer: Any, batch_size: int, seq_len
     else:
         buf, start = _DocBuffer(), [0, rank, 0]
         stats = {"doc_tokens": 0, "cropped": 0, "padded": 0, "rows": 0}
-    producer = _Producer(_slices(corpus, rank, world_size, start, infinite), tokenizer, prefetch,
-                         tokenizer_threads)
+    slices = _slices(corpus, rank, world_size, start, infinite=corpus.split == "train")
+    producer = _Producer(slices, tokenizer, prefetch, tokenizer_threads)
     position: list[int] | None = start  # next slice to enter the buffer (None: source exhausted)
     capacity = seq_len + 1
 
@@ -210,14 +209,20 @@ def batches_from_corpus(corpus: Corpus, tokenizer: Any, batch_size: int, seq_len
                 return
             inputs, targets = _to_tensors(rows, batch_size, capacity, tokenizer.bos_id)
             stats["rows"] += len(rows)
-            yield inputs, targets, {
-                "version": CURSOR_VERSION, "source": corpus.name, "split": corpus.split, "rank": rank,
-                "world_size": world_size, "next": position if position is not None else [0, 1 << 62, 0],
-                "pending": buf.pending(), "stats": dict(stats)}
+            yield inputs, targets, _cursor(corpus, rank, world_size, position, buf, stats)
             if len(rows) < batch_size:
                 return
     finally:
         producer.stop.set()
+
+
+def _cursor(corpus: Corpus, rank: int, world_size: int, position: list[int] | None, buf: _DocBuffer,
+            stats: dict) -> dict:
+    """The resume point after a batch: next slice ([epoch, chunk, offset]; past the end once a val
+    pass is exhausted), the pending documents ([chunk, index], oldest first), and running counts."""
+    return {"version": CURSOR_VERSION, "source": corpus.name, "split": corpus.split, "rank": rank,
+            "world_size": world_size, "next": position if position is not None else [0, 1 << 62, 0],
+            "pending": buf.pending(), "stats": dict(stats)}
 
 
 def _pack_row(buf: _DocBuffer, capacity: int, refill, stats: dict, pad_gaps: bool = True) -> list[int] | None:
