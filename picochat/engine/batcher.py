@@ -149,11 +149,11 @@ class Batcher:
             while self._waiting and free >= self._waiting[0].params.n:
                 free -= self._waiting[0].params.n
                 admitted.append(self._waiting.popleft())
-        for t in admitted:  # prefill outside the lock: submit() must not wait on a forward pass
-            try:
-                self.decoder.add(t.prompt, t.params, key=t.id)
-            except (ValueError, RuntimeError) as e:
-                _deliver(t, e)
+        # Prefill outside the lock: submit() must not wait on a forward pass.
+        errors = self.decoder.add_many([(t.prompt, t.params, t.id) for t in admitted])
+        for t, error in zip(admitted, errors):
+            if error is not None:
+                _deliver(t, error)
                 continue
             with self._lock:
                 self._running[t.id] = t

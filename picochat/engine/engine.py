@@ -149,25 +149,59 @@ class BatchDecoder:
     def busy(self) -> bool:
         return any(r is not None for r in self.rows)
 
-    @torch.inference_mode()
     def add(self, prompt: Sequence[int], params: SamplingParams, key: Any) -> None:
         """Prefill `prompt` once and start `params.n` samples of it."""
-        if not prompt:
-            raise ValueError("empty prompt")
-        if len(prompt) >= self.max_len:
-            raise ValueError(f"prompt of {len(prompt)} tokens leaves no room in a {self.max_len}-token cache")
-        free = [i for i, r in enumerate(self.rows) if r is None][:params.n]
-        if len(free) < params.n:
-            raise RuntimeError(f"{params.n} rows needed, {len(free)} free")
-        first = free[0]
-        self.cache.active, self.cache.lens[first] = slice(first, first + 1), 0
-        ids = torch.tensor([list(prompt)], dtype=torch.long, device=self.model.device)
-        logits = self.model(ids, kv_cache=self.cache)[0, -1]          # (V,)
-        for j, row in enumerate(free):
-            if row != first:
-                self.cache.copy_row(first, row)
-            self.next_logits[row] = logits
-            self.rows[row] = self.engine._new_row(key, j, params)
+        error = self.add_many([(prompt, params, key)])[0]
+        if error is not None:
+            raise error
+
+    @torch.inference_mode()
+    def add_many(self, requests: Sequence[tuple[Sequence[int], SamplingParams, Any]]) -> list[Exception | None]:
+        """Start several requests (prompt, params, key), prefilling their prompts together in as
+        few forward passes as fit the memory budget. Returns, per request, None or why it was
+        not started (empty prompt, prompt too long, not enough free rows)."""
+        errors: list[Exception | None] = [None] * len(requests)
+        free = [i for i, r in enumerate(self.rows) if r is None]
+        todo = []
+        for i, (prompt, params, key) in enumerate(requests):
+            if not prompt:
+                errors[i] = ValueError("empty prompt")
+            elif len(prompt) >= self.max_len:
+                errors[i] = ValueError(f"prompt of {len(prompt)} tokens leaves no room in a "
+                                       f"{self.max_len}-token cache")
+            elif len(free) < params.n:
+                errors[i] = RuntimeError(f"{params.n} rows needed, {len(free)} free")
+            else:
+                todo.append((list(prompt), params, key, free[:params.n]))
+                free = free[params.n:]
+        # Group prompts so that one pass's logits (padded tokens x vocab) stay under ~256 MB.
+        budget = max(1, 2**26 // self.model.config.vocab_size)
+        group: list = []
+        for item in todo:
+            if group and (len(group) + 1) * max(len(item[0]), *(len(g[0]) for g in group)) > budget:
+                self._prefill(group)
+                group = []
+            group.append(item)
+        if group:
+            self._prefill(group)
+        return errors
+
+    def _prefill(self, group: list) -> None:
+        """One forward pass over the group's prompts, right-padded to the longest: causal attention
+        means a prompt's tokens never see the padding after them. The keys and values are then
+        copied into each request's rows (n rows for n samples)."""
+        lengths = [len(p) for p, *_ in group]
+        ids = torch.zeros(len(group), max(lengths), dtype=torch.long)
+        for b, (prompt, *_) in enumerate(group):
+            ids[b, :len(prompt)] = torch.tensor(prompt)
+        tmp = RaggedKVCache.for_model(self.model, len(group), max(lengths), dtype=self.cache.k.dtype)
+        logits = self.model(ids.to(self.model.device), kv_cache=tmp)  # (B, T, V)
+        last = logits[torch.arange(len(group)), torch.tensor(lengths) - 1]  # (B, V): each prompt's last token
+        for b, (_, params, key, rows) in enumerate(group):
+            for j, row in enumerate(rows):
+                self.cache.copy_row(b, row, source=tmp, n=lengths[b])
+                self.next_logits[row] = last[b]
+                self.rows[row] = self.engine._new_row(key, j, params)
 
     def cancel(self, key: Any) -> None:
         """Drop every row of request `key` now (a client went away)."""
@@ -260,9 +294,13 @@ class Engine:
         dec = self.decoder(min(max_rows, len(prompts) * params.n), max_len)
         waiting = deque(enumerate(prompts))
         while waiting or dec.busy:
-            while waiting and dec.free_rows >= params.n:
+            batch = []
+            while waiting and dec.free_rows >= params.n * (len(batch) + 1):
                 i, prompt = waiting.popleft()
-                dec.add(prompt, params, key=i)
+                batch.append((prompt, params, i))
+            for error in dec.add_many(batch):
+                if error is not None:
+                    raise error
             yield from dec.step()
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,

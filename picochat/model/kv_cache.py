@@ -162,9 +162,12 @@ class RaggedKVCache(KVCache):
     def reset(self) -> None:
         self.lens = [0] * self.batch_size
 
-    def copy_row(self, src: int, dst: int) -> None:
-        """Make row dst a copy of row src (prefill once, sample several continuations)."""
-        n = self.lens[src]
-        self.k[:, dst, :, :n] = self.k[:, src, :, :n]
-        self.v[:, dst, :, :n] = self.v[:, src, :, :n]
+    def copy_row(self, src: int, dst: int, source: KVCache | None = None, n: int | None = None) -> None:
+        """Make row dst a copy of the first n positions (default: all) of row src of `source`
+        (default: this cache): prefill once, sample several continuations."""
+        source = source or self
+        if n is None:
+            n = source.lens[src] if isinstance(source, RaggedKVCache) else source.pos
+        self.k[:, dst, :, :n] = source.k[:, src, :, :n]
+        self.v[:, dst, :, :n] = source.v[:, src, :, :n]
         self.lens[dst] = n
