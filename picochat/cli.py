@@ -49,6 +49,8 @@ COMMANDS: list[Command] = [
             "picochat.train.mid:main", (C.RunConfig, C.TrainConfig), stage="mid"),
     Command(("train", "sft"), "chat SFT on a curated mixture of conversations (loss on assistant tokens)",
             "picochat.train.sft:main", (C.RunConfig, C.TrainConfig), stage="sft"),
+    Command(("train", "rl"), "RL on verifiable rewards from the SFT model (GRPO-style; pass@k evals)",
+            "picochat.train.rl:main", (C.RunConfig, C.TrainConfig, C.GRPOConfig), stage="rl"),
     Command(("speedrun",), "the whole pipeline: tokenizer, base, mid, SFT, RL, evals, report (resumes; --dry-run)",
             "picochat.speedrun:main", (C.RunConfig,), shares_config=True,
             extra=((("--dry-run",), {"action": "store_true",

@@ -158,6 +158,29 @@ class ReportConfig:
 
 
 @dataclass
+class GRPOConfig:
+    """`picochat train rl`: GRPO-style RL on verifiable rewards (see train/rl.py). Learning rates,
+    steps, eval_every and rows per forward pass (device_batch_size) come from the [rl] train row."""
+
+    task: str = opt("gsm8k:train", "task spec whose problems are sampled and rewarded (see tasks/registry.py)")
+    eval_task: str = opt("gsm8k:test", "held-out task spec for pass@1 / pass@k")
+    prompts_per_step: int = opt(16, "problems per optimizer step (summed over processes)")
+    samples_per_prompt: int = opt(16, "replies sampled per problem; advantages compare them (the group)")
+    max_new_tokens: int = opt(256, "most tokens per sampled reply (tool outputs included)")
+    temperature: float = opt(1.0, "sampling temperature of the rollouts")
+    top_k: int = opt(50, "rollouts and evals sample among the k most likely tokens (0 = all)")
+    std_advantages: bool = opt(False, "divide advantages by the group's reward std (GRPO) instead of only "
+                                      "subtracting the mean (Dr. GRPO, nanochat)")
+    kl_coef: float = opt(0.0, "KL(policy || SFT model) penalty per sampled token, k3 estimator (0 = off)")
+    ppo_clip: float = opt(0.0, "PPO ratio clip epsilon, e.g. 0.2 (0 = off: plain on-policy policy gradient)")
+    updates_per_batch: int = opt(1, "optimizer steps per rollout batch (> 1 needs --ppo-clip)")
+    eval_problems: int = opt(400, "held-out problems per evaluation")
+    pass_k: int = opt(8, "samples per held-out problem: pass@1 and pass@k use them (unbiased estimator)")
+    eval_temperature: float = opt(1.0, "sampling temperature of the evaluation samples")
+    max_rows: int = opt(64, "rows decoded together while sampling")
+
+
+@dataclass
 class Preset:
     """A named configuration: one row per section and per training stage."""
 
@@ -165,6 +188,7 @@ class Preset:
     model: ModelConfig
     tokenizer: TokenizerConfig
     stages: dict[str, TrainConfig]
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
 
 
 def _d(depth: int, **model: Any) -> ModelConfig:
@@ -202,6 +226,11 @@ def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
                            num_steps=0, param_data_ratio=0, matrix_lr=0.002, embedding_lr=0.02,
                            unembedding_lr=0.0004, warmdown_frac=1.0, eval_every=100, save_every=0,
                            mixture=GPU_SFT_MIXTURE, val_mixture=GPU_SFT_VAL),
+            # RL (train/rl.py): nanochat's chat_rl trains at 5% of the base learning rates, decayed
+            # linearly to 0 over one pass of GSM8K train; rows per forward pass = device_batch_size
+            "rl": replace(base, source="rollouts", device_batch_size=8, num_steps=0, param_data_ratio=0,
+                          matrix_lr=0.001, embedding_lr=0.01, unembedding_lr=0.0002, warmdown_frac=1.0,
+                          eval_every=60, save_every=60, log_every=1),
         },
     )
 
@@ -226,7 +255,12 @@ def _demo_preset() -> Preset:
                            num_steps=40, matrix_lr=0.005, embedding_lr=0.05, unembedding_lr=0.001,
                            warmdown_frac=1.0, eval_every=20, eval_tokens=16384, save_every=20,
                            mixture=DEMO_SFT_MIXTURE, val_mixture=DEMO_CHAT_VAL),
+            "rl": replace(base, source="rollouts", device_batch_size=32, num_steps=30, matrix_lr=0.002,
+                          embedding_lr=0.02, unembedding_lr=0.0004, warmdown_frac=1.0, eval_every=15,
+                          save_every=10, log_every=1),
         },
+        grpo=GRPOConfig(task="wordproblems:train", eval_task="wordproblems:test", prompts_per_step=4,
+                        samples_per_prompt=8, max_new_tokens=64, eval_problems=64, pass_k=4, max_rows=32),
     )
 
 
@@ -265,6 +299,8 @@ def preset_section(preset: Preset, cls: type, stage: str | None) -> Any:
         return replace(preset.stages[stage])
     if cls is RunConfig:
         return RunConfig(preset=preset.name)
+    if cls is GRPOConfig:
+        return replace(preset.grpo)
     return cls()
 
 
