@@ -46,7 +46,7 @@ def meta(stage: str, steps: int, tokens: int, elapsed: float, val_bpb: float) ->
 def chat_record(accs: dict[str, float], wp_pass1: float | None = None) -> dict:
     from picochat.eval.chat import chatcore
 
-    tasks = {t: {"accuracy": a, "pass@1": a, "total": 100} for t, a in accs.items()}
+    tasks = {t: {"accuracy": a, "pass@1": a, "passed": round(100 * a), "total": 100} for t, a in accs.items()}
     if wp_pass1 is not None:
         tasks["wordproblems"] = {"accuracy": wp_pass1, "pass@1": wp_pass1, "total": 50}
     cc = chatcore(accs)
@@ -107,6 +107,7 @@ def test_report_has_the_metrics_table_and_plots(fake_run):
     assert table_row(text, "BASE")[:5] == ["1.0M", "40", "400.0k", "0.4", "1m20s"]
     assert "ran on CPU" in text and "$" not in text.split("## Time and cost")[1].split("## Plots")[0]
     assert "The capital of France is▸ Paris." in text
+    assert "- SFT gsm8k: 5/100 problems" in text and "- BASE CORE-18: " not in text  # core.json has no sizes
     for name in ("loss", "bpb", "evals", "core", "rl"):
         png = path.parent / f"{name}.png"
         assert f"]({name}.png)" in text

@@ -301,6 +301,24 @@ def samples_section(stages: dict[str, StageData]) -> list[str]:
     return lines or [f"{DASH} (run `picochat eval samples`)"]
 
 
+def eval_details(stages: dict[str, StageData]) -> list[str]:
+    """How much each number rests on: problems per chat task, examples per CORE task."""
+    lines = []
+    for s in stages.values():
+        core = s.evals.get("core", {})
+        if isinstance(core.get("examples"), dict) and core["examples"]:
+            n = list(core["examples"].values())
+            lines.append(f"- {s.name.upper()} {core.get('metric', 'CORE')}: {len(n)} tasks, {sum(n)} examples"
+                         + (f" (at most {core['max_per_task']} per task)" if core.get("max_per_task", -1) > 0 else ""))
+        for task, r in sorted(s.evals.get("chat", {}).get("tasks", {}).items()):
+            if isinstance(r, dict) and "total" in r:
+                k = r.get("num_samples", 1)
+                lines.append(f"- {s.name.upper()} {task}: {r.get('passed', DASH)}/{r['total']} problems"
+                             + (f", {k} samples each (pass@{k})" if k != 1 else "")
+                             + (f", spec `{r['spec']}`" if r.get("spec") else ""))
+    return lines or [DASH]
+
+
 def render(run: str, stages: dict[str, StageData], env: dict[str, str], tokenizer_meta: dict,
            plots: dict[str, str], price: float, notes: list[str]) -> str:
     header = ["metric"] + [s.upper() for s in stages]
@@ -311,7 +329,7 @@ def render(run: str, stages: dict[str, StageData], env: dict[str, str], tokenize
         lines.append(f"- tokenizer: vocab {tokenizer_meta.get('vocab_size', DASH)}, trained on "
                      f"{tok.get('source', DASH) if isinstance(tok, dict) else DASH}")
     lines += ["", "## Metrics", "", markdown_table(header, [[label] + cells for label, cells in metric_rows(stages)]),
-              "", "## Time and cost", ""]
+              "", "Evaluation sizes:", ""] + eval_details(stages) + ["", "## Time and cost", ""]
     summary = stage_summary(stages)
     if summary:
         lines += [markdown_table(["stage", "params", "steps", "tokens", "tokens/param", "time", "tok/s",
