@@ -181,3 +181,23 @@ def test_text_stream_holds_back_stop_strings_and_split_utf8():
     s = TextStream()
     pieces = s.push(b"a", "text") + s.push(b"1+1", "python") + s.push(b"2", "python_output") + s.finish()
     assert pieces == [("text", "a"), ("python", "1+1"), ("python_output", "2")]
+
+
+def test_stop_string_ends_the_reply_before_it(tok, model):
+    engine = Engine(model, tok, tool=None)
+    p = prompts(tok)[1]
+    full = engine.generate([p], temperature=0.0, max_tokens=40)[0][0]
+    text = full.text
+    assert len(text) > 6, "the random model should say something"
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    cut = engine.generate([p], temperature=0.0, max_tokens=40, stop=(stop,))[0][0]
+    assert cut.text == text[:text.index(stop)]
+    assert cut.finish == "stop" and len(cut.ids) < len(full.ids)
+
+
+def test_top_k_1_is_greedy(tok, model):
+    engine = Engine(model, tok, tool=None)
+    p = prompts(tok)[2]
+    greedy = engine.generate([p], temperature=0.0, max_tokens=20)[0][0].ids
+    assert engine.generate([p], temperature=1.5, top_k=1, seed=9, max_tokens=20)[0][0].ids == greedy
+    assert engine.generate([p], temperature=1.5, top_p=1e-6, seed=9, max_tokens=20)[0][0].ids == greedy
