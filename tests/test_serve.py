@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 
 import httpx
 import pytest
 import torch
-import uvicorn
+from helpers.tiny_chat import TEXT, ServerThread, random_gpt
 
 from picochat.engine.batcher import Batcher, Overloaded, Router
 from picochat.engine.engine import Engine, SamplingParams
 from picochat.eval.sandbox import calculator
 from picochat.serve.app import ServeLimits, create_app
 from picochat.tokenizer.chat import render_for_completion
-from tests.test_engine import TEXT, random_gpt
 
 openai = pytest.importorskip("openai")
 
@@ -34,33 +31,6 @@ def tok():
 @pytest.fixture(scope="module")
 def engine(tok) -> Engine:
     return Engine(random_gpt(tok.vocab_size), tok, tool=calculator)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerThread:
-    """uvicorn on a background thread, for clients that need a real socket."""
-
-    def __init__(self, app):
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

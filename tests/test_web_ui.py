@@ -14,14 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.tiny_chat import TEXT, ServerThread, random_gpt
 
 from picochat.engine.batcher import Batcher
 from picochat.engine.engine import Engine
 from picochat.eval.sandbox import calculator
 from picochat.model.gpt import GPT
 from picochat.serve.app import ServeLimits, create_app
-from tests.test_engine import TEXT, random_gpt
-from tests.test_serve import ServerThread
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
