@@ -206,3 +206,32 @@ def test_limits_answer_429_and_503(engine, tok, limits, queue, status):
     with TestClient(app) as client:
         r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == status and r.json()["error"]["message"]
+
+
+def test_a_failing_forward_fails_its_request_not_the_batcher(tok):
+    from picochat.model.gpt import GPT
+
+    class Fragile(GPT):
+        """Fails on any batch that contains token 7 (in a prompt or a decode step)."""
+
+        def forward(self, idx, targets=None, kv_cache=None, reduction="mean"):
+            if (idx == 7).any():
+                raise RuntimeError("boom")
+            return super().forward(idx, kv_cache=kv_cache)
+
+    model = random_gpt(tok.vocab_size, cls=Fragile)
+    batcher = Batcher(Engine(model, tok, tool=None), max_rows=4, max_queue=4).start()
+
+    async def run(prompt):
+        ids = []
+        async for events in batcher.submit(prompt, SamplingParams(temperature=0.0, max_tokens=3)):
+            ids += [ev.id for ev in events]
+        return ids
+
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            asyncio.run(run([tok.bos_id, 7, 8]))
+        assert len(asyncio.run(run([tok.bos_id, 8, 9]))) >= 1  # still serving
+        assert batcher.load == 0
+    finally:
+        batcher.close()

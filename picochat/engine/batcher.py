@@ -150,7 +150,12 @@ class Batcher:
                 free -= self._waiting[0].params.n
                 admitted.append(self._waiting.popleft())
         # Prefill outside the lock: submit() must not wait on a forward pass.
-        errors = self.decoder.add_many([(t.prompt, t.params, t.id) for t in admitted])
+        try:
+            errors = self.decoder.add_many([(t.prompt, t.params, t.id) for t in admitted])
+        except Exception as e:  # e.g. out of memory in the prefill: fail these requests, keep serving
+            for t in admitted:
+                self.decoder.cancel(t.id)
+            errors = [RuntimeError(f"prefill failed: {e}")] * len(admitted)
         for t, error in zip(admitted, errors):
             if error is not None:
                 _deliver(t, error)
