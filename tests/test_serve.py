@@ -235,3 +235,29 @@ def test_a_failing_forward_fails_its_request_not_the_batcher(tok):
         assert batcher.load == 0
     finally:
         batcher.close()
+
+
+def test_non_streaming_client_that_gives_up_frees_its_rows(tok):
+    from picochat.model.gpt import GPT
+
+    class Slow(GPT):
+        """0.05 s per step, and never ends its turn: only a cancel can stop it early."""
+
+        def forward(self, idx, targets=None, kv_cache=None, reduction="mean"):
+            time.sleep(0.05)
+            logits = super().forward(idx, kv_cache=kv_cache)
+            logits[..., [tok.bos_id, tok.special_id("<|assistant_end|>")]] = float("-inf")
+            return logits
+
+    model = random_gpt(tok.vocab_size, cls=Slow)
+    model.config.sequence_len = 384  # room for a 300-token reply: 15 s at 0.05 s per step
+    batcher = Batcher(Engine(model, tok, tool=None), max_rows=4, max_queue=4)
+    with ServerThread(create_app(batcher, tok, "slow")) as url:
+        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 300, "n": 2}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/chat/completions", json=body, timeout=1.0)
+        deadline = time.monotonic() + 20
+        while batcher.load and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert batcher.load == 0 and batcher.decoder.free_rows == 4
+        assert batcher.steps < 250  # cut short, not run to the end
