@@ -261,3 +261,21 @@ def test_non_streaming_client_that_gives_up_frees_its_rows(tok):
             time.sleep(0.05)
         assert batcher.load == 0 and batcher.decoder.free_rows == 4
         assert batcher.steps < 250  # cut short, not run to the end
+
+
+def test_logprobs_streaming_and_not(server, engine, tok):
+    url, _ = server
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none")
+    conv = [{"role": "user", "content": "Numbers: 0 1"}]
+    want = engine.generate([render_for_completion(tok, conv)], temperature=0.0, max_tokens=8)[0][0]
+    r = client.chat.completions.create(model="m", messages=conv, max_tokens=8, temperature=0, logprobs=True)
+    got = r.choices[0].logprobs.content
+    assert [e.logprob for e in got] == pytest.approx(want.logprobs, abs=1e-4)
+    assert b"".join(bytes(e.bytes) for e in got).decode(errors="replace").startswith(want.text)
+    stream = client.chat.completions.create(model="m", messages=conv, max_tokens=8, temperature=0,
+                                            logprobs=True, stream=True)
+    streamed = [e.logprob for c in stream if c.choices and c.choices[0].logprobs
+                for e in c.choices[0].logprobs.content]
+    assert streamed == pytest.approx(want.logprobs, abs=1e-4)
+    bad = httpx.post(url + "/v1/chat/completions", json={"messages": conv, "top_logprobs": 3})
+    assert bad.status_code == 400 and "top_logprobs" in bad.json()["error"]["message"]

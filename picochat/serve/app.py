@@ -114,8 +114,8 @@ class ChatService:
         def sse(obj: dict) -> str:
             return f"data: {json.dumps(obj)}\n\n"
 
-        def one(index: int, delta: dict, finish: str | None = None) -> str:
-            return sse(P.chunk(cid, self.model_name, created, [P.delta_choice(index, delta, finish)]))
+        def one(index: int, delta: dict, finish: str | None = None, logprobs: list | None = None) -> str:
+            return sse(P.chunk(cid, self.model_name, created, [P.delta_choice(index, delta, finish, logprobs)]))
 
         try:
             for i in range(req.n):
@@ -123,8 +123,11 @@ class ChatService:
             async for events in ticket:
                 for ev in events:
                     produced += 1
-                    for segment, text in ev.text:
-                        yield one(ev.sample, {"content": text, "segment": segment})
+                    # With logprobs, every token gets a chunk (maybe with empty text) carrying its entry.
+                    lp = [P.token_logprob(self.tokenizer, ev.id, ev.logprob)] if req.logprobs else None
+                    for segment, text in ev.text or ([("text", "")] if lp else []):
+                        yield one(ev.sample, {"content": text, "segment": segment}, logprobs=lp)
+                        lp = None
                     if ev.finish:
                         yield one(ev.sample, {}, ev.finish)
             if req.stream_options and req.stream_options.include_usage:
@@ -139,6 +142,7 @@ class ChatService:
     async def collect(self, ticket: Ticket, req: P.ChatCompletionRequest, request: Request) -> Response:
         pieces: list[list] = [[] for _ in range(req.n)]
         finish: list[str | None] = [None] * req.n
+        logprobs: list[list | None] = [[] if req.logprobs else None for _ in range(req.n)]
         produced = 0
 
         async def run() -> None:
@@ -147,6 +151,8 @@ class ChatService:
                 for ev in events:
                     produced += 1
                     pieces[ev.sample] += ev.text
+                    if req.logprobs:
+                        logprobs[ev.sample].append(P.token_logprob(self.tokenizer, ev.id, ev.logprob))
                     finish[ev.sample] = ev.finish or finish[ev.sample]
 
         task = asyncio.ensure_future(run())
@@ -163,7 +169,7 @@ class ChatService:
             ticket.cancel()
             self.in_flight -= 1
         body = P.completion(P.new_id(), self.model_name, int(time.time()),
-                            [(merge_pieces(p), f) for p, f in zip(pieces, finish)],
+                            [(merge_pieces(p), f, lp) for p, f, lp in zip(pieces, finish, logprobs)],
                             P.usage(len(ticket.prompt), produced))
         return JSONResponse(body)
 

@@ -2,7 +2,8 @@
 
 Requests are validated by pydantic. Fields we do not implement (`user`, `logit_bias`, ...) are
 ignored, as many OpenAI-compatible servers do, so that existing clients work unchanged.
-picochat extensions:
+`logprobs: true` reports each generated token's logprob (under the model at temperature 1);
+`top_logprobs` is not supported. picochat extensions:
 - `top_k` in the request;
 - assistant `content` may be a list of parts `{"type": "text" | "python" | "python_output",
   "text"}` (the chat format's tool calls); the reply message carries the same `parts`;
@@ -49,6 +50,16 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top(cls, v: int | None) -> int | None:
+        if v:
+            raise ValueError("top_logprobs is not supported (the engine reports the chosen token's logprob); "
+                             "leave it out or set it to 0")
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -96,18 +107,29 @@ def chunk(cid: str, model: str, created: int, choices: list[dict], usage_: dict 
     return out
 
 
-def delta_choice(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict:
-    return {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+def token_logprob(tokenizer: Any, token_id: int, logprob: float) -> dict[str, Any]:
+    """One entry of OpenAI's `logprobs.content`: the token's text, bytes and logprob."""
+    data = tokenizer.id_to_bytes(token_id) or tokenizer.decode([token_id]).encode()  # specials: their name
+    return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data),
+            "top_logprobs": []}
 
 
-def completion(cid: str, model: str, created: int, replies: list[tuple[list[dict], str]],
+def delta_choice(index: int, delta: dict[str, Any], finish_reason: str | None = None,
+                 logprobs: list[dict] | None = None) -> dict:
+    return {"index": index, "delta": delta, "finish_reason": finish_reason,
+            "logprobs": None if logprobs is None else {"content": logprobs}}
+
+
+def completion(cid: str, model: str, created: int, replies: list[tuple[list[dict], str, list[dict] | None]],
                usage_: dict) -> dict:
-    """The non-streaming response; replies are (parts, finish_reason) per choice. `content` is all
-    the reply's text in order (tool calls and outputs included); `parts` keeps them apart."""
+    """The non-streaming response; replies are (parts, finish_reason, logprobs or None) per choice.
+    `content` is all the reply's text in order (tool calls and outputs included); `parts` keeps
+    them apart."""
     choices = []
-    for i, (parts, finish) in enumerate(replies):
+    for i, (parts, finish, logprobs) in enumerate(replies):
         message = {"role": "assistant", "content": "".join(p["text"] for p in parts), "parts": parts}
-        choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
+        choices.append({"index": i, "message": message, "finish_reason": finish,
+                        "logprobs": None if logprobs is None else {"content": logprobs}})
     return {"id": cid, "object": "chat.completion", "created": created, "model": model,
             "choices": choices, "usage": usage_}
 
