@@ -1,0 +1,144 @@
+"""The guide (docs/guide/*.md) cannot drift from the code.
+
+1. Every ```python block runs: a chapter's blocks are executed in order in one namespace (a
+   fresh one per chapter), in a temporary working directory with PICOCHAT_HOME inside it.
+   A block fenced as ```python no-run is pseudo-code and is skipped (use sparingly).
+2. Every code reference exists. The convention: inline code of the form
+   `path/to/file.py: Name` or `path/to/file.py: Class.method` (also .cpp/.hpp, where each dotted
+   part must appear as a whole word in the file). Python names are found with `ast`: a top-level
+   def, class or assignment, then members of that class. A bare path in inline code
+   (`picochat/model/gpt.py`, `scripts/`) must exist too.
+3. Every relative link (chapters, images, code files) resolves, and every image is a PNG under
+   200 KB.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GUIDE = ROOT / "docs" / "guide"
+CHAPTERS = sorted(GUIDE.glob("[0-9][0-9]-*.md"))
+
+FENCE = re.compile(r"^```(\w[\w-]*)?([^\n]*)\n(.*?)^```\s*$", re.S | re.M)
+CODE_REF = re.compile(r"`((?:picochat|scripts|tests|benchmarks|docs)/[\w./-]+\.(?:py|cpp|hpp)): ([A-Za-z_][\w.]*)`")
+BARE_PATH = re.compile(r"`((?:picochat|scripts|tests|benchmarks|docs)/[\w./-]*)`")
+INLINE_CODE = re.compile(r"`([^`]+)`")
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def python_blocks(text: str) -> list[tuple[int, str]]:
+    """(line number, code) of each runnable python block."""
+    out = []
+    for m in FENCE.finditer(text):
+        lang, rest = m.group(1) or "", m.group(2).strip()
+        if lang == "python" and rest != "no-run":
+            out.append((text[:m.start()].count("\n") + 2, m.group(3)))
+    return out
+
+
+def prose(text: str) -> str:
+    """The text outside fenced blocks (references and links are checked there)."""
+    return FENCE.sub("", text)
+
+
+def _members(body: list[ast.stmt]) -> dict[str, ast.AST]:
+    names: dict[str, ast.AST] = {}
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names[node.name] = node
+        elif isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    names[t.id] = node
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names[node.target.id] = node
+    return names
+
+
+def defined(path: Path, dotted: str) -> bool:
+    source = path.read_text()
+    if path.suffix != ".py":
+        return all(re.search(rf"\b{re.escape(part)}\b", source) for part in dotted.split("."))
+    body: list[ast.stmt] = ast.parse(source).body
+    for part in dotted.split("."):
+        node = _members(body).get(part)
+        if node is None:
+            return False
+        body = getattr(node, "body", [])
+    return True
+
+
+def test_all_ten_chapters_exist():
+    numbers = [p.name[:2] for p in CHAPTERS]
+    assert numbers == [f"{i:02d}" for i in range(1, 11)], numbers
+    assert (GUIDE / "README.md").exists()
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_python_blocks_run(chapter: Path, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PICOCHAT_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    namespace: dict = {"__name__": f"guide_{chapter.stem.replace('-', '_')}"}
+    for line, code in python_blocks(chapter.read_text()):
+        try:
+            exec(compile(code, f"{chapter.name}:{line}", "exec"), namespace)
+        except Exception as e:  # say which block broke
+            raise AssertionError(f"{chapter.name}, the python block at line {line} failed: {e!r}") from e
+
+
+def test_code_references_exist():
+    problems, count = [], 0
+    for chapter in [*CHAPTERS, GUIDE / "README.md"]:
+        text = prose(chapter.read_text())
+        for path, name in CODE_REF.findall(text):
+            count += 1
+            file = ROOT / path
+            if not file.is_file():
+                problems.append(f"{chapter.name}: {path} does not exist")
+            elif not defined(file, name):
+                problems.append(f"{chapter.name}: {name} is not defined in {path}")
+        for path in BARE_PATH.findall(text):
+            if "<" not in path and not (ROOT / path).exists():
+                problems.append(f"{chapter.name}: {path} does not exist")
+        for span in INLINE_CODE.findall(text):  # a reference the checker would not see is an error too
+            if re.search(r"\.(?:py|cpp|hpp):", span) and not CODE_REF.fullmatch(f"`{span}`"):
+                problems.append(f"{chapter.name}: malformed code reference `{span}` (write `path.py: Name`)")
+    assert not problems, "\n".join(problems)
+    assert count >= 50, f"only {count} code references found: is the convention still `file.py: Name`?"
+
+
+def test_links_and_images_resolve():
+    problems = []
+    for chapter in [*CHAPTERS, GUIDE / "README.md", ROOT / "README.md"]:
+        for target in LINK.findall(prose(chapter.read_text())):
+            if re.match(r"^(https?:|mailto:|#)", target):
+                continue
+            path = (chapter.parent / target.split("#")[0]).resolve()
+            if not path.exists():
+                problems.append(f"{chapter.relative_to(ROOT)}: link {target} does not resolve")
+    assert not problems, "\n".join(problems)
+    for png in (GUIDE / "img").glob("*"):
+        assert png.suffix == ".png", f"{png.name}: figures are PNG"
+        assert png.stat().st_size < 200_000, f"{png.name} is {png.stat().st_size} bytes (limit 200 KB)"
+
+
+def test_checker_catches_a_missing_name(tmp_path):
+    """The reference checker is not vacuous: it rejects names that are not there."""
+    assert defined(ROOT / "picochat/model/gpt.py", "CausalSelfAttention.forward")
+    assert not defined(ROOT / "picochat/model/gpt.py", "CausalSelfAttention.backward")
+    assert not defined(ROOT / "picochat/model/gpt.py", "NoSuchThing")
+    assert python_blocks("```python\nx = 1\n```\n```python no-run\ny\n```\n") == [(2, "x = 1\n")]
+
+
+def test_guide_is_linked_from_readme():
+    assert "docs/guide/" in (ROOT / "README.md").read_text()
+    assert os.path.exists(GUIDE / "img")
