@@ -189,6 +189,8 @@ class Preset:
     tokenizer: TokenizerConfig
     stages: dict[str, TrainConfig]
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    chateval: ChatEvalConfig = field(default_factory=ChatEvalConfig)
 
 
 def _d(depth: int, **model: Any) -> ModelConfig:
@@ -236,13 +238,16 @@ def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
 
 
 def _demo_preset() -> Preset:
+    # Sized for ~15 minutes end to end on 2 CPU cores: a 2-layer, 128-wide model (~1.4M params)
+    # sees ~1.5M tokens of the synthetic corpus (about its Chinchilla budget). Small batches of
+    # 4k tokens give Muon enough steps to converge in that budget.
     base = TrainConfig(
-        device_batch_size=16, total_batch_tokens=8192, num_steps=600, eval_every=100,
-        eval_tokens=65536, save_every=100, log_every=10, warmdown_frac=0.4,
+        device_batch_size=16, total_batch_tokens=4096, num_steps=360, eval_every=60,
+        eval_tokens=32768, save_every=60, log_every=10, warmdown_frac=0.4,
     )
     return Preset(
         name="demo",
-        model=ModelConfig(depth=4, head_dim=64, vocab_size=4096, seq_len=256),
+        model=ModelConfig(depth=2, head_dim=64, vocab_size=4096, seq_len=256),
         tokenizer=TokenizerConfig(vocab_size=4096, max_chars=20_000_000, source="synthetic"),
         stages={
             "base": base,
@@ -261,6 +266,8 @@ def _demo_preset() -> Preset:
         },
         grpo=GRPOConfig(task="wordproblems:train", eval_task="wordproblems:test", prompts_per_step=4,
                         samples_per_prompt=8, max_new_tokens=64, eval_problems=64, pass_k=4, max_rows=32),
+        eval=EvalConfig(max_bytes=200_000),
+        chateval=ChatEvalConfig(task="wordproblems:test:64", batch_size=32, max_new_tokens=64),
     )
 
 
@@ -301,6 +308,10 @@ def preset_section(preset: Preset, cls: type, stage: str | None) -> Any:
         return RunConfig(preset=preset.name)
     if cls is GRPOConfig:
         return replace(preset.grpo)
+    if cls is EvalConfig:
+        return replace(preset.eval)
+    if cls is ChatEvalConfig:
+        return replace(preset.chateval)
     return cls()
 
 
