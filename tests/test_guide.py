@@ -142,3 +142,49 @@ def test_checker_catches_a_missing_name(tmp_path):
 def test_guide_is_linked_from_readme():
     assert "docs/guide/" in (ROOT / "README.md").read_text()
     assert os.path.exists(GUIDE / "img")
+
+
+def _figure_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "scripts" / "make_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_figure_script_draws_the_figures_that_need_no_training(tmp_path, monkeypatch):
+    figures = _figure_script()
+    monkeypatch.setattr(figures, "OUT", tmp_path)
+    figures.figure_bpe()
+    figures.figure_schedule()
+    figures.figure_rope()
+    for name in ("bpe_merges.png", "lr_schedule.png", "rope.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / name).stat().st_size < 200_000
+
+
+def test_attention_figure_shows_the_models_own_attention():
+    """The script recomputes attention weights (SDPA hides them); with them, weights @ values
+    through the output projection must reproduce the layer's real output."""
+    import torch
+
+    from picochat.model.gpt import GPT, GPTConfig, rms_norm
+
+    figures = _figure_script()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(sequence_len=16, vocab_size=40, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    idx = torch.randint(0, 40, (1, 10))
+    maps = figures.attention_maps(model, idx)
+    assert len(maps) == 2 and maps[0].shape == (4, 10, 10)
+    assert torch.allclose(maps[1].sum(-1), torch.ones(4, 10)) and torch.all(maps[1].triu(1) == 0)
+    attn = model.blocks[0].attn
+    with torch.no_grad():
+        x = rms_norm(rms_norm(model.wte(idx)))                           # the block's normalised input
+        v = attn.c_v(x).view(1, 10, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)[0]   # (H, T, D)
+        y = attn.c_proj((maps[0] @ v).transpose(0, 1).reshape(1, 10, 32))
+        real = attn(x, model.cos[:, :10], model.sin[:, :10])
+    assert torch.allclose(y, real, atol=1e-4)
