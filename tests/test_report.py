@@ -101,7 +101,7 @@ def test_report_has_the_metrics_table_and_plots(fake_run):
     assert row[3] == f"{(0.08 - 0) / 1:.4f} (ChatCORE-1)"  # only GSM8K evaluated after RL
     assert table_row(text, "demo arithmetic pass@1") == ["—", "—", "0.6000", "0.7500"]
     assert table_row(text, "bits per byte (eval bpb)") == ["1.3456", "—", "—", "—"]
-    assert table_row(text, "val bpb (training)")[:3] == ["1.2500", "—", "0.9000"]
+    assert table_row(text, "val bpb (each stage's own val set)")[:3] == ["1.2500", "—", "0.9000"]
     assert table_row(text, "RL pass@1 (training eval)") == ["—", "—", "—", f"{10 / 20:.4f}"]
     # summary: tokens per param and time; CPU run: no dollar cost
     assert table_row(text, "BASE")[:5] == ["1.0M", "40", "400.0k", "0.4", "1m20s"]

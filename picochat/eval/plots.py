@@ -30,9 +30,14 @@ def _save(fig, path: Path) -> None:
 
 
 def _panels(plt, n: int, title: str):
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False, layout="constrained")
     fig.suptitle(title)
     return fig, axes[0]
+
+
+def _style(xs: list) -> str:
+    """Points as well as lines for short series (a one-point line is invisible)."""
+    return "o-" if len(xs) <= 40 else "-"
 
 
 def plot_loss(stages, path: Path) -> bool:
@@ -44,7 +49,8 @@ def plot_loss(stages, path: Path) -> bool:
     fig, axes = _panels(plt, len(ran), "loss per stage")
     for ax, s in zip(axes, ran):
         color = STAGE_COLORS.get(s.name, "gray")
-        ax.plot(*s.series("loss"), color=color, lw=1.2, label="train")
+        tx, ty = s.series("loss")
+        ax.plot(tx, ty, _style(tx), ms=3, color=color, lw=1.2, label="train")
         vx, vy = s.series("val_loss")
         if vx:
             ax.plot(vx, vy, "o--", color="black", ms=3, lw=0.8, label="val")
@@ -106,6 +112,8 @@ def plot_evals(stages, path: Path) -> bool:
         ax.bar_label(rects, labels=[f"{y:.2f}" if y == y else "" for y in ys], fontsize=7, padding=1)
     ax.set_xticks(range(len(bars)), list(bars), rotation=20, ha="right")
     ax.axhline(0, color="black", lw=0.6)
+    values = [y for v in bars.values() for y in v.values()]
+    ax.set_ylim(min(0.0, min(values) * 1.15), max(0.1, max(values) * 1.15))  # centred scores may be < 0
     ax.set(title="evaluations per stage (accuracy; CORE/ChatCORE centred)", ylabel="score")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)

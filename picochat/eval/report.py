@@ -203,7 +203,7 @@ def metric_rows(stages: dict[str, StageData]) -> list[tuple[str, list[str]]]:
     if any(s.last("pass@1") is not None for s in cols):
         rows.append(("RL pass@1 (training eval)", [_fmt(s.last("pass@1")) if s.name == "rl" else DASH for s in cols]))
     rows.append(("bits per byte (eval bpb)", [_fmt(_num(s.evals.get("bpb", {}).get("bpb"))) for s in cols]))
-    rows.append(("val bpb (training)", [_fmt(s.last("val_bpb")) for s in cols]))
+    rows.append(("val bpb (each stage's own val set)", [_fmt(s.last("val_bpb")) for s in cols]))
     return rows
 
 
@@ -234,7 +234,7 @@ def stage_summary(stages: dict[str, StageData]) -> list[list[str]]:
         fpt = _num(s.meta.get("flops_per_token"))
         rows.append([s.name.upper(), human(params) if params else DASH, f"{steps:.0f}" if steps else DASH,
                      human(tokens) if tokens else DASH,
-                     f"{tokens / params:.1f}" if tokens and params else DASH,
+                     f"{tokens / params:.3g}" if tokens and params else DASH,
                      duration(elapsed) if elapsed is not None else DASH,
                      human(sum(tok_s) / len(tok_s)) if tok_s else DASH,
                      f"{fpt * tokens:.2e}" if fpt and tokens else DASH])
@@ -255,7 +255,7 @@ def cost_lines(stages: dict[str, StageData], tokenizer_meta: dict, price: float)
     train_s = sum(_num(s.meta.get("final", {}).get("elapsed")) or s.last("elapsed") or 0.0 for s in stages.values())
     tok_s = _num(tokenizer_meta.get("train_seconds")) or 0.0
     lines = [f"- training time: {duration(train_s)} over {sum(s.exists for s in stages.values())} stage(s)"
-             + (f", plus {duration(tok_s)} for the tokenizer" if tok_s else "")]
+             + (f", plus {duration(tok_s)} for the tokenizer" if tok_s >= 1 else "")]
     devices = {_stage_device(s) for s in stages.values() if s.exists} - {""}
     on_gpu = any("cuda" in d for d in devices) or (devices <= {"auto"} and torch.cuda.is_available())
     if not on_gpu:
