@@ -5,6 +5,8 @@ merging of chat.json, and `picochat eval chat|samples` on a tiny saved model."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -290,3 +292,24 @@ def test_cli_eval_chat_and_samples_write_their_files(saved_run, capsys):
 def test_default_tasks():
     assert chat.default_tasks("demo") == "wordproblems:test:100"
     assert [s.split(":")[0] for s in chat.default_tasks("d20").split(",")] == list(chat.CHATCORE_TASKS)
+
+
+MIRROR = os.environ.get("PICOCHAT_MIRROR", "")
+
+
+@pytest.mark.skipif(not MIRROR or not Path(MIRROR, "mmlu").is_dir() or not Path(MIRROR, "arc").is_dir(),
+                    reason="PICOCHAT_MIRROR (shared/data) not set")
+@pytest.mark.parametrize("spec", ["mmlu:test:12", "arc_challenge:test:12"])
+def test_real_multiple_choice_files(tok, spec):
+    """Real MMLU / ARC prompts (long ones cropped to a small context) through the letter scorer:
+    the batched result equals scoring each prompt alone."""
+    from picochat.eval.core import model_max_len
+    from picochat.tasks.registry import make_task
+
+    task = make_task(spec, mirror=MIRROR)
+    model = random_gpt(tok.vocab_size, seq_len=64)
+    r = chat.evaluate_task(task, model, tok, batch_size=5)
+    assert r.total == 12 and r.baseline == 0.25 and r.cropped > 0
+    alone = sum(chat.evaluate_categorical(model, tok, task, [i], max_len=model_max_len(model)).passed
+                for i in range(12))
+    assert r.passed == alone
