@@ -109,11 +109,11 @@ def run_chat_stage(cfg: Any, stage: str, start_from: tuple[str, ...], crop: bool
     torch.manual_seed(cfg.run.seed)
     tokenizer = load_tokenizer(run, home)
     start_name, start_dir = pick_start(run, home, start_from)
+    train_task, val_task = build_mixtures(cfg.train, stage, cfg.run.seed, home, mirror)  # fails fast on bad specs
     if start_name != start_from[0]:
         print0(f"note: run '{run}' has no finished {start_from[0]} stage; {stage} starts from {start_name}")
     model, start_meta = checkpoint.load_model(start_dir, device)
     seq_len = model.config.sequence_len
-    train_task, val_task = build_mixtures(cfg.train, stage, cfg.run.seed, home, mirror)
     chat = ChatStage(stage, train_task, val_task, tokenizer, cfg.train.device_batch_size, seq_len, crop=crop,
                      rank=dist_info.rank, world_size=dist_info.world_size)
     num_steps = steps_for_one_pass(cfg.train, train_task, tokenizer, seq_len, crop)
