@@ -174,6 +174,9 @@ def test_waste_accounting_and_estimate(tok):
     assert s["loss_tokens"] == sum(sum(m[1:]) for _, m in rows)
     assert 0 < waste_fraction(c) < 0.5
     assert estimate_rows(task, tok, L, crop=False, sample=100) == len(rows)
+    # a chat stage with num_steps=0 makes one pass over its mixture
+    one_pass = TrainConfig(num_steps=0, total_batch_tokens=4 * L)
+    assert chat_stage.steps_for_one_pass(one_pass, task, tok, L, crop=False) == -(-len(rows) // 4)
 
 
 # ----------------------------------------------------------------------------- the stages
