@@ -86,6 +86,10 @@ class TrainConfig:
     save_every: int = opt(500, "steps between checkpoints (0 = only at the end)")
     dtype: str = opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
     compile: bool = opt(False, "torch.compile the model")
+    compile_optim: bool = opt(False, "torch.compile Muon's orthogonalisation (a CUDA speed-up; slow first step on CPU)")
+    fused_adamw: bool = opt(False, "AdamW through PyTorch's fused kernel (same math as the written-out one)")
+    parallel: str = opt("ddp", "under torchrun: ddp (replicate the model) or fsdp (FSDP2: shard params, grads "
+                               "and optimizer state; for models that outgrow one GPU)")
     log_every: int = opt(10, "steps between progress lines")
     mixture: str = opt("", "mid/sft: training conversations, a task mixture 'task[:split[:n]][*passes], ...' "
                            "(see tasks/registry.py)")
@@ -247,8 +251,10 @@ def _demo_preset() -> Preset:
     )
     return Preset(
         name="demo",
-        model=ModelConfig(depth=2, head_dim=64, vocab_size=4096, seq_len=256),
-        tokenizer=TokenizerConfig(vocab_size=4096, max_chars=20_000_000, source="synthetic"),
+        # A 2048-token vocabulary: on a model this narrow the (B, T, V) logits dominate a CPU step,
+        # and the synthetic corpus has only ~1200 distinct words, so a larger vocab buys little.
+        model=ModelConfig(depth=2, head_dim=64, vocab_size=2048, seq_len=256),
+        tokenizer=TokenizerConfig(vocab_size=2048, max_chars=20_000_000, source="synthetic"),
         stages={
             "base": base,
             # chat stages: small batches (8 rows of 256) so that ~2 CPU minutes still make

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from picochat.common.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -31,7 +33,8 @@ class DistInfo:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple MPS, then CPU; anything else is taken as given."""
+    """'auto' picks CUDA, then Apple MPS, then CPU; anything else ('cpu', 'cuda:1', 'mps') is taken
+    as given (`--device` on every command overrides the automatic choice)."""
     if name == "auto":
         if torch.cuda.is_available():
             name = "cuda"
@@ -41,7 +44,9 @@ def pick_device(name: str = "auto") -> torch.device:
             name = "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but no CUDA GPU is visible; use --device cpu")
+        raise UserError("--device cuda was asked for, but no CUDA GPU is visible; use --device cpu")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps was asked for, but Apple's Metal backend is not available; use --device cpu")
     return device
 
 
@@ -60,10 +65,14 @@ def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]
     return info, device
 
 
+def uses_bf16(device: torch.device, dtype: str = "auto") -> bool:
+    """Whether a run computes in bf16: asked for, or 'auto' on CUDA."""
+    return dtype == "bf16" or (dtype == "auto" and device.type == "cuda")
+
+
 def autocast_for(device: torch.device, dtype: str = "auto"):
     """bf16 autocast on CUDA by default (master weights stay fp32); plain fp32 elsewhere."""
-    use_bf16 = dtype == "bf16" or (dtype == "auto" and device.type == "cuda")
-    if not use_bf16:
+    if not uses_bf16(device, dtype):
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 

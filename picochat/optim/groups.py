@@ -11,9 +11,11 @@ per matrix, so its rate is not scaled.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from picochat.config import TrainConfig
 from picochat.optim.adamw import AdamW
+from picochat.optim.dist_muon import DistMuon
 from picochat.optim.muon import Muon
 
 
@@ -33,9 +35,11 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
     ]
     if scalars:
         adam_groups.append(dict(params=scalars, lr=cfg.scalar_lr))
+    # Under torchrun the ranks share Muon's orthogonalisation (optim/dist_muon.py); same result.
+    muon = DistMuon if dist.is_initialized() and dist.get_world_size() > 1 else Muon
     optimizers: list[torch.optim.Optimizer] = [
-        AdamW(adam_groups, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0),
-        Muon(matrices, lr=cfg.matrix_lr, momentum=0.95, weight_decay=cfg.weight_decay),
+        AdamW(adam_groups, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0, fused=cfg.fused_adamw),
+        muon(matrices, lr=cfg.matrix_lr, momentum=0.95, weight_decay=cfg.weight_decay, compile=cfg.compile_optim),
     ]
     for opt in optimizers:
         for group in opt.param_groups:

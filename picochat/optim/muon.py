@@ -52,17 +52,21 @@ class Muon(torch.optim.Optimizer):
     """Muon for 2-D parameters. Parameters of the same shape are stacked and orthogonalised in
     one batched call (far fewer kernel launches than one matrix at a time).
 
-    Args: lr, momentum (Nesterov), weight_decay (decoupled, as AdamW), ns_steps.
+    Args: lr, momentum (Nesterov), weight_decay (decoupled, as AdamW), ns_steps, and compile:
+    torch.compile the orthogonalisation (fuses the small elementwise ops between the matmuls; worth
+    it on CUDA, a long first-step compile on CPU). optim/dist_muon.py shares the work across ranks.
     """
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0,
-                 ns_steps: int = 5):
+                 ns_steps: int = 5, compile: bool = False):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
         for group in self.param_groups:
             assert all(p.ndim == 2 for p in group["params"]), "Muon is for 2-D matrices only"
+        # dynamic=False: one graph per stack shape (a handful per model), no shape guards to miss.
+        self._orthogonalize = torch.compile(orthogonalize, dynamic=False) if compile else orthogonalize
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, closure=None) -> None:  # closure: torch.optim's signature (DCP calls step(closure=None))
         for group in self.param_groups:
             by_shape: dict[torch.Size, list[Tensor]] = {}
             for p in group["params"]:
@@ -72,25 +76,36 @@ class Muon(torch.optim.Optimizer):
                 self._step_stack(params, group)
 
     def _step_stack(self, params: list[Tensor], group: dict) -> None:
-        grads = torch.stack([p.grad for p in params])                  # (N, m, n)
-        bufs = []
+        update = self._nesterov_update([p.grad for p in params], self._buffers(params), group["momentum"])
+        update = self._orthogonalize(update, group["ns_steps"]) * self._shape_scale(params[0].shape)
+        self._apply(params, update, group)
+
+    def _buffers(self, params: list[Tensor]) -> list[Tensor]:
         for p in params:
-            state = self.state[p]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(p)
-            bufs.append(state["momentum_buffer"])
+            if "momentum_buffer" not in self.state[p]:
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+        return [self.state[p]["momentum_buffer"] for p in params]
+
+    @staticmethod
+    def _nesterov_update(grads: list[Tensor], bufs: list[Tensor], momentum: float) -> Tensor:
+        """Update the momentum buffers in place; return the stacked Nesterov update (N, m, n)."""
+        update = torch.stack(grads)                    # (N, m, n)
         buf = torch.stack(bufs)
-        momentum = group["momentum"]
-        buf.lerp_(grads, 1 - momentum)                 # buf = μ·buf + (1-μ)·g
-        update = grads.lerp_(buf, momentum)            # Nesterov: look ahead along the momentum
-        update = orthogonalize(update, group["ns_steps"])
+        buf.lerp_(update, 1 - momentum)                # buf = μ·buf + (1-μ)·g
+        for i, b in enumerate(bufs):
+            b.copy_(buf[i])
+        return update.lerp_(buf, momentum)             # Nesterov: look ahead along the momentum
+
+    @staticmethod
+    def _shape_scale(shape: torch.Size) -> float:
         # An orthogonal m x n update has RMS 1/sqrt(max(m, n)); rescaling by sqrt(max(1, m/n))
         # keeps the per-element step comparable for tall and wide matrices (Jordan et al.).
-        m, n = params[0].shape
-        update = update * max(1.0, m / n) ** 0.5
+        m, n = shape
+        return max(1.0, m / n) ** 0.5
+
+    def _apply(self, params: list[Tensor], update: Tensor, group: dict) -> None:
         lr, wd = group["lr"], group["weight_decay"]
         for i, p in enumerate(params):
-            bufs[i].copy_(buf[i])
             if wd:
                 p.mul_(1 - lr * wd)
             p.add_(update[i].to(p.dtype), alpha=-lr)

@@ -96,10 +96,11 @@ def is_complete(stage_dir: Path) -> bool:
     return (Path(stage_dir) / "meta.json").exists() and (Path(stage_dir) / "model.pt").exists()
 
 
-def save_artifact(stage_dir: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
-    """The finished stage: weights, then meta.json last (its existence marks completion)."""
+def save_artifact(stage_dir: Path, model: torch.nn.Module | dict[str, Any], meta: dict[str, Any]) -> None:
+    """The finished stage: weights (a model, or its full state dict), then meta.json last (its
+    existence marks completion)."""
     stage_dir = Path(stage_dir)
-    data = _serialize(model.state_dict())
+    data = _serialize(model if isinstance(model, dict) else model.state_dict())
     atomic_write(stage_dir / "model.pt", lambda f: f.write(data))
     atomic_write_json(stage_dir / "meta.json", {**meta, "sha256": hashlib.sha256(data).hexdigest()})
 

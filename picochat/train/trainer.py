@@ -5,9 +5,10 @@ A stage (train/base.py, mid.py, sft.py, rl.py) supplies only what differs:
   - optionally `val_batches()`: a finite iterator for validation loss / bits-per-byte
   - optionally `loss(model, batch)`: defaults to mean cross-entropy over targets != -1, or the
     weight-normalised per-token NLL when the batch carries weights (SFT masks, RL advantages)
-Everything else lives here: device placement, bf16 autocast, DDP, gradient accumulation,
-clipping, the schedules, progress/ETA/MFU logging, metrics JSONL, evals, checkpoints and exact
-resume (model, optimizers, data cursor, RNG, step), and a save on SIGTERM.
+Everything else lives here: device placement, bf16 autocast, gradient accumulation, clipping,
+the schedules, progress/ETA/MFU logging, metrics JSONL, evals, checkpoints and exact resume
+(model, optimizers, data cursor, RNG, step), and a save on SIGTERM. How the model is spread over
+ranks (compile, DDP or FSDP2, consolidated checkpoints) is train/parallel.py's business.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from picochat.common.device import DistInfo, autocast_for, synchronize
 from picochat.common.errors import UserError
@@ -33,7 +32,7 @@ from picochat.common.log import duration, human, is_main_process, print0
 from picochat.config import TrainConfig
 from picochat.optim.groups import build_optimizers
 from picochat.optim.schedule import lr_multiplier, muon_momentum
-from picochat.train import checkpoint
+from picochat.train import checkpoint, parallel
 
 
 @dataclass
@@ -45,10 +44,19 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         """This batch with every tensor field on `device`, a subclass's extra fields included (RL
-        carries the sampling and reference logprobs of each token to its loss this way)."""
-        moved = {f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)
+        carries the sampling and reference logprobs of each token to its loss this way).
+
+        To a GPU the copy goes from page-locked (pinned) memory with non_blocking=True: the host
+        does not wait for it and keeps queueing kernels. (A copy from ordinary pageable memory is
+        staged and synchronous.)"""
+        pin = device.type == "cuda"
+        moved = {f.name: _pinned(getattr(self, f.name), pin).to(device, non_blocking=True) for f in fields(self)
                  if isinstance(getattr(self, f.name), torch.Tensor)}
         return replace(self, **moved)
+
+
+def _pinned(t: torch.Tensor, pin: bool) -> torch.Tensor:
+    return t.pin_memory() if pin and t.device.type == "cpu" else t
 
 
 class Stage(Protocol):
@@ -121,6 +129,10 @@ class Trainer:
         self.token_bytes = token_bytes.to(device) if token_bytes is not None else None
         self.meta, self.loss_fn = meta or {}, loss_fn
         self.autocast = autocast_for(device, cfg.dtype)
+        # Compile and DDP/FSDP first: FSDP2 swaps the parameters for sharded ones, which the
+        # optimizers must hold.
+        self.par = parallel.parallelize(model, cfg, device, dist_info)
+        self.model = self.par.model
         self.optimizers = build_optimizers(model, cfg)
         seq_len = model.config.sequence_len
         tokens_per_micro = cfg.device_batch_size * seq_len * dist_info.world_size
@@ -129,9 +141,6 @@ class Trainer:
                             f"device_batch_size x seq_len x world_size = {tokens_per_micro}; pick a multiple")
         self.accum_steps = accum_steps or cfg.total_batch_tokens // tokens_per_micro
         self.tokens_per_step = tokens_per_micro * self.accum_steps
-        model_for_step = torch.compile(model) if cfg.compile else model
-        self.model = (DDP(model_for_step, device_ids=[device.index] if device.type == "cuda" else None)
-                      if dist_info.enabled else model_for_step)
         self.step, self.cursor, self.elapsed = 0, None, 0.0
         self._stop_requested = False
 
@@ -143,9 +152,7 @@ class Trainer:
         if state is None:
             metrics.unlink(missing_ok=True)
             return
-        self.raw_model.load_state_dict(state["model"])
-        for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
-            opt.load_state_dict(sd)
+        parallel.load_full_state(self.par, self.optimizers, state["model"], state["optimizers"])
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.cursor = self._my_cursor(state["cursors"])
         checkpoint.set_rng_state(state["rng"])
@@ -168,12 +175,11 @@ class Trainer:
         if self.dist.enabled:
             cursors = [None] * self.dist.world_size
             dist.all_gather_object(cursors, self.cursor)
+        model_sd, optim_sd = parallel.full_state(self.par, self.optimizers)  # collective
         if self.dist.is_main:
             checkpoint.save_checkpoint(self.out_dir, self.step, {
-                "model": self.raw_model.state_dict(), "cursors": cursors, "elapsed": self.elapsed,
-                "optimizers": [opt.state_dict() for opt in self.optimizers]})
-        if self.dist.enabled:
-            dist.barrier()
+                "model": model_sd, "cursors": cursors, "elapsed": self.elapsed, "optimizers": optim_sd})
+        parallel.barrier()
 
     def _log_metrics(self, record: dict) -> None:
         if self.dist.is_main:
@@ -204,10 +210,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for micro in range(self.accum_steps):
             batch = next(batches).to(self.device)
-            # DDP all-reduces gradients on every backward unless told not to: only the last
-            # micro-step needs to (the grads accumulate locally until then).
-            sync = not self.dist.enabled or micro == self.accum_steps - 1
-            with self.model.no_sync() if not sync else nullcontext():
+            with self.par.accumulating(last=micro == self.accum_steps - 1):  # DDP: sync grads once
                 with self.autocast:
                     loss = self.loss_fn(self.model, batch) / self.accum_steps
                 loss.backward()
@@ -307,16 +310,16 @@ class Trainer:
     def _finish(self, last_eval: dict[str, float]) -> dict[str, Any]:
         final = {"step": self.step, "tokens": self.step * self.tokens_per_step, "elapsed": self.elapsed,
                  **last_eval}
+        model_sd = parallel.full_model_state(self.par)  # collective
         if self.dist.is_main:
             meta = {**self.meta, "model_config": self.raw_model.config.to_dict(),
                     "train_config": asdict(self.cfg), "final": final,
                     "num_params": self.raw_model.num_params(),
                     "flops_per_token": self.raw_model.flops_per_token()}
-            checkpoint.save_artifact(self.out_dir, self.raw_model, meta)
+            checkpoint.save_artifact(self.out_dir, model_sd, meta)
             for p in (self.out_dir / "checkpoints").glob("step_*"):
                 p.unlink(missing_ok=True)  # the artifact supersedes the resume state
-        if self.dist.enabled:
-            dist.barrier()
+        parallel.barrier()
         print0(f"{self.out_dir.name} done: {self.step} steps, {human(final['tokens'])} tokens in "
                f"{duration(self.elapsed)}; saved to {self.out_dir}")
         return final

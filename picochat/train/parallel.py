@@ -1,0 +1,147 @@
+"""How the model is spread over ranks: one process, DDP, or FSDP2 — applied from outside the model.
+
+The model file stays a plain nn.Module; everything parallel happens here, in one fixed order
+(as torchtitan does it):
+
+  1. torch.compile   (whole model for DDP / one process; per block for FSDP, so the compiled
+                      graphs sit inside FSDP's per-block all-gather/reshard hooks)
+  2. DDP or FSDP2    (DDP wraps the model; FSDP2's fully_shard converts it in place: each block,
+                      then the root, which takes the embedding and the head)
+
+The trainer then calls `Parallel.model` for forward/backward, `Parallel.accumulating(last)` around
+each micro-step, and `full_state` / `load_full_state` for checkpoints. The loop itself never asks
+which mode it runs in.
+
+Launching (torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; common/device.py joins the group):
+    one node, 8 GPUs:   torchrun --nproc_per_node=8 -m picochat train base --preset d20
+    FSDP2:              torchrun --nproc_per_node=8 -m picochat train base --preset d32 --parallel fsdp
+    two nodes:          on every node, the same command with
+                        torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \\
+                                 --rdzv_endpoint=HOST0:29500 --rdzv_id=RUN_NAME -m picochat train base ...
+                        (HOST0 is any one of the nodes; the run directory must be on a filesystem
+                        every node sees: rank 0 writes checkpoints and every rank reads them on resume)
+
+Checkpoints are *consolidated*: whatever the mode, rank 0 writes one full state dict keyed by
+parameter names (DCP's get_model_state_dict / get_optimizer_state_dict with full_state_dict=True,
+cpu_offload=True), so a checkpoint resumes on any world size and in either mode.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from picochat.common.device import DistInfo, uses_bf16
+from picochat.common.errors import UserError
+from picochat.config import TrainConfig
+
+MODES = ("ddp", "fsdp")
+
+
+@dataclass
+class Parallel:
+    """The model as the training loop sees it.
+
+    raw: the module itself (parameters, state dicts, eval, accounting). Under FSDP2 it *is*
+         the sharded module (fully_shard works in place), so its forward all-gathers as needed.
+    model: what forward/backward call: raw, compiled and/or wrapped.
+    mode: "single", "ddp" or "fsdp".
+    """
+
+    raw: nn.Module
+    model: nn.Module
+    mode: str
+
+    def accumulating(self, last: bool) -> AbstractContextManager:
+        """Context for one micro-step's forward/backward. DDP would all-reduce the gradients on
+        every backward: only the last micro-step of an optimizer step needs to (the others
+        accumulate locally). FSDP2 reduce-scatters on every micro-step on purpose: skipping it
+        (set_requires_gradient_sync) would keep unsharded gradients for the whole model, the
+        memory FSDP exists to save."""
+        if self.mode == "ddp" and not last:
+            return self.model.no_sync()
+        return nullcontext()
+
+
+def parallelize(model: nn.Module, cfg: TrainConfig, device: torch.device, info: DistInfo) -> Parallel:
+    """Compile, then wrap for the mode in cfg.parallel (see the module docstring for the order).
+    Build the optimizers *after* this: FSDP2 replaces the parameters with sharded DTensors."""
+    if cfg.parallel not in MODES:
+        raise UserError(f"--parallel {cfg.parallel!r} is not one of {', '.join(MODES)}; pick one")
+    if not info.enabled:
+        return Parallel(model, torch.compile(model) if cfg.compile else model, "single")
+    if cfg.parallel == "ddp":
+        compiled = torch.compile(model) if cfg.compile else model
+        ddp = DDP(compiled, device_ids=[device.index] if device.type == "cuda" else None)
+        return Parallel(model, ddp, "ddp")
+    _fully_shard(model, cfg, device, info)
+    return Parallel(model, model, "fsdp")
+
+
+def _fully_shard(model: nn.Module, cfg: TrainConfig, device: torch.device, info: DistInfo) -> None:
+    """FSDP2 (arXiv:2304.11277 for FSDP; `fully_shard` is its DTensor rewrite): every block's
+    parameters are sharded on dim 0 across the ranks, all-gathered just before the block runs and
+    freed again after it (in backward too), so each rank holds 1/W of the weights, gradients and
+    optimizer state plus one block at a time."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(device.type, (info.world_size,))
+    # bf16 runs: all-gather and compute in bf16 (half the traffic), reduce gradients in fp32; the
+    # sharded master weights stay fp32. fp32 runs (CPU tests) leave everything in fp32.
+    mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+          if uses_bf16(device, cfg.dtype) else MixedPrecisionPolicy())
+    blocks = list(model.blocks)
+    for i, block in enumerate(blocks):
+        if cfg.compile:
+            block.compile()  # in place: keeps parameter names (no "_orig_mod." prefix)
+        # The last block's weights are needed again first thing in backward: keep them gathered.
+        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=i < len(blocks) - 1)
+    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=False)
+
+
+_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_model_state(par: Parallel) -> dict:
+    """The model's state dict, whole and on CPU, keyed by parameter name. Collective under torchrun
+    (every rank must call it); only rank 0 gets the tensors, the others an empty dict."""
+    return get_model_state_dict(par.raw, options=_FULL)
+
+
+def full_state(par: Parallel, optimizers: list[torch.optim.Optimizer]) -> tuple[dict, dict]:
+    """(model, optimizers) state dicts for a checkpoint, as full_model_state: one optimizer dict
+    for all optimizers, its state keyed by parameter name (so it does not depend on the layout)."""
+    return full_model_state(par), get_optimizer_state_dict(par.raw, optimizers, options=_FULL)
+
+
+def load_full_state(par: Parallel, optimizers: list[torch.optim.Optimizer], model_sd: dict,
+                    optim_sd: dict | list[Any]) -> None:
+    """Load a consolidated state (as full_state returns it) on any world size: every rank passes
+    the whole dicts and keeps its own shard. A list of per-optimizer state dicts (checkpoints from
+    before this format) is loaded the old way."""
+    options = StateDictOptions(full_state_dict=True, strict=True)
+    set_model_state_dict(par.raw, model_sd, options=options)
+    if isinstance(optim_sd, list):
+        for opt, sd in zip(optimizers, optim_sd, strict=True):
+            opt.load_state_dict(sd)
+        return
+    set_optimizer_state_dict(par.raw, optimizers, optim_sd, options=options)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
