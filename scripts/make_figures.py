@@ -5,8 +5,9 @@
 
 The attention and loss figures come from a real run: a BPE tokenizer trained on the offline
 synthetic corpus, then a tiny GPT trained by the real `Trainer` for `--steps` steps; the loss
-curves are read back from the run's metrics.jsonl. Everything is seeded, so reruns draw the
-same pictures up to floating-point noise.
+curves are read back from the run's metrics.jsonl. Model initialisation and data order are
+seeded, so a rerun on the same code draws the same pictures up to floating-point noise; a change
+to the synthetic corpus changes them.
 """
 
 from __future__ import annotations
