@@ -112,6 +112,15 @@ def test_group_advantages():
     assert torch.allclose(s[2].std(unbiased=False), torch.tensor(1.0), atol=1e-4)
 
 
+def test_paired_stderr():
+    """The gain's stderr is that of the per-problem differences: 0 when every problem moves alike."""
+    assert rl.paired_stderr([1, 2, 3, 0], [2, 3, 4, 1], k=4) == 0.0
+    d = [0.25, -0.25, 0.5, 0.0]
+    want = torch.tensor(d).std().item() / 2
+    assert rl.paired_stderr([0, 1, 0, 2], [1, 0, 2, 2], k=4) == pytest.approx(want)
+    assert rl.paired_stderr([1], [2], k=4) is None
+
+
 def test_derive_seed_is_stable_and_spreads():
     assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3)
     assert len({derive_seed(1, b, j) for b in range(10) for j in range(10)}) == 100
@@ -272,7 +281,8 @@ def test_train_rl_command(tok, tmp_path, capsys):
     report = json.loads((out / "eval" / "rl.json").read_text())
     assert [h["step"] for h in report["history"]] == [2, 3]
     assert report["before"]["problems"] == 8 and report["after"]["k"] == grpo.pass_k
-    assert set(report["gain"]) == set(rl.EVAL_KEYS)
+    assert set(report["gain"]) == {*rl.EVAL_KEYS, "pass@1_stderr"}
+    assert len(report["after"]["correct"]) == 8 and all(0 <= c <= grpo.pass_k for c in report["after"]["correct"])
     assert rl.main(cfg) is None  # complete: skipped
     assert "already complete" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:

@@ -101,17 +101,33 @@ def evaluate_policy(engine: Engine, task: Task, rl: GRPOConfig, *, seed: int, ra
     groups = sample_groups(engine, prompts, params, [derive_seed(seed, EVAL_SEED, i) for i in indices],
                            max_rows=rl.max_rows)
     sums = [0.0] * 6  # problems, pass@1, pass@1^2, pass@k, reward, length
-    for ex, samples in zip(examples, groups, strict=True):
+    correct = []
+    for i, ex, samples in zip(indices, examples, groups, strict=True):
         rewards = [task.reward(ex, c.text) for c in samples]
         c = sum(r > 0 for r in rewards)  # a sample "passes" when it earns a positive reward
         p1 = c / k
+        correct.append((i, c))
         sums = [a + b for a, b in zip(sums, (1, p1, p1 * p1, pass_at_k(k, c, k), sum(rewards) / k,
                                              sum(len(s.ids) for s in samples) / k))]
     m, s1, s2, sk, sr, sl = _all_reduce_sum(sums, engine.model.device)
+    if dist.is_available() and dist.is_initialized():
+        shards: list = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, correct)
+        correct = [x for shard in shards for x in shard]
     m = max(m, 1.0)
     var = max(s2 / m - (s1 / m) ** 2, 0.0)
     return {"pass@1": s1 / m, "pass@k": sk / m, "mean_reward": sr / m, "mean_length": sl / m,
-            "pass@1_stderr": math.sqrt(var / m), "problems": int(m), "k": k}
+            "pass@1_stderr": math.sqrt(var / m), "problems": int(m), "k": k,
+            "correct": [c for _, c in sorted(correct)]}
+
+
+def paired_stderr(before: list[int], after: list[int], k: int) -> float | None:
+    """Standard error of the pass@1 gain, paired by problem (both evals sample the same problems
+    with the same seeds, so the per-problem differences are far less noisy than either number)."""
+    if len(before) != len(after) or len(before) < 2:
+        return None
+    d = (np.asarray(after) - np.asarray(before)) / k
+    return float(d.std(ddof=1) / math.sqrt(len(d)))
 
 
 class EvalLog:
@@ -145,6 +161,7 @@ class EvalLog:
         self.data["after"] = {"step": step, **result}
         if self.before:
             self.data["gain"] = {key: result[key] - self.before[key] for key in EVAL_KEYS}
+            self.data["gain"]["pass@1_stderr"] = paired_stderr(self.before["correct"], result["correct"], result["k"])
         self._write()
 
     def _write(self) -> None:
@@ -350,7 +367,8 @@ def main(cfg: Any) -> dict | None:
     final = trainer.fit(stage)
     a = log.data.get("after")
     if a:
+        se = log.data["gain"]["pass@1_stderr"]
         print0(f"held-out {eval_task.name}: pass@1 {b['pass@1']:.4f} -> {a['pass@1']:.4f} "
-               f"(n={a['problems']} problems x {a['k']} samples, stderr {a['pass@1_stderr']:.4f}); "
-               f"pass@{a['k']} {b['pass@k']:.4f} -> {a['pass@k']:.4f}")
+               f"(gain {a['pass@1'] - b['pass@1']:+.4f} ± {se or 0:.4f} paired stderr; n={a['problems']} problems "
+               f"x {a['k']} samples); pass@{a['k']} {b['pass@k']:.4f} -> {a['pass@k']:.4f}")
     return final
