@@ -149,6 +149,9 @@ def test_resume_from_any_cursor_gives_the_identical_next_batches(tok, crop):
             assert got.cursor == want.cursor
     with pytest.raises(UserError, match="sequence length"):
         next(chat_batches(task, tok, 2, SEQ * 2, crop=crop, cursor=ref[3].cursor))
+    other = make_mixture("wordproblems:train:10, smalltalk:train:15", seed=5)  # same size, other data
+    with pytest.raises(UserError, match="same mixture"):
+        next(chat_batches(other, tok, 2, SEQ, crop=crop, cursor=ref[3].cursor))
 
 
 def test_ranks_split_the_single_process_rows(tok):

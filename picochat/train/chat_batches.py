@@ -26,6 +26,8 @@ bit-identical to an uninterrupted run's.
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +49,13 @@ class _Pending:
     index: int       # the example's index in the task
     ids: list[int]
     mask: list[int]
+
+
+def fingerprint(task: Task) -> str:
+    """A short id of a task's content (name, size, first and last example), so that a cursor is
+    not resumed on a different mixture."""
+    text = json.dumps([task.name, len(task), task[0]["messages"], task[len(task) - 1]["messages"]], sort_keys=True)
+    return f"{task.name}-{zlib.crc32(text.encode()):08x}"
 
 
 def epoch_order(n: int, epoch: int) -> np.ndarray:
@@ -74,7 +83,7 @@ class ChatPacker:
         self._order = epoch_order(len(task), self.epoch)
 
     def cursor(self) -> dict:
-        return {"version": CURSOR_VERSION, "task": self.task.name, "examples": len(self.task),
+        return {"version": CURSOR_VERSION, "task": fingerprint(self.task), "examples": len(self.task),
                 "seq_len": self.capacity - 1, "crop": self.crop, "epoch": self.epoch, "next": self.next,
                 "pending": [p.index for p in self.buffer], "stats": dict(self.stats)}
 
@@ -118,7 +127,8 @@ class ChatPacker:
             if p is None:
                 shortest = min(range(len(self.buffer)), key=lambda k: (len(self.buffer[k].ids), k))
                 overflow = len(self.buffer[shortest].ids) - space
-                if ids and (not self.crop or overflow > space):
+                # a crop must leave the fragment something to learn; else padding is no worse
+                if ids and (not self.crop or overflow > space or not any(self.buffer[shortest].mask[1:space])):
                     break  # pad the gap
                 p = self.buffer.pop(shortest)
                 self.stats["cropped" if ids else "truncated"] += overflow
@@ -150,7 +160,8 @@ def rows_to_batch(rows: list[tuple[list[int], list[int]]], batch_size: int, capa
 
 def check_cursor(cursor: dict, task: Task, seq_len: int, crop: bool) -> dict:
     """A cursor saved by this packer for this task and row length, else a UserError."""
-    want = {"version": CURSOR_VERSION, "task": task.name, "examples": len(task), "seq_len": seq_len, "crop": crop}
+    want = {"version": CURSOR_VERSION, "task": fingerprint(task), "examples": len(task), "seq_len": seq_len,
+            "crop": crop}
     for key, value in want.items():
         if cursor.get(key) != value:
             raise UserError(f"the checkpoint's data cursor has {key}={cursor.get(key)!r} but this run has "
