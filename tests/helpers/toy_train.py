@@ -1,7 +1,7 @@
 """A small deterministic training run through the real Trainer, for the resume and DDP tests.
 
 usage: python toy_train.py OUT_DIR [--kill-at-batch N] [--steps N] [--global-batch N] [--parallel ddp|fsdp]
-                             [--fused-adamw]
+                             [--fused-adamw] [--compile] [--compile-optim]
 Works under torchrun: each rank takes its share of the rows of every global batch.
 """
 
@@ -64,6 +64,8 @@ def main():
     ap.add_argument("--global-batch", type=int, default=8)
     ap.add_argument("--parallel", default="ddp")
     ap.add_argument("--fused-adamw", action="store_true")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile-optim", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     info, device = init_distributed("cpu")
@@ -73,7 +75,8 @@ def main():
     cfg = TrainConfig(device_batch_size=micro, total_batch_tokens=args.global_batch * T, num_steps=args.steps,
                       save_every=3, eval_every=6, eval_tokens=10_000, log_every=1, matrix_lr=0.05,
                       embedding_lr=0.3, unembedding_lr=0.01, warmdown_frac=0.5,
-                      parallel=args.parallel, fused_adamw=args.fused_adamw)
+                      parallel=args.parallel, fused_adamw=args.fused_adamw,
+                      compile=args.compile, compile_optim=args.compile_optim)
     stage = CountingStage(args.global_batch, micro, info.rank, info.world_size, args.kill_at_batch)
     trainer = Trainer(model, cfg, args.out, num_steps=args.steps, device=device, dist_info=info,
                       token_bytes=torch.ones(VOCAB, dtype=torch.long))
