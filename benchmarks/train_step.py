@@ -35,7 +35,8 @@ from picochat.train.trainer import peak_flops  # noqa: E402
 
 def picochat_step_fn(cfg: GPTConfig, device, dtype: str, compile_: bool):
     model = GPT(cfg).to(device)
-    opts = build_optimizers(model, TrainConfig())
+    # Like nanochat's (always compiled, fused) optimizer: fused AdamW kernel; Muon compiled with --compile.
+    opts = build_optimizers(model, TrainConfig(fused_adamw=True, compile_optim=compile_))
     fwd = torch.compile(model) if compile_ else model
     ctx = autocast_for(device, dtype)
 

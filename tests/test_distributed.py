@@ -140,3 +140,32 @@ def test_unknown_parallel_mode_is_a_user_error():
     model = GPT(GPTConfig.from_depth(1, head_dim=32, vocab_size=64, seq_len=8))
     with pytest.raises(UserError, match="--parallel 'tp' is not one of ddp, fsdp"):
         parallelize(model, TrainConfig(parallel="tp"), torch.device("cpu"), DistInfo(0, 0, 2))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fast_paths_match_reference():
+    """The CUDA-only paths (untestable on the CPU box): pinned non-blocking batch copies, the fused
+    AdamW kernel and the compiled bf16 orthogonalisation, each against its plain version."""
+    from picochat.train.trainer import Batch
+
+    cuda = torch.device("cuda")
+    x = torch.arange(12).view(3, 4)
+    moved = Batch(x, x + 1).to(cuda)
+    assert moved.inputs.is_cuda and torch.equal(moved.targets.cpu(), x + 1)
+
+    torch.manual_seed(0)
+    ref = [torch.nn.Parameter(torch.randn(64, 32, device=cuda)) for _ in range(3)]
+    fused = [torch.nn.Parameter(p.detach().clone()) for p in ref]
+    opts = [AdamW(ref, lr=0.01, weight_decay=0.1), AdamW(fused, lr=0.01, weight_decay=0.1, fused=True)]
+    for _ in range(3):
+        for a, b in zip(ref, fused, strict=True):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        for opt in opts:
+            opt.step()
+    for a, b in zip(ref, fused, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+    G = torch.randn(4, 256, 128, device=cuda)
+    compiled = torch.compile(orthogonalize, dynamic=False)
+    torch.testing.assert_close(compiled(G, 5), orthogonalize(G, 5), rtol=2e-2, atol=2e-2)  # bf16 iteration

@@ -2,7 +2,11 @@
 dim 0) against single-process Muon on the same matrices and gradients, several steps.
 
 usage: torchrun --nproc_per_node=2 dist_muon_check.py   (exits non-zero on a mismatch)
+With a GPU per rank it runs on CUDA over NCCL (bf16 orthogonalisation and bf16 traffic), else on
+CPU over gloo.
 """
+
+import os
 
 import torch
 import torch.distributed as dist
@@ -17,36 +21,41 @@ SHAPES = [(16, 8)] * 3 + [(24, 8), (8, 24), (5, 12), (5, 12)]
 STEPS = 4
 
 
-def grads(step: int) -> list[torch.Tensor]:
+def grads(step: int, device: torch.device) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(100 + step)
-    return [torch.randn(s, generator=g) for s in SHAPES]
+    return [torch.randn(s, generator=g).to(device) for s in SHAPES]
 
 
 def run(opt_cls, params: list[torch.Tensor], shard=lambda t: t) -> None:
     opt = opt_cls(params, lr=0.05, momentum=0.9, weight_decay=0.1)
     for step in range(STEPS):
-        for p, g in zip(params, grads(step), strict=True):
+        for p, g in zip(params, grads(step, params[0].device), strict=True):
             p.grad = shard(g)
         opt.step()
 
 
 def main() -> None:
-    dist.init_process_group("gloo")
+    cuda = torch.cuda.device_count() >= int(os.environ["WORLD_SIZE"])
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    tol = dict(rtol=1e-2, atol=1e-3) if cuda else dict(rtol=1e-5, atol=1e-6)  # bf16 matmuls on CUDA
     torch.manual_seed(0)
-    init = [torch.randn(s) for s in SHAPES]
+    init = [torch.randn(s).to(device) for s in SHAPES]
     ref = [torch.nn.Parameter(t.clone()) for t in init]
     run(Muon, ref)
 
     whole = [torch.nn.Parameter(t.clone()) for t in init]
     run(DistMuon, whole)
     for a, b in zip(ref, whole, strict=True):
-        torch.testing.assert_close(b.data, a.data, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(b.data, a.data, **tol)
 
-    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     sharded = [torch.nn.Parameter(distribute_tensor(t.clone(), mesh, [Shard(0)])) for t in init]
     run(DistMuon, sharded, shard=lambda g: distribute_tensor(g, mesh, [Shard(0)]))
     for a, b in zip(ref, sharded, strict=True):
-        torch.testing.assert_close(b.data.full_tensor(), a.data, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(b.data.full_tensor(), a.data, **tol)
     if dist.get_rank() == 0:
         print("DistMuon matches Muon")
     dist.destroy_process_group()
