@@ -273,3 +273,35 @@ def test_score_reply(tok):
     assert not score_reply(tok, no_tool, task, ex)["called_calculator"]
     runaway = score_reply(tok, reply[:-1] + [t.user_start, t.assistant_end], task, ex)
     assert not runaway["stopped"]
+
+
+# ----------------------------------------------------------------------------- behaviour (slow)
+
+
+@pytest.mark.slow
+def test_mid_then_sft_teach_the_chat_format_and_the_calculator(tmp_path):
+    """From an untrained d2 model, ~120k tokens of mid-training and ~80k of SFT on the offline
+    demo tasks are enough for replies that stop at <|assistant_end|> and call the calculator.
+    (A few CPU minutes: the demo preset's chat rows, on a smaller model with no pretraining.)"""
+    from picochat.data.synthetic import chunk
+    from picochat.train.chat_check import check_run
+
+    text = "\n".join(doc for i in range(4) for doc in chunk("train", i))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tokenizer = Tokenizer.train([text], 1024)
+    tokenizer.save(tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_depth(2, head_dim=64, vocab_size=tokenizer.vocab_size, seq_len=256))
+    model.init_weights()
+    checkpoint.save_artifact(tmp_path / "runs" / "t" / "base", model, {"model_config": model.config.to_dict()})
+    rows = dict(device_batch_size=8, total_batch_tokens=2048, eval_every=0, eval_tokens=16384, save_every=0,
+                log_every=20, val_mixture=DEMO_CHAT_VAL)
+    mid.main(stage_cfg(str(tmp_path), **rows, num_steps=60, warmdown_frac=0.4, matrix_lr=0.02, embedding_lr=0.2,
+                       unembedding_lr=0.004, mixture=DEMO_MID_MIXTURE))
+    sft.main(stage_cfg(str(tmp_path), **rows, num_steps=40, warmdown_frac=1.0, matrix_lr=0.005, embedding_lr=0.05,
+                       unembedding_lr=0.001, mixture=DEMO_SFT_MIXTURE))
+    meta = json.loads((tmp_path / "runs/t/sft/meta.json").read_text())
+    assert meta["final"]["val_loss"] < meta["heldout"]["mid"]["val_loss"] < meta["heldout"]["base"]["val_loss"] / 4
+    result = check_run("t", str(tmp_path), n=8)
+    assert result["stopped"] >= 6 and result["called_calculator"] >= 4, result
