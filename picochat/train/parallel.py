@@ -28,9 +28,9 @@ cpu_offload=True), so a checkpoint resumes on any world size and in either mode.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -128,17 +128,26 @@ def full_state(par: Parallel, optimizers: list[torch.optim.Optimizer]) -> tuple[
     return full_model_state(par), get_optimizer_state_dict(par.raw, optimizers, options=_FULL)
 
 
-def load_full_state(par: Parallel, optimizers: list[torch.optim.Optimizer], model_sd: dict,
-                    optim_sd: dict | list[Any]) -> None:
-    """Load a consolidated state (as full_state returns it) on any world size: every rank passes
-    the whole dicts and keeps its own shard. A list of per-optimizer state dicts (checkpoints from
-    before this format) is loaded the old way."""
-    options = StateDictOptions(full_state_dict=True, strict=True)
+def read_on_rank0(read: Callable[[], dict | None], info: DistInfo) -> dict | None:
+    """A checkpoint read by rank 0 only (one copy of the state in host memory per job, not per
+    rank). The other ranks get its small entries (step, cursors, RNG, ...) by broadcast and empty
+    "model" / "optimizers" dicts: load_full_state broadcasts those tensors. None if there is none."""
+    state = read() if info.is_main else None
+    if not info.enabled:
+        return state
+    header = [None if state is None else {k: v for k, v in state.items() if k not in ("model", "optimizers")}]
+    dist.broadcast_object_list(header, src=0)
+    if header[0] is None:
+        return None
+    return state if info.is_main else {**header[0], "model": {}, "optimizers": {}}
+
+
+def load_full_state(par: Parallel, optimizers: list[torch.optim.Optimizer], model_sd: dict, optim_sd: dict) -> None:
+    """Load a consolidated state (as full_state returns it) on any world size and in either mode.
+    Under torchrun rank 0 holds the dicts and broadcasts them; each rank keeps its copy (DDP) or
+    its shard (FSDP2)."""
+    options = StateDictOptions(full_state_dict=True, strict=True, broadcast_from_rank0=dist.is_initialized())
     set_model_state_dict(par.raw, model_sd, options=options)
-    if isinstance(optim_sd, list):
-        for opt, sd in zip(optimizers, optim_sd, strict=True):
-            opt.load_state_dict(sd)
-        return
     set_optimizer_state_dict(par.raw, optimizers, optim_sd, options=options)
 
 

@@ -147,16 +147,17 @@ class Trainer:
     # ---- resume / save ----
 
     def _resume(self) -> None:
-        state = checkpoint.load_latest_checkpoint(self.out_dir)
-        metrics = self.out_dir / "metrics.jsonl"
+        state = parallel.read_on_rank0(lambda: checkpoint.load_latest_checkpoint(self.out_dir), self.dist)
+        metrics = self.out_dir / "metrics.jsonl"  # written by rank 0 only (_log_metrics)
         if state is None:
-            metrics.unlink(missing_ok=True)
+            if self.dist.is_main:
+                metrics.unlink(missing_ok=True)
             return
         parallel.load_full_state(self.par, self.optimizers, state["model"], state["optimizers"])
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.cursor = self._my_cursor(state["cursors"])
         checkpoint.set_rng_state(state["rng"])
-        if metrics.exists():  # drop metrics logged after the checkpoint: they will be redone
+        if self.dist.is_main and metrics.exists():  # drop metrics logged after the checkpoint: redone
             lines = [ln for ln in metrics.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
             atomic_write_text(metrics, "".join(ln + "\n" for ln in lines))
         print0(f"resumed {self.out_dir.name} from step {self.step}/{self.num_steps}")
