@@ -19,11 +19,18 @@ Launching (torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; common/device.py joins 
                         torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \\
                                  --rdzv_endpoint=HOST0:29500 --rdzv_id=RUN_NAME -m picochat train base ...
                         (HOST0 is any one of the nodes; the run directory must be on a filesystem
-                        every node sees: rank 0 writes checkpoints and every rank reads them on resume)
+                        every node sees: each stage loads the previous stage's weights on every rank)
 
 Checkpoints are *consolidated*: whatever the mode, rank 0 writes one full state dict keyed by
 parameter names (DCP's get_model_state_dict / get_optimizer_state_dict with full_state_dict=True,
-cpu_offload=True), so a checkpoint resumes on any world size and in either mode.
+cpu_offload=True), so a checkpoint resumes on any world size and in either mode. On resume rank 0
+reads it and broadcasts it (set_*_state_dict with broadcast_from_rank0); each rank keeps its copy
+(DDP) or its shard (FSDP2).
+
+FSDP2 caveat: every forward of the sharded model is a collective (each block all-gathers its
+weights), so all ranks must run the same forwards in the same order. The loop and the validation
+eval do; per-rank generation (RL rollouts, sampling evals, whose lengths differ per rank) does not,
+so RL stays on DDP.
 """
 
 from __future__ import annotations
