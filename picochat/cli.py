@@ -164,11 +164,14 @@ def resolve(cmd: Command, ns: argparse.Namespace, toml: dict[str, Any] | None = 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # torchrun would take `--run` for its own `--run-path`; `torchrun ... -m picochat -- train base
+    # --run R` keeps our flags away from it, so a leading `--` is dropped here.
+    ns = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)
     cmd: Command | None = getattr(ns, "_command", None)
     if cmd is None:
         parser.print_help()
-        sys.exit(0 if not argv and argv is not None else 2)
+        sys.exit(2)
     module, func = cmd.target.split(":")
     try:
         cfg = resolve(cmd, ns)
