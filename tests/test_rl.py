@@ -222,6 +222,43 @@ def test_batches_resume_exactly(tok):
         assert (c["rollouts"] is None) == (grpo.updates_per_batch == 1)
 
 
+class _Crash(Exception):
+    pass
+
+
+def _fit(tok, out, crash_after=None, grpo=GRPO):
+    """4 RL steps through the real Trainer (checkpoint every 2); optionally die after some micro-batches."""
+    model = tiny_gpt(tok.vocab_size)
+    stage = _stage(tok, model, grpo, seed=5)
+    batches = stage.batches
+
+    def dying(cursor):
+        for n, b in enumerate(batches(cursor)):
+            if n == crash_after:
+                raise _Crash
+            yield b
+
+    stage.batches = dying
+    cfg = replace(TRAIN, num_steps=4, save_every=2)
+    trainer = Trainer(model, cfg, out, num_steps=4, device=torch.device("cpu"), loss_fn=stage.loss,
+                      accum_steps=stage.micro_per_step)
+    trainer.fit(stage)
+    return model
+
+
+@pytest.mark.parametrize("updates", [1, 2])
+def test_crash_and_resume_gives_the_same_model(tok, tmp_path, updates):
+    """Killed during step 3 (checkpoint at step 2), rerun: the weights equal an uninterrupted run's
+    (same rollouts, from the (seed, batch) seeds, or from the cursor between updates of one batch)."""
+    grpo = GRPO if updates == 1 else replace(GRPO, updates_per_batch=2, ppo_clip=0.2)
+    want = _fit(tok, tmp_path / "a", grpo=grpo)
+    with pytest.raises(_Crash):
+        _fit(tok, tmp_path / "b", crash_after=2 * 2 + 1, grpo=grpo)  # 2 micro-batches per step
+    got = _fit(tok, tmp_path / "b", grpo=grpo)
+    for a, b in zip(want.state_dict().values(), got.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 # ----------------------------------------------------------------------------- learning
 
 
