@@ -316,7 +316,10 @@ class Trainer:
             meta = {**self.meta, "model_config": self.raw_model.config.to_dict(),
                     "train_config": asdict(self.cfg), "final": final,
                     "num_params": self.raw_model.num_params(),
-                    "flops_per_token": self.raw_model.flops_per_token()}
+                    "flops_per_token": self.raw_model.flops_per_token(),
+                    # where it ran, for the report's cost line (GPU-hours = elapsed x world_size)
+                    "device": self.device.type, "world_size": self.dist.world_size,
+                    "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"}
             checkpoint.save_artifact(self.out_dir, model_sd, meta)
             for p in (self.out_dir / "checkpoints").glob("step_*"):
                 p.unlink(missing_ok=True)  # the artifact supersedes the resume state
