@@ -151,3 +151,16 @@ def test_cli_report(fake_run, capsys):
         main(["report", "--run", run, "--home", str(home), "--gpu-hour-price", "1.0"])
     assert e.value.code == 0
     assert "| ARC-Easy |" in capsys.readouterr().out
+
+
+def test_rl_gain_over_sft_is_reported_with_its_sample_size(fake_run):
+    run, home = fake_run
+    write(home / "runs" / run / "rl" / "eval" / "rl.json", {
+        "settings": {"eval_task": "wordproblems:test", "eval_temperature": 1.0},
+        "before": {"pass@1": 0.5, "problems": 32, "k": 4},
+        "after": {"pass@1": 0.625, "problems": 32, "k": 4},
+        "gain": {"pass@1": 0.125, "pass@1_stderr": 0.03}})
+    text = report.write_report(run, str(home)).read_text()
+    assert table_row(text, "RL held-out pass@1 (sampled)") == ["—", "—", "0.5000", "0.6250"]
+    assert ("RL held-out pass@1: SFT 0.5000 -> RL 0.6250 (gain +0.1250 ± 0.0300 paired stderr) "
+            "on 32 held-out problems x 4 samples at temperature 1.0") in text

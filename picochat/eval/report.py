@@ -200,7 +200,14 @@ def metric_rows(stages: dict[str, StageData]) -> list[tuple[str, list[str]]]:
     extra = sorted({t for s in cols for t in s.evals.get("chat", {}).get("tasks", {})} - known)
     for task in extra:
         rows.append((task, [_fmt(_chat_task(s, task)) for s in cols]))
-    if any(s.last("pass@1") is not None for s in cols):
+    rl_eval = stages["rl"].evals.get("rl", {}) if "rl" in stages else {}
+    if isinstance(rl_eval.get("after"), dict):
+        # RL's own held-out eval samples at temperature > 0, where greedy accuracy may already be at
+        # its ceiling; "before" is the SFT model on the same problems and seeds (a paired comparison).
+        before, after = rl_eval.get("before", {}), rl_eval["after"]
+        cells = {"sft": _num(before.get("pass@1")), "rl": _num(after.get("pass@1"))}
+        rows.append(("RL held-out pass@1 (sampled)", [_fmt(cells.get(s.name)) for s in cols]))
+    elif any(s.last("pass@1") is not None for s in cols):
         rows.append(("RL pass@1 (training eval)", [_fmt(s.last("pass@1")) if s.name == "rl" else DASH for s in cols]))
     rows.append(("bits per byte (eval bpb)", [_fmt(_num(s.evals.get("bpb", {}).get("bpb"))) for s in cols]))
     rows.append(("val bpb (each stage's own val set)", [_fmt(s.last("val_bpb")) for s in cols]))
@@ -316,7 +323,21 @@ def eval_details(stages: dict[str, StageData]) -> list[str]:
                 lines.append(f"- {s.name.upper()} {task}: {r.get('passed', DASH)}/{r['total']} problems"
                              + (f", {k} samples each (pass@{k})" if k != 1 else "")
                              + (f", spec `{r['spec']}`" if r.get("spec") else ""))
+    lines += _rl_gain_line(stages)
     return lines or [DASH]
+
+
+def _rl_gain_line(stages: dict[str, StageData]) -> list[str]:
+    rl = stages["rl"].evals.get("rl", {}) if "rl" in stages else {}
+    before, after, gain = rl.get("before"), rl.get("after"), rl.get("gain", {})
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return []
+    settings = rl.get("settings", {})
+    stderr = _num(gain.get("pass@1_stderr"))
+    return [f"- RL held-out pass@1: SFT {_fmt(_num(before.get('pass@1')))} -> RL {_fmt(_num(after.get('pass@1')))}"
+            f" (gain {_num(gain.get('pass@1')) or 0:+.4f}" + (f" ± {stderr:.4f} paired stderr" if stderr else "")
+            + f") on {after.get('problems', DASH)} held-out problems x {after.get('k', DASH)} samples at temperature "
+            f"{settings.get('eval_temperature', DASH)}, spec `{settings.get('eval_task', DASH)}`"]
 
 
 def render(run: str, stages: dict[str, StageData], env: dict[str, str], tokenizer_meta: dict,
