@@ -284,10 +284,14 @@ class Engine:
         return BatchDecoder(self, max_rows, max_len or self.model.config.sequence_len)
 
     def stream(self, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
-               max_rows: int = 64, **overrides: Any) -> Iterator[TokenEvent]:
+               max_rows: int = 64, seeds: Sequence[int] | None = None, **overrides: Any) -> Iterator[TokenEvent]:
         """Generate for every prompt (params.n samples each), yielding tokens as they come.
-        At most `max_rows` rows decode at once; further prompts join as rows free up."""
+        At most `max_rows` rows decode at once; further prompts join as rows free up. `seeds`, one
+        per prompt, overrides params.seed so that different prompts draw independent streams (RL
+        groups); without it sample j of every prompt shares params.seed's stream."""
         params = replace(params or SamplingParams(), **overrides)
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
         if params.n > max_rows:
             max_rows = params.n
         max_len = min(self.model.config.sequence_len, max(map(len, prompts)) + params.max_tokens)
@@ -297,18 +301,20 @@ class Engine:
             batch = []
             while waiting and dec.free_rows >= params.n * (len(batch) + 1):
                 i, prompt = waiting.popleft()
-                batch.append((prompt, params, i))
+                batch.append((prompt, params if seeds is None else replace(params, seed=seeds[i]), i))
             for error in dec.add_many(batch):
                 if error is not None:
                     raise error
             yield from dec.step()
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
-                 max_rows: int = 64, **overrides: Any) -> list[list[Completion]]:
+                 max_rows: int = 64, seeds: Sequence[int] | None = None, **overrides: Any) -> list[list[Completion]]:
         """Like `stream`, but returns the finished samples: result[prompt_index][sample]."""
         n = replace(params or SamplingParams(), **overrides).n
         out = [[Completion() for _ in range(n)] for _ in prompts]
-        for ev in self.stream(prompts, params, max_rows=max_rows, **overrides):
+        if not prompts:
+            return out
+        for ev in self.stream(prompts, params, max_rows=max_rows, seeds=seeds, **overrides):
             c = out[ev.key][ev.sample]
             c.ids.append(ev.id)
             c.forced.append(ev.forced)

@@ -62,7 +62,6 @@ from picochat.train.rollouts import (
     micro_batches,
     pass_at_k,
     rollout_rows,
-    sample_groups,
     token_logprobs,
 )
 from picochat.train.trainer import Trainer, write_config
@@ -98,8 +97,8 @@ def evaluate_policy(engine: Engine, task: Task, rl: GRPOConfig, *, seed: int, ra
     max_prompt = engine.model.config.sequence_len - rl.max_new_tokens
     prompts = [prompt_of(engine.tokenizer, ex, max_prompt) for ex in examples]
     params = SamplingParams(max_tokens=rl.max_new_tokens, temperature=rl.eval_temperature, top_k=rl.top_k, n=k)
-    groups = sample_groups(engine, prompts, params, [derive_seed(seed, EVAL_SEED, i) for i in indices],
-                           max_rows=rl.max_rows)
+    groups = engine.generate(prompts, params, seeds=[derive_seed(seed, EVAL_SEED, i) for i in indices],
+                             max_rows=rl.max_rows)
     sums = [0.0] * 6  # problems, pass@1, pass@1^2, pass@k, reward, length
     correct = []
     for i, ex, samples in zip(indices, examples, groups, strict=True):
@@ -221,7 +220,7 @@ class RLStage:
         was_training = model.training
         model.eval()
         seeds = [derive_seed(self.seed, b, self.rank * self.prompts_per_rank + j) for j in range(len(prompts))]
-        groups = sample_groups(self.engine, prompts, params, seeds, max_rows=rl.max_rows)
+        groups = self.engine.generate(prompts, params, seeds=seeds, max_rows=rl.max_rows)
         model.train(was_training)
         return {"batch": b, "indices": indices, "prompts": prompts,
                 "ids": [[c.ids for c in g] for g in groups], "forced": [[c.forced for c in g] for g in groups],

@@ -2,9 +2,10 @@
 training rows whose per-token weights are group-relative advantages.
 
 The pieces, each a plain function so tests can hold it to its spec:
-- `sample_groups`: k samples of each prompt through the shared engine (KV cache, tool calls run
-  in the sandbox, forced tool-output tokens marked), every prompt with its own seed so a batch of
-  rollouts is reproducible from (seed, step) alone; this is what makes RL resume exactly.
+- sampling itself is the shared engine's (`Engine.generate(prompts, params, seeds=...)`: KV cache,
+  tool calls run in the sandbox, forced tool-output tokens marked), every prompt with its own seed
+  from `derive_seed`, so a batch of rollouts is reproducible from (seed, step) alone; this is what
+  makes RL resume exactly.
 - `group_advantages`: A_i = r_i - mean(r) over the k samples of one prompt (the group baseline of
   GRPO, Shao et al. 2024, arXiv:2402.03300), optionally divided by the group's std. GRPO divides;
   Dr. GRPO (Liu et al. 2025, arXiv:2503.20783) shows the division over-weights groups whose
@@ -18,14 +19,13 @@ The pieces, each a plain function so tests can hold it to its spec:
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from picochat.engine.engine import Completion, Engine, SamplingParams
+from picochat.engine.engine import Completion
 from picochat.train.trainer import Batch
 
 
@@ -46,34 +46,6 @@ def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers, e.g. (run seed, rollout batch, prompt): the same parts give
     the same seed in every process (unlike hash() of strings)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def sample_groups(engine: Engine, prompts: Sequence[Sequence[int]], params: SamplingParams,
-                  seeds: Sequence[int], max_rows: int = 64) -> list[list[Completion]]:
-    """params.n samples of each prompt, prompt i seeded with seeds[i]: result[i][j].
-
-    Engine.generate takes one seed for all prompts, which would give sample j of every prompt
-    the same random stream; RL wants independent groups, so this feeds the engine's batch
-    decoder itself (same continuous batching: prompts join as rows free up)."""
-    n = params.n
-    out = [[Completion() for _ in range(n)] for _ in prompts]
-    if not prompts:
-        return out
-    max_len = min(engine.model.config.sequence_len, max(map(len, prompts)) + params.max_tokens)
-    dec = engine.decoder(max(n, min(max_rows, len(prompts) * n)), max_len)
-    waiting = deque(enumerate(prompts))
-    while waiting or dec.busy:
-        while waiting and dec.free_rows >= n:
-            i, prompt = waiting.popleft()
-            dec.add(prompt, replace(params, seed=seeds[i]), key=i)
-        for ev in dec.step():
-            c = out[ev.key][ev.sample]
-            c.ids.append(ev.id)
-            c.forced.append(ev.forced)
-            c.logprobs.append(ev.logprob)
-            c.pieces += ev.text
-            c.finish = ev.finish
-    return out
 
 
 def group_advantages(rewards: torch.Tensor, std_normalize: bool = False, eps: float = 1e-6) -> torch.Tensor:
