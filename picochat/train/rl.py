@@ -333,6 +333,11 @@ def main(cfg: Any) -> dict | None:
         print0(f"rl stage of run '{run}' is already complete ({out}); skipping")
         return None
     check_config(rl)
+    if cfg.train.parallel == "fsdp":
+        # every forward of an FSDP model is a collective, and ranks sample replies of different
+        # lengths (different numbers of forwards): the ranks would wait on each other forever
+        raise UserError("the rl stage cannot run with --parallel fsdp (ranks sample different numbers of "
+                        "tokens); use --parallel ddp")
     task = make_task(rl.task, home=home, mirror=mirror)
     eval_task = make_task(rl.eval_task, home=home, mirror=mirror)
     dist_info, device = init_distributed(cfg.run.device)
