@@ -145,8 +145,19 @@ def plot_core(stages, path: Path) -> bool:
     return True
 
 
+def _rl_series(rl, key: str) -> tuple[list, list]:
+    """The RL stage's logged series for `key`, starting at step 0 with the SFT model's score from
+    rl/eval/rl.json ("before"), so the curve shows the gain from where RL started."""
+    steps, values = rl.series(key)
+    before = rl.evals.get("rl", {}).get("before")
+    if isinstance(before, dict) and isinstance(before.get(key), (int, float)) and steps:
+        return [0, *steps], [before[key], *values]
+    return steps, values
+
+
 def plot_rl(stages, path: Path) -> bool:
-    """Whatever of mean reward, pass@1, pass@k and mean length the RL stage logged, against step."""
+    """Whatever of mean reward, pass@1, pass@k and mean length the RL stage logged, against step
+    (step 0 = the SFT model, when RL recorded it)."""
     rl = stages.get("rl")
     keys = [k for k in RL_KEYS if rl is not None and rl.series(k)[0]]
     if not keys:
@@ -156,13 +167,13 @@ def plot_rl(stages, path: Path) -> bool:
     fig, axes = _panels(plt, 2 if rates and "mean_length" in keys else 1, "RL")
     if rates:
         for k in rates:
-            axes[0].plot(*rl.series(k), "o-", ms=3, label=k)
+            axes[0].plot(*_rl_series(rl, k), "o-", ms=3, label=k)
         axes[0].set(title="reward and pass rates", xlabel="step", ylabel="rate")
         axes[0].legend(fontsize=8)
         axes[0].grid(alpha=0.3)
     if "mean_length" in keys:
         ax = axes[-1]
-        ax.plot(*rl.series("mean_length"), "o-", ms=3, color="purple")
+        ax.plot(*_rl_series(rl, "mean_length"), "o-", ms=3, color="purple")
         ax.set(title="mean reply length", xlabel="step", ylabel="tokens")
         ax.grid(alpha=0.3)
     _save(fig, path)
