@@ -1,0 +1,280 @@
+"""Pretraining quality per token: nanochat's base_train vs picochat's base stage, same text and budget.
+
+Both sides train at the same shape (depth 4, width 256, 4 heads x 64, vocab 8192, sequence 512,
+16,384 tokens per step, `--steps` steps) on the same documents: the Gutenberg mirror's
+books cut into passages of at most 1,000 characters, in picochat's loader order
+(`picochat.data.sources.iter_documents`). nanochat reads them from parquet shards that this
+script writes into a temporary NANOCHAT_BASE_DIR (its loader takes the last shard as validation).
+
+Each side trains its own BPE tokenizer at the same vocabulary size on the same text: bits per
+byte divides by UTF-8 bytes, not tokens, so it compares models across tokenizers. Both final
+models are then scored by ONE evaluator, `picochat.eval.bpb.score_documents` (per validation
+document from BOS, special tokens never targets); nanochat's model and tokenizer go through a
+small adapter. The curves are each side's own periodic validation bpb (their own evaluators).
+
+    python benchmarks/quality.py --nanochat ../nanochat --mirror ../shared/data            # full: 128 steps
+    python benchmarks/quality.py --nanochat ../nanochat --mirror ../shared/data \\
+        --steps 2 --eval-every 1 --train-docs 2000 --tok-chars 2000000 --val-docs 50       # smoke test
+    python benchmarks/quality.py --mirror ../shared/data --skip-anchor --anchor-bpb 2.045   # picochat only
+
+nanochat is karpathy/nanochat (a git checkout; the PyPI package of that name is unrelated).
+Its base_train imports wandb only to log to it; when wandb is not installed a do-nothing module
+is put on the subprocess's path (base_train runs with --run dummy, which never calls it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from picochat.data.sources import iter_documents  # noqa: E402
+from picochat.eval.bpb import aggregate, score_documents  # noqa: E402
+from picochat.train import checkpoint  # noqa: E402
+from picochat.train.base import load_tokenizer  # noqa: E402
+
+RUN = "quality"
+
+
+@dataclass
+class SideResult:
+    """One trained model: its curve (step, val bpb by its own trainer) and the common-evaluator score."""
+
+    name: str
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    final_bpb: float = float("nan")  # picochat.eval.bpb over the validation documents
+    params: int = 0
+    flops_per_token: float = 0.0
+    train_s: float = 0.0  # time in training steps, every step included (evals excluded)
+    wall_s: float = 0.0  # the whole subprocess: tokenizer, data, compile, evals, training
+    tokens: int = 0
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.train_s if self.train_s else float("nan")
+
+
+class NanochatTokenizerAdapter:
+    """The two things picochat's evaluator asks of a tokenizer, answered by nanochat's."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.bos_id = tok.get_bos_token_id()
+
+    def encode(self, text: str, prepend: int | None = None) -> list[int]:
+        return self.tok.encode(text, prepend=prepend)
+
+
+def shape_args(args) -> dict:
+    return dict(depth=4, aspect_ratio=64, head_dim=64, vocab=8192, seq_len=args.seq_len,
+                batch_tokens=args.batch_tokens, device_batch=args.batch_tokens // args.seq_len)
+
+
+def run_logged(cmd: list[str], log: Path, env: dict | None = None, cwd: str | None = None) -> str:
+    """Run a command, tee its output to `log`, fail loudly with the log's tail."""
+    print("$ " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log.write_text(proc.stdout)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-30:])
+        sys.exit(f"command failed ({proc.returncode}); last lines of {log}:\n{tail}")
+    return proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------- picochat
+
+def train_picochat(args, work: Path) -> SideResult:
+    s = shape_args(args)
+    home = str(work / "picochat_home")
+    common = ["--run", RUN, "--home", home, "--mirror", args.mirror, "--preset", "demo", "--device", args.device]
+    py = [sys.executable, "-m", "picochat"]
+    t0 = time.perf_counter()
+    run_logged(py + ["tokenizer", "train", *common, "--source", "gutenberg", "--vocab-size", str(s["vocab"]),
+                     "--max-chars", str(args.tok_chars)], work / "picochat_tokenizer.log")
+    run_logged(py + ["train", "base", *common, "--source", "gutenberg", "--depth", "4", "--aspect-ratio", "64",
+                     "--head-dim", "64", "--vocab-size", str(s["vocab"]), "--seq-len", str(s["seq_len"]),
+                     "--device-batch-size", str(s["device_batch"]), "--total-batch-tokens", str(s["batch_tokens"]),
+                     "--num-steps", str(args.steps), "--eval-every", str(args.eval_every),
+                     "--eval-tokens", str(args.eval_tokens), "--save-every", "0"], work / "picochat_base.log")
+    res = SideResult("picochat", wall_s=time.perf_counter() - t0)
+    stage = Path(home) / "runs" / RUN / "base"
+    for line in (stage / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "val_bpb" in rec:
+            res.curve.append((rec["step"], rec["val_bpb"]))
+    model, meta = checkpoint.load_model(stage, "cpu")
+    res.params, res.flops_per_token = meta["num_params"], meta["flops_per_token"]
+    res.train_s, res.tokens = meta["final"]["elapsed"], meta["final"]["tokens"]
+    model.eval()
+    tokenizer = load_tokenizer(RUN, home)
+    res.final_bpb = aggregate(score_documents(model, tokenizer, args.val_texts, seq_len=s["seq_len"]))
+    return res
+
+
+# ---------------------------------------------------------------------------------------------- nanochat
+
+def write_nanochat_data(args, base: Path) -> None:
+    """Train docs in picochat's loader order as parquet shards; the val docs as the last shard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = base / "base_data_climbmix"
+    data.mkdir(parents=True, exist_ok=True)
+    train = args.train_texts
+    per_shard = max(1, -(-len(train) // 4))  # a few shards, each written in row groups of 1024 docs
+    shards = [train[i:i + per_shard] for i in range(0, len(train), per_shard)] + [args.val_texts]
+    for k, docs in enumerate(shards):
+        pq.write_table(pa.table({"text": docs}), data / f"shard_{k:05d}.parquet", row_group_size=1024)
+    print(f"nanochat data: {len(train):,} train docs in {len(shards) - 1} shards, "
+          f"{len(args.val_texts):,} val docs in the last; {data}")
+
+
+def nanochat_env(base: Path, work: Path) -> dict:
+    env = {**os.environ, "NANOCHAT_BASE_DIR": str(base), "WANDB_MODE": "disabled"}
+    try:
+        import wandb  # noqa: F401
+    except ImportError:  # base_train imports it unconditionally; --run dummy never uses it
+        stub = work / "stub"
+        stub.mkdir(exist_ok=True)
+        (stub / "wandb.py").write_text("def init(*a, **k):\n    raise RuntimeError('wandb stub')\n")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(stub), env.get("PYTHONPATH", "")] if p)
+    return env
+
+
+def train_nanochat(args, work: Path) -> SideResult:
+    s = shape_args(args)
+    base = work / "nanochat_base"
+    write_nanochat_data(args, base)
+    env = nanochat_env(base, work)
+    t0 = time.perf_counter()
+    run_logged([sys.executable, "-m", "scripts.tok_train", "--vocab-size", str(s["vocab"]),
+                "--max-chars", str(args.tok_chars)], work / "nanochat_tokenizer.log", env, args.nanochat)
+    out = run_logged([sys.executable, "-m", "scripts.base_train", "--run", "dummy", "--device-type", args.device,
+                      "--depth", "4", "--aspect-ratio", "64", "--head-dim", "64", "--max-seq-len", str(s["seq_len"]),
+                      "--device-batch-size", str(s["device_batch"]), "--total-batch-size", str(s["batch_tokens"]),
+                      "--num-iterations", str(args.steps), "--eval-every", str(args.eval_every),
+                      "--eval-tokens", str(args.eval_tokens), "--core-metric-every", "-1", "--sample-every", "-1",
+                      "--model-tag", "quality", *args.nanochat_arg], work / "nanochat_base.log", env, args.nanochat)
+    res = SideResult("nanochat", wall_s=time.perf_counter() - t0, tokens=args.steps * s["batch_tokens"])
+    res.curve = [(int(m[1]), float(m[2])) for m in re.finditer(r"Step (\d+) \| Validation bpb: ([0-9.]+)", out)]
+    # Every step's dt, the first (torch.compile) included, as picochat's elapsed counts every step.
+    # (nanochat's own "Total training time" leaves out steps 0-10, so it reads 0 on short runs.)
+    res.train_s = sum(float(m[1]) for m in re.finditer(r"\| dt: ([0-9.]+)ms", out)) / 1000
+    os.environ["NANOCHAT_BASE_DIR"] = str(base)  # read by nanochat.common.get_base_dir at call time
+    sys.path.insert(0, args.nanochat)
+    from nanochat.checkpoint_manager import load_model
+
+    model, tok, _ = load_model("base", torch.device("cpu"), phase="eval", model_tag="quality")
+    res.params = sum(p.numel() for p in model.parameters())
+    res.flops_per_token = float(model.estimate_flops())
+    res.final_bpb = aggregate(score_documents(model, NanochatTokenizerAdapter(tok), args.val_texts,
+                                              seq_len=s["seq_len"]))
+    return res
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b and b == b and a == a else "n/a"
+
+
+def print_table(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None) -> None:
+    for side in [s for s in (ref, ours) if s]:
+        print(f"{side.name} curve (own evaluator): " + ", ".join(f"{st}: {b:.4f}" for st, b in side.curve))
+    print(f"\n{'':<26} {'picochat':>12} {'nanochat':>12} {'pico/nano':>10}")
+    ref_bpb = ref.final_bpb if ref else anchor_bpb
+    rows = [("final val bpb (common)", ours.final_bpb, ref_bpb, "{:.4f}"),
+            ("params", ours.params, ref.params if ref else None, "{:,}"),
+            ("FLOPs/token", ours.flops_per_token, ref.flops_per_token if ref else None, "{:.3e}"),
+            ("tokens", ours.tokens, ref.tokens if ref else None, "{:,}"),
+            ("train time s", ours.train_s, ref.train_s if ref else None, "{:.1f}"),
+            ("tokens/s", ours.tok_s, ref.tok_s if ref else None, "{:,.0f}"),
+            ("wall s (whole side)", ours.wall_s, ref.wall_s if ref else None, "{:.1f}")]
+    for label, a, b, fmt in rows:
+        bs = fmt.format(b) if b is not None else "-"
+        print(f"{label:<26} {fmt.format(a):>12} {bs:>12} {ratio(a, b) if b is not None else '-':>10}")
+    if ref_bpb is not None:
+        src = "this run" if ref else "anchor --anchor-bpb"
+        print(f"\nbpb difference picochat - nanochat ({src}): {ours.final_bpb - ref_bpb:+.4f} "
+              f"(target: <= -0.03)")
+
+
+def plot(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for side in [s for s in (ref, ours) if s and s.curve]:
+        ax.plot(*zip(*side.curve), marker="o", label=f"{side.name} (final {side.final_bpb:.3f})")
+    if ref is None and anchor_bpb is not None:
+        ax.axhline(anchor_bpb, ls="--", color="gray", label=f"nanochat anchor {anchor_bpb:.3f}")
+    ax.set(xlabel="step", ylabel="validation bits per byte", title="Gutenberg pretraining, depth 4")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--nanochat", default=os.environ.get("NANOCHAT_DIR", ""), help="karpathy/nanochat checkout")
+    ap.add_argument("--mirror", default=os.environ.get("PICOCHAT_MIRROR", ""), help="dataset mirror (../shared/data)")
+    ap.add_argument("--steps", type=int, default=128, help="optimizer steps on both sides")
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--batch-tokens", type=int, default=16384, help="tokens per optimizer step")
+    ap.add_argument("--eval-every", type=int, default=16, help="steps between curve points (own evaluators)")
+    ap.add_argument("--eval-tokens", type=int, default=65536, help="validation tokens per curve point")
+    ap.add_argument("--tok-chars", type=int, default=20_000_000, help="characters of train text per tokenizer")
+    ap.add_argument("--train-docs", type=int, default=0, help="train documents given to nanochat (0 = all)")
+    ap.add_argument("--val-docs", type=int, default=0, help="validation documents scored (0 = all)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda, both sides")
+    ap.add_argument("--work", default="", help="working directory (default: a fresh temporary one)")
+    ap.add_argument("--png", default="benchmarks/quality.png", help="where to write the curves")
+    ap.add_argument("--skip-anchor", action="store_true", help="do not train nanochat; compare to --anchor-bpb")
+    ap.add_argument("--anchor-bpb", type=float, default=None, help="nanochat's recorded final val bpb")
+    ap.add_argument("--nanochat-arg", action="append", default=[], help="extra flag for base_train (repeatable)")
+    args = ap.parse_args(argv)
+    if not args.mirror:
+        sys.exit("give --mirror DIR (the dataset mirror, e.g. ../shared/data) or set PICOCHAT_MIRROR")
+    if not args.skip_anchor and not (args.nanochat and os.path.isdir(args.nanochat)):
+        sys.exit("give --nanochat DIR (a karpathy/nanochat checkout) or set NANOCHAT_DIR, or use --skip-anchor")
+    if args.batch_tokens % args.seq_len:
+        sys.exit("--batch-tokens must be a multiple of --seq-len")
+    args.mirror = str(Path(args.mirror).resolve())
+    args.nanochat = str(Path(args.nanochat).resolve()) if args.nanochat else ""
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    work = Path(args.work or tempfile.mkdtemp(prefix="picochat_quality_")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"working directory: {work}")
+    val = list(iter_documents("gutenberg", "val", mirror=args.mirror))
+    args.val_texts = val[:args.val_docs] if args.val_docs else val
+    ref = None
+    if not args.skip_anchor:
+        train = iter_documents("gutenberg", "train", mirror=args.mirror)
+        args.train_texts = [d for _, d in zip(range(args.train_docs), train)] if args.train_docs else list(train)
+        ref = train_nanochat(args, work)
+    ours = train_picochat(args, work)
+    print_table(ours, ref, args.anchor_bpb)
+    plot(ours, ref, args.anchor_bpb, Path(args.png))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""benchmarks/quality.py scores nanochat's model through an adapter: check it on a tiny fixed model.
+
+A model whose logits are all equal predicts every next token with probability 1/V, so each text
+token costs ln V nats; with a byte-level tokenizer (one token per UTF-8 byte) the bits per byte
+is exactly log2 V, whatever the documents' lengths or how they are cut into windows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from picochat.eval.bpb import aggregate, score_documents
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_quality():
+    spec = importlib.util.spec_from_file_location("quality_bench", ROOT / "benchmarks" / "quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class ByteTokenizerNanochatStyle:
+    """nanochat's tokenizer interface: get_bos_token_id() and encode(text, prepend=id)."""
+
+    vocab = 257  # 256 bytes + BOS
+
+    def get_bos_token_id(self) -> int:
+        return 256
+
+    def encode(self, text, prepend=None, append=None):
+        ids = list(text.encode("utf-8"))
+        return ([prepend] if prepend is not None else []) + ids
+
+
+class UniformModel(torch.nn.Module):
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+        self.calls = 0
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.zeros(*idx.shape, self.vocab)
+
+
+class BigramModel(torch.nn.Module):
+    """Logits depend on the previous token only: a fixed random table, for a hand-computed sum."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.table = torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table[idx]
+
+
+def test_adapter_uniform_model_gives_log2_vocab():
+    quality = load_quality()
+    tok = quality.NanochatTokenizerAdapter(ByteTokenizerNanochatStyle())
+    assert tok.bos_id == 256
+    assert tok.encode("ab", prepend=tok.bos_id) == [256, 97, 98]
+    docs = ["a short one", "é and a longer document " * 5]  # the second spans several 16-token windows
+    model = UniformModel(ByteTokenizerNanochatStyle.vocab)
+    scores = score_documents(model, tok, docs, seq_len=16, batch_size=2)
+    assert [s.num_tokens for s in scores] == [len(d.encode("utf-8")) for d in docs]
+    assert math.isclose(aggregate(scores), math.log2(257), rel_tol=1e-6)
+
+
+def test_adapter_bigram_model_matches_hand_sum():
+    quality = load_quality()
+    tok = quality.NanochatTokenizerAdapter(ByteTokenizerNanochatStyle())
+    model = BigramModel(ByteTokenizerNanochatStyle.vocab)
+    doc = "hello"
+    ids = [256] + list(doc.encode("utf-8"))
+    logp = torch.log_softmax(model.table, dim=-1)
+    nats = -sum(logp[a, b].item() for a, b in zip(ids[:-1], ids[1:]))
+    expected = nats / (math.log(2) * len(doc))
+    got = aggregate(score_documents(model, tok, [doc], seq_len=512))
+    assert math.isclose(got, expected, rel_tol=1e-5)
+    # windows of 2 restart the context, but each window's first input is the previous target, and a
+    # bigram model needs no more context than that: every token is still scored once, same sum
+    windowed = aggregate(score_documents(model, tok, [doc], seq_len=2))
+    assert math.isclose(windowed, expected, rel_tol=1e-5)
