@@ -10,7 +10,14 @@ Each side trains its own BPE tokenizer at the same vocabulary size on the same t
 byte divides by UTF-8 bytes, not tokens, so it compares models across tokenizers. Both final
 models are then scored by ONE evaluator, `picochat.eval.bpb.score_documents` (per validation
 document from BOS, special tokens never targets); nanochat's model and tokenizer go through a
-small adapter. The curves are each side's own periodic validation bpb (their own evaluators).
+small adapter. The curves are each side's own periodic validation bpb (their own evaluators,
+over `--eval-tokens` of the validation stream: nanochat's stream is the `--val-docs` it was given,
+picochat's the whole split, so they differ when --val-docs cuts it; the final row never does).
+`--train-docs` (for quick checks) only shortens nanochat's parquet shards; picochat's loader reads
+the same documents in the same order, so both see the same text while steps x tokens fit in them.
+Timing: "train time" sums every training step (evals excluded; nanochat's first step includes
+its torch.compile, which is fast when inductor's cache is warm); "wall" is the whole side,
+tokenizer training and data loading included.
 
     python benchmarks/quality.py --nanochat ../nanochat --mirror ../shared/data            # full: 128 steps
     python benchmarks/quality.py --nanochat ../nanochat --mirror ../shared/data \\
