@@ -37,6 +37,11 @@ def picochat_step_fn(cfg: GPTConfig, device, dtype: str, compile_: bool):
     model = GPT(cfg).to(device)
     # Like nanochat's (always compiled, fused) optimizer: fused AdamW kernel; Muon compiled with --compile.
     opts = build_optimizers(model, TrainConfig(fused_adamw=True, compile_optim=compile_))
+    return make_step(model, opts, device, dtype, compile_), model
+
+
+def make_step(model, optimizers, device, dtype: str, compile_: bool):
+    """One training step, the same for both sides: forward (autocast), backward, optimizers, zero."""
     fwd = torch.compile(model) if compile_ else model
     ctx = autocast_for(device, dtype)
 
@@ -44,11 +49,11 @@ def picochat_step_fn(cfg: GPTConfig, device, dtype: str, compile_: bool):
         with ctx:
             loss = fwd(x, y)
         loss.backward()
-        for o in opts:
+        for o in optimizers:
             o.step()
         model.zero_grad(set_to_none=True)
         return loss
-    return step, model
+    return step
 
 
 def nanochat_step_fn(nanochat_dir: str, cfg: GPTConfig, device, dtype: str, compile_: bool):
@@ -62,18 +67,7 @@ def nanochat_step_fn(nanochat_dir: str, cfg: GPTConfig, device, dtype: str, comp
         model = NGPT(ncfg)
     model.to_empty(device=device)
     model.init_weights()
-    opt = model.setup_optimizer()
-    fwd = torch.compile(model) if compile_ else model
-    ctx = autocast_for(device, dtype)
-
-    def step(x, y):
-        with ctx:
-            loss = fwd(x, y)
-        loss.backward()
-        opt.step()
-        model.zero_grad(set_to_none=True)
-        return loss
-    return step, model
+    return make_step(model, [model.setup_optimizer()], device, dtype, compile_), model
 
 
 def time_steps(step, batches, device) -> float:
