@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -37,13 +38,12 @@ def picochat_step_fn(cfg: GPTConfig, device, dtype: str, compile_: bool):
     model = GPT(cfg).to(device)
     # Like nanochat's (always compiled, fused) optimizer: fused AdamW kernel; Muon compiled with --compile.
     opts = build_optimizers(model, TrainConfig(fused_adamw=True, compile_optim=compile_))
-    return make_step(model, opts, device, dtype, compile_), model
+    return make_step(model, opts, autocast_for(device, dtype), compile_), model
 
 
-def make_step(model, optimizers, device, dtype: str, compile_: bool):
-    """One training step, the same for both sides: forward (autocast), backward, optimizers, zero."""
+def make_step(model, optimizers, ctx, compile_: bool):
+    """One training step, the same for both sides: forward (in ctx), backward, optimizers, zero."""
     fwd = torch.compile(model) if compile_ else model
-    ctx = autocast_for(device, dtype)
 
     def step(x, y):
         with ctx:
@@ -67,16 +67,23 @@ def nanochat_step_fn(nanochat_dir: str, cfg: GPTConfig, device, dtype: str, comp
         model = NGPT(ncfg)
     model.to_empty(device=device)
     model.init_weights()
-    return make_step(model, [model.setup_optimizer()], device, dtype, compile_), model
+    # nanochat needs no autocast: it keeps fp32 master weights and casts them to its COMPUTE_DTYPE
+    # (bf16 on CUDA) inside its own Linear, so its step runs exactly as in its base_train.py.
+    return make_step(model, [model.setup_optimizer()], nullcontext(), compile_), model
 
 
-def time_steps(step, batches, device) -> float:
+def time_steps(step, batches, device, peak_mem: list[int]) -> float:
+    """Seconds for the batches; appends the round's peak CUDA memory (bytes) to peak_mem on a GPU."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     synchronize(device)
     t = time.perf_counter()
     for x, y in batches:
         loss = step(x, y)
     loss.item()
     synchronize(device)
+    if device.type == "cuda":
+        peak_mem.append(torch.cuda.max_memory_allocated(device))
     return time.perf_counter() - t
 
 
@@ -104,12 +111,13 @@ def main() -> None:
     theirs, nmodel = nanochat_step_fn(args.nanochat, cfg, device, args.dtype, args.compile)
     batches = [(torch.randint(0, args.vocab, (args.batch, args.seq_len), device=device),) * 2
                for _ in range(args.steps)]
-    for fn in (ours, theirs):  # warm-up (and compile)
-        time_steps(fn, batches[:2], device)
+    mem_ours, mem_theirs = [], []
+    for fn, mem in ((ours, mem_ours), (theirs, mem_theirs)):  # warm-up (and compile)
+        time_steps(fn, batches[:2], device, mem)
     t_ours, t_theirs = [], []
     for _ in range(args.rounds):
-        t_ours.append(time_steps(ours, batches, device))
-        t_theirs.append(time_steps(theirs, batches, device))
+        t_ours.append(time_steps(ours, batches, device, mem_ours))
+        t_theirs.append(time_steps(theirs, batches, device, mem_theirs))
     tokens = args.steps * args.batch * args.seq_len
     tps_ours, tps_theirs = tokens / statistics.median(t_ours), tokens / statistics.median(t_theirs)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
@@ -119,12 +127,22 @@ def main() -> None:
     n_theirs = sum(p.numel() for p in nmodel.parameters())
     print(f"params: picochat {model.num_params() / 1e6:.2f}M, nanochat {n_theirs / 1e6:.2f}M"
           " (nanochat adds value embeddings and per-layer scalars)")
+    # MFU counts each model's own FLOPs per token (its own estimate, both 6N + attention).
     peak = peak_flops(device)
-    for name, tps in (("picochat", tps_ours), ("nanochat", tps_theirs)):
-        mfu = f", MFU {100 * tps * model.flops_per_token() / peak:.1f}%" if peak else ""
-        print(f"{name:9s} {tps:10.0f} tok/s{mfu}")
+    sides = (("picochat", tps_ours, model.flops_per_token(), mem_ours, t_ours),
+             ("nanochat", tps_theirs, nmodel.estimate_flops(), mem_theirs, t_theirs))
+    for name, tps, flops, mem, times in sides:
+        mfu = f", MFU {100 * tps * flops / peak:.1f}%" if peak else ""
+        gib = f", peak CUDA memory {max(mem) / 2**30:.1f} GiB" if mem else ""
+        step_ms = 1000 * statistics.median(times) / args.steps
+        print(f"{name:9s} {tps:10.0f} tok/s, {step_ms:8.1f} ms/step, {flops / 1e9:.3f} GFLOP/token{mfu}{gib}")
+    import nanochat.flash_attention as nfa
+    print(f"attention: picochat SDPA; nanochat {'FA3' if nfa.USE_FA3 else 'SDPA (FA3 kernel not available)'}")
     print(f"ratio picochat/nanochat tokens/s: {tps_ours / tps_theirs:.2f}x")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except torch.OutOfMemoryError:
+        sys.exit("out of GPU memory: both models are held at once; rerun with a smaller --batch")

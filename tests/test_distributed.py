@@ -166,6 +166,14 @@ def test_cuda_fast_paths_match_reference():
     for a, b in zip(ref, fused, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
+    # Compiled and eager bf16 iterations round differently and drift apart elementwise (a few %),
+    # but both must be the same approximation of the polar factor U Vᵀ: equally far from it, with
+    # singular values in the band Polar Express leaves after 5 steps (~[0.86, 1.14]).
     G = torch.randn(4, 256, 128, device=cuda)
-    compiled = torch.compile(orthogonalize, dynamic=False)
-    torch.testing.assert_close(compiled(G, 5), orthogonalize(G, 5), rtol=2e-2, atol=2e-2)  # bf16 iteration
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    polar = U @ Vh
+    compiled, eager = torch.compile(orthogonalize, dynamic=False)(G, 5), orthogonalize(G, 5)
+    dist_c, dist_e = ((m - polar).norm() / polar.norm() for m in (compiled, eager))
+    assert dist_e < 0.15 and abs(dist_c - dist_e) < 0.02, (dist_c, dist_e)
+    sv = torch.linalg.svdvals(compiled)
+    assert 0.75 < sv.min() and sv.max() < 1.25, sv.aminmax()

@@ -180,6 +180,11 @@ class GPT(nn.Module):
         else:
             cos, sin = kv_cache.rotary(self.cos, self.sin, T)          # the cache knows each row's position
         x = rms_norm(self.wte(idx))                                  # (B, T, C)
+        if torch.is_autocast_enabled(idx.device.type):
+            # Autocast runs the matmuls in bf16 but leaves the embedding lookup in fp32, and fp32 +
+            # bf16 is fp32: the residual stream would stay fp32, doubling the bytes of every add and
+            # norm (memory-bound work). Carry it in the compute dtype, as the blocks' outputs are.
+            x = x.to(torch.get_autocast_dtype(idx.device.type))
         for block in self.blocks:
             x = block(x, cos, sin, kv_cache)
         if kv_cache is not None:

@@ -69,7 +69,7 @@ class DistMuon(Muon):
             mesh_rank = params[0].device_mesh.get_local_rank()
             rows = _rows_per_rank(params[0].shape[0], world)
             full = full[:, mesh_rank * rows:(mesh_rank + 1) * rows]
-        self._apply([_local(p) for p in params], full.to(update.dtype) * self._shape_scale(params[0].shape), group)
+        self._apply([_local(p) for p in params], full, group, self._shape_scale(params[0].shape))
 
     @staticmethod
     def _gather_rows(update: Tensor, param: DTensor, world: int) -> Tensor:

@@ -77,8 +77,8 @@ class Muon(torch.optim.Optimizer):
 
     def _step_stack(self, params: list[Tensor], group: dict) -> None:
         update = self._nesterov_update([p.grad for p in params], self._buffers(params), group["momentum"])
-        update = self._orthogonalize(update, group["ns_steps"]) * self._shape_scale(params[0].shape)
-        self._apply(params, update, group)
+        update = self._orthogonalize(update, group["ns_steps"])
+        self._apply(params, update, group, self._shape_scale(params[0].shape))
 
     def _buffers(self, params: list[Tensor]) -> list[Tensor]:
         for p in params:
@@ -88,13 +88,12 @@ class Muon(torch.optim.Optimizer):
 
     @staticmethod
     def _nesterov_update(grads: list[Tensor], bufs: list[Tensor], momentum: float) -> Tensor:
-        """Update the momentum buffers in place; return the stacked Nesterov update (N, m, n)."""
-        update = torch.stack(grads)                    # (N, m, n)
-        buf = torch.stack(bufs)
-        buf.lerp_(update, 1 - momentum)                # buf = μ·buf + (1-μ)·g
-        for i, b in enumerate(bufs):
-            b.copy_(buf[i])
-        return update.lerp_(buf, momentum)             # Nesterov: look ahead along the momentum
+        """Update the momentum buffers in place; return the stacked Nesterov update (N, m, n).
+
+        The foreach ops run one kernel per op over the whole list instead of one per matrix, and
+        the buffers are updated where they live (no stack-and-copy-back)."""
+        torch._foreach_lerp_(bufs, grads, 1 - momentum)                     # buf = μ·buf + (1-μ)·g
+        return torch.stack(torch._foreach_lerp(grads, bufs, momentum))    # Nesterov: g + μ·(buf - g)
 
     @staticmethod
     def _shape_scale(shape: torch.Size) -> float:
@@ -103,9 +102,10 @@ class Muon(torch.optim.Optimizer):
         m, n = shape
         return max(1.0, m / n) ** 0.5
 
-    def _apply(self, params: list[Tensor], update: Tensor, group: dict) -> None:
+    def _apply(self, params: list[Tensor], update: Tensor, group: dict, scale: float) -> None:
+        """p <- p·(1 - lr·wd) - lr·scale·update, for the whole stack in two foreach kernels."""
         lr, wd = group["lr"], group["weight_decay"]
-        for i, p in enumerate(params):
-            if wd:
-                p.mul_(1 - lr * wd)
-            p.add_(update[i].to(p.dtype), alpha=-lr)
+        if wd:
+            torch._foreach_mul_(params, 1 - lr * wd)
+        torch._foreach_add_(params, [u.to(p.dtype) for u, p in zip(update.unbind(0), params, strict=True)],
+                            alpha=-lr * scale)

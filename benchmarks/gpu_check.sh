@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Every check that needs a CUDA GPU, in one run with a time budget (GPU time is scarce; the CI box
+# has none). In order of importance, each under its own time limit, each logged to OUTDIR:
+#   step-d20    benchmarks/train_step.py at d20 (seq 2048, batch 32, bf16, compiled): picochat vs
+#               nanochat tokens/s, step time, MFU and peak memory, side by side in one process
+#   cuda-tests  the CUDA-only tests (pinned async copies, fused AdamW, compiled Muon == eager)
+#   demo        `picochat speedrun --preset demo` on the GPU: every stage, eval and the report
+#   step-d12    the same benchmark at d12, if time is left
+#
+#   NANOCHAT_DIR=/path/to/nanochat bash benchmarks/gpu_check.sh [OUTDIR] [BUDGET_SECONDS]
+#
+# Runs from the repository root with whatever python3 holds a CUDA torch (PYTHON overrides it);
+# the package is used in place (PYTHONPATH), with the native tokenizer core built in place.
+set -u
+out=${1:-benchmarks/out/gpu}
+budget=${2:-540}
+py=${PYTHON:-python3}
+start=$SECONDS
+mkdir -p "$out"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+if [ ! -f "${NANOCHAT_DIR:-}/nanochat/gpt.py" ]; then
+    echo "benchmark anchor missing: clone https://github.com/karpathy/nanochat and set NANOCHAT_DIR" >&2
+    exit 2
+fi
+
+check() {  # check NAME LIMIT CMD...: run CMD under min(LIMIT, what is left of the budget)
+    local name=$1 limit=$2 left
+    shift 2
+    left=$((budget - (SECONDS - start)))
+    [ "$left" -lt "$limit" ] && limit=$left
+    if [ "$limit" -lt 30 ]; then echo "=== $name skipped: budget spent"; return; fi
+    echo "=== $name (limit ${limit}s, $(date -u +%FT%TZ))"
+    timeout "$limit" "$@" >"$out/$name.log" 2>&1
+    local rc=$?
+    tail -n 25 "$out/$name.log"
+    echo "=== $name rc=$rc after $((SECONDS - start))s"
+}
+
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+    "$py" setup.py -q build_ext --inplace >/dev/null 2>&1 && echo "native tokenizer core built" \
+        || echo "native tokenizer core did not build: the pure-Python trainer is used"
+} 2>&1 | tee "$out/machine.log"
+
+bench=("$py" benchmarks/train_step.py --nanochat "$NANOCHAT_DIR" --seq-len 2048 --batch 32 --compile
+       --vocab 32768 --steps 5 --rounds 3)
+check step-d20 300 "${bench[@]}" --depth 20
+check cuda-tests 90 "$py" -m pytest -q -p no:cacheprovider tests/test_distributed.py -k cuda
+check demo 200 "$py" -m picochat speedrun --preset demo --home /tmp/picochat_gpu_check --run gpu
+cp /tmp/picochat_gpu_check/runs/gpu/report.md "$out/demo_report.md" 2>/dev/null
+check step-d12 150 "${bench[@]}" --depth 12
+echo "gpu_check done in $((SECONDS - start))s"
