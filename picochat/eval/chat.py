@@ -23,6 +23,7 @@ mean is labelled "ChatCORE-<n>" and must not be reported as ChatCORE.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -320,18 +321,20 @@ def main(cfg) -> None:
     engine = Engine(model, tokenizer)
     banner(f"chat eval: run '{cfg.run.run}', stage {stage} on {device}")
     results = {}
+    # A live counter rewrites one terminal line; in a log file it would be one run-on line.
+    live = (lambda s: print0(s, end="")) if sys.stdout.isatty() else None
     with autocast_for(device, ce.dtype):
         for spec, task in zip(specs, tasks):
             r = evaluate_task(task, model, tokenizer, engine=engine, max_problems=ce.max_problems,
                               batch_size=ce.batch_size, num_samples=ce.num_samples,
                               max_new_tokens=ce.max_new_tokens, temperature=ce.temperature, top_k=ce.top_k,
                               rank=info.rank, world_size=info.world_size, device=device,
-                              log=lambda s: print0(s, end=""))
+                              log=live)
             r.extra = {"spec": spec}
             if r.eval_type == "generative":
                 r.extra.update(temperature=ce.temperature, top_k=ce.top_k, max_new_tokens=ce.max_new_tokens)
             results[task.name] = r.to_dict()
-            print0(f"{DISPLAY_NAMES.get(task.name, task.name)}: {100 * r.accuracy:.2f}% "
+            print0(("\r\033[K" if live else "") + f"{DISPLAY_NAMES.get(task.name, task.name)}: {100 * r.accuracy:.2f}% "
                    f"({r.passed}/{r.total}, {r.seconds:.1f}s)" + (f"; pass@1 {100 * r.pass1:.2f}%"
                                                                   if r.num_samples > 1 else ""))
     if is_main_process():
