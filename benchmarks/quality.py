@@ -15,6 +15,10 @@ over `--eval-tokens` of the validation stream: nanochat's stream is the `--val-d
 picochat's the whole split, so they differ when --val-docs cuts it; the final row never does).
 `--train-docs` (for quick checks) only shortens nanochat's parquet shards; picochat's loader reads
 the same documents in the same order, so both see the same text while steps x tokens fit in them.
+nanochat runs with `--window-pattern L` (full attention in every layer, as picochat): its
+sliding windows need FlashAttention 3, and on PyTorch SDPA (CPU, or no FA3) base_train itself
+warns that they are slow and recommends L. It also makes the FLOPs per token equal. Both sides
+run torch.compile'd models (nanochat always compiles; picochat gets `--compile`).
 Timing: "train time" sums every training step (evals excluded; nanochat's first step includes
 its torch.compile, which is fast when inductor's cache is warm); "wall" is the whole side,
 tokenizer training and data loading included.
@@ -23,6 +27,8 @@ tokenizer training and data loading included.
     python benchmarks/quality.py --nanochat ../nanochat --mirror ../shared/data \\
         --steps 2 --eval-every 1 --train-docs 2000 --tok-chars 2000000 --val-docs 50       # smoke test
     python benchmarks/quality.py --mirror ../shared/data --skip-anchor --anchor-bpb 2.045   # picochat only
+    python benchmarks/quality.py --mirror ../shared/data --skip-anchor --anchor-bpb X \
+        --picochat-arg=--softcap=0 --png benchmarks/out/ablation.png                      # an ablation row
 
 nanochat is karpathy/nanochat (a git checkout; the PyPI package of that name is unrelated).
 Its base_train imports wandb only to log to it; when wandb is not installed a do-nothing module
@@ -39,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -113,7 +119,8 @@ def train_picochat(args, work: Path) -> SideResult:
                      "--head-dim", "64", "--vocab-size", str(s["vocab"]), "--seq-len", str(s["seq_len"]),
                      "--device-batch-size", str(s["device_batch"]), "--total-batch-tokens", str(s["batch_tokens"]),
                      "--num-steps", str(args.steps), "--eval-every", str(args.eval_every),
-                     "--eval-tokens", str(args.eval_tokens), "--save-every", "0"], work / "picochat_base.log")
+                     "--eval-tokens", str(args.eval_tokens), "--save-every", "0", "--compile", *args.picochat_arg],
+               work / "picochat_base.log")
     res = SideResult("picochat", wall_s=time.perf_counter() - t0)
     stage = Path(home) / "runs" / RUN / "base"
     for line in (stage / "metrics.jsonl").read_text().splitlines():
@@ -172,7 +179,8 @@ def train_nanochat(args, work: Path) -> SideResult:
                       "--device-batch-size", str(s["device_batch"]), "--total-batch-size", str(s["batch_tokens"]),
                       "--num-iterations", str(args.steps), "--eval-every", str(args.eval_every),
                       "--eval-tokens", str(args.eval_tokens), "--core-metric-every", "-1", "--sample-every", "-1",
-                      "--model-tag", "quality", *args.nanochat_arg], work / "nanochat_base.log", env, args.nanochat)
+                      "--model-tag", "quality", "--window-pattern", "L", *args.nanochat_arg],
+                     work / "nanochat_base.log", env, args.nanochat)
     res = SideResult("nanochat", wall_s=time.perf_counter() - t0, tokens=args.steps * s["batch_tokens"])
     res.curve = [(int(m[1]), float(m[2])) for m in re.finditer(r"Step (\d+) \| Validation bpb: ([0-9.]+)", out)]
     # Every step's dt, the first (torch.compile) included, as picochat's elapsed counts every step.
@@ -224,10 +232,10 @@ def plot(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None, pat
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for side in [s for s in (ref, ours) if s and s.curve]:
-        ax.plot(*zip(*side.curve), marker="o", label=f"{side.name} (final {side.final_bpb:.3f})")
+        ax.plot(*zip(*side.curve), marker="o", label=f"{side.name} (common evaluator, final: {side.final_bpb:.3f})")
     if ref is None and anchor_bpb is not None:
         ax.axhline(anchor_bpb, ls="--", color="gray", label=f"nanochat anchor {anchor_bpb:.3f}")
-    ax.set(xlabel="step", ylabel="validation bits per byte", title="Gutenberg pretraining, depth 4")
+    ax.set(xlabel="step", ylabel="validation bits per byte (own evaluator)", title="Gutenberg pretraining, depth 4")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -251,9 +259,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu", help="cpu or cuda, both sides")
     ap.add_argument("--work", default="", help="working directory (default: a fresh temporary one)")
     ap.add_argument("--png", default="benchmarks/quality.png", help="where to write the curves")
+    ap.add_argument("--json", default="", help="also write the results here (used by quality_ablations.py)")
     ap.add_argument("--skip-anchor", action="store_true", help="do not train nanochat; compare to --anchor-bpb")
     ap.add_argument("--anchor-bpb", type=float, default=None, help="nanochat's recorded final val bpb")
     ap.add_argument("--nanochat-arg", action="append", default=[], help="extra flag for base_train (repeatable)")
+    ap.add_argument("--picochat-arg", action="append", default=[],
+                    help="extra flag for `picochat train base` (repeatable; ablations: --picochat-arg=--softcap=0)")
     args = ap.parse_args(argv)
     if not args.mirror:
         sys.exit("give --mirror DIR (the dataset mirror, e.g. ../shared/data) or set PICOCHAT_MIRROR")
@@ -281,6 +292,10 @@ def main(argv: list[str] | None = None) -> None:
     ours = train_picochat(args, work)
     print_table(ours, ref, args.anchor_bpb)
     plot(ours, ref, args.anchor_bpb, Path(args.png))
+    if args.json:
+        sides = {s.name: {**asdict(s), "tok_s": s.tok_s} for s in (ours, ref) if s}
+        Path(args.json).write_text(json.dumps({**sides, "anchor_bpb": args.anchor_bpb,
+                                               "picochat_args": args.picochat_arg}, indent=1))
 
 
 if __name__ == "__main__":

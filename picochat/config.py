@@ -218,7 +218,9 @@ DEMO_CHAT_VAL = "wordproblems:test:64, smalltalk:test:64, identity:test:16"
 
 
 def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
-    base = TrainConfig(device_batch_size=device_batch_size)
+    # On a GPU the compiled model and Muon step and the fused AdamW kernel are the fast path
+    # (benchmarks/RESULTS.md: d20 at 50.9% MFU); RL's rollout batches change shape, so it stays eager.
+    base = TrainConfig(device_batch_size=device_batch_size, compile=True, compile_optim=True, fused_adamw=True)
     return Preset(
         name=name,
         model=_d(depth),
@@ -236,7 +238,7 @@ def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
             # linearly to 0 over one pass of GSM8K train; rows per forward pass = device_batch_size
             "rl": replace(base, source="rollouts", device_batch_size=8, num_steps=0, param_data_ratio=0,
                           matrix_lr=0.001, embedding_lr=0.01, unembedding_lr=0.0002, warmdown_frac=1.0,
-                          eval_every=60, save_every=60, log_every=1),
+                          eval_every=60, save_every=60, log_every=1, compile=False),
         },
     )
 

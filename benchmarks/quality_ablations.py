@@ -1,0 +1,96 @@
+"""Ablation rows for the pretraining-quality benchmark: picochat's base stage with one idea
+switched off (or one alternative switched on), each at the same token budget as quality.py.
+
+Every row is `benchmarks/quality.py --skip-anchor` with extra `picochat train base` flags, scored
+by the same common evaluator; the first row is the unchanged recipe, so every other row reads as a
+difference from it measured under the same conditions. `--jobs 2` runs two rows at a time with
+one torch thread each (bpb does not depend on the thread count beyond float rounding; wall times
+then mean nothing, and none are reported).
+
+    python benchmarks/quality_ablations.py --mirror ../shared/data --anchor-bpb 2.10 --jobs 2
+    python benchmarks/quality_ablations.py --mirror ../shared/data --only softcap,warmdown --steps 16  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> (what it tests, extra flags for `picochat train base`)
+ABLATIONS: dict[str, tuple[str, list[str]]] = {
+    "recipe": ("picochat's recipe as it is", []),
+    "softcap": ("no logit soft-cap (c = 15 -> off)", ["--softcap=0"]),
+    "warmdown": ("no warmdown: constant learning rate to the end (WSD's decay off)", ["--warmdown-frac=0"]),
+    "grad-clip": ("no gradient-norm clipping (1.0 -> off)", ["--grad-clip=0"]),
+    "nanochat-lrs": ("nanochat's schedule and AdamW rates: warmdown 0.65 to 5%, embedding 0.3, head 0.008",
+                     ["--warmdown-frac=0.65", "--final-lr-frac=0.05", "--embedding-lr=0.3",
+                      "--unembedding-lr=0.008"]),
+    "weight-decay": ("decoupled weight decay 0.1 on the Muon matrices (off in the recipe)", ["--weight-decay=0.1"]),
+}
+
+
+def run_row(name: str, flags: list[str], args, work: Path) -> dict:
+    out = work / name
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--skip-anchor", "--mirror", args.mirror,
+           "--steps", str(args.steps), "--work", str(out), "--png", str(out / "curve.png"),
+           "--json", str(out / "result.json"), *(f"--picochat-arg={f}" for f in flags)]
+    if args.anchor_bpb is not None:
+        cmd += ["--anchor-bpb", str(args.anchor_bpb)]
+    env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if args.jobs > 1 else {})}
+    print(f"[{name}] $ {' '.join(cmd)}", flush=True)
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    (out / "log.txt").write_text(proc.stdout)
+    if proc.returncode != 0:
+        print(f"[{name}] failed ({proc.returncode}); see {out / 'log.txt'}", flush=True)
+        return {}
+    result = json.loads((out / "result.json").read_text())["picochat"]
+    print(f"[{name}] final val bpb {result['final_bpb']:.4f}", flush=True)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mirror", default=os.environ.get("PICOCHAT_MIRROR", ""), help="dataset mirror (../shared/data)")
+    ap.add_argument("--anchor-bpb", type=float, default=None, help="nanochat's final val bpb, for the last column")
+    ap.add_argument("--steps", type=int, default=128, help="optimizer steps per row (quality.py's budget)")
+    ap.add_argument("--only", default="", help="comma-separated rows (default: all): " + ", ".join(ABLATIONS))
+    ap.add_argument("--jobs", type=int, default=1, help="rows run at a time (each with one thread if > 1)")
+    ap.add_argument("--work", default="", help="working directory (default: a fresh temporary one)")
+    args = ap.parse_args()
+    if not args.mirror:
+        sys.exit("give --mirror DIR (the dataset mirror, e.g. ../shared/data) or set PICOCHAT_MIRROR")
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(ABLATIONS)
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown:
+        sys.exit(f"unknown ablation {', '.join(unknown)}; choose from {', '.join(ABLATIONS)}")
+    if "recipe" not in names:
+        names.insert(0, "recipe")  # every row is read against the recipe measured the same way
+    args.mirror = str(Path(args.mirror).resolve())
+    work = Path(args.work or tempfile.mkdtemp(prefix="picochat_ablations_")).resolve()
+    print(f"working directory: {work}")
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = dict(zip(names, pool.map(lambda n: run_row(n, ABLATIONS[n][1], args, work), names)))
+    base = results["recipe"].get("final_bpb")
+    print(f"\n| row | change | flags | final val bpb | vs recipe |{' vs nanochat |' if args.anchor_bpb else ''}")
+    print(f"|---|---|---|---|---|{'---|' if args.anchor_bpb else ''}")
+    for name in names:
+        what, flags = ABLATIONS[name]
+        bpb = results[name].get("final_bpb")
+        cells = [name, what, " ".join(f"`{f}`" for f in flags) or "-",
+                 f"{bpb:.4f}" if bpb else "failed", f"{bpb - base:+.4f}" if bpb and base else "-"]
+        if args.anchor_bpb:
+            cells.append(f"{bpb - args.anchor_bpb:+.4f}" if bpb else "-")
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
