@@ -1,10 +1,11 @@
 """Pretraining quality per token: nanochat's base_train vs picochat's base stage, same text and budget.
 
-Both sides train at the same shape (depth 4, width 256, 4 heads x 64, vocab 8192, sequence 512,
-16,384 tokens per step, `--steps` steps) on the same documents: the Gutenberg mirror's
-books cut into passages of at most 1,000 characters, in picochat's loader order
-(`picochat.data.sources.iter_documents`). nanochat reads them from parquet shards that this
-script writes into a temporary NANOCHAT_BASE_DIR (its loader takes the last shard as validation).
+Both sides train at the same shape (by default depth 4, width 256, 4 heads x 64, vocab 8192,
+sequence 512, 16,384 tokens per step, 128 steps; `--depth`, `--head-dim`, `--vocab`, ... change it)
+on the same documents: the Gutenberg mirror's books cut into passages of at most 1,000
+characters, in picochat's loader order (`picochat.data.sources.iter_documents`). nanochat reads
+them from parquet shards that this script writes into a temporary NANOCHAT_BASE_DIR (its loader
+takes the last shard as validation).
 
 Each side trains its own BPE tokenizer at the same vocabulary size on the same text: bits per
 byte divides by UTF-8 bytes, not tokens, so it compares models across tokenizers. Both final
@@ -90,7 +91,7 @@ class NanochatTokenizerAdapter:
 
 
 def shape_args(args) -> dict:
-    return dict(depth=4, aspect_ratio=64, head_dim=64, vocab=8192, seq_len=args.seq_len,
+    return dict(depth=args.depth, aspect_ratio=64, head_dim=args.head_dim, vocab=args.vocab, seq_len=args.seq_len,
                 batch_tokens=args.batch_tokens, device_batch=args.batch_tokens // args.seq_len)
 
 
@@ -115,8 +116,9 @@ def train_picochat(args, work: Path) -> SideResult:
     t0 = time.perf_counter()
     run_logged(py + ["tokenizer", "train", *common, "--source", "gutenberg", "--vocab-size", str(s["vocab"]),
                      "--max-chars", str(args.tok_chars)], work / "picochat_tokenizer.log")
-    run_logged(py + ["train", "base", *common, "--source", "gutenberg", "--depth", "4", "--aspect-ratio", "64",
-                     "--head-dim", "64", "--vocab-size", str(s["vocab"]), "--seq-len", str(s["seq_len"]),
+    run_logged(py + ["train", "base", *common, "--source", "gutenberg", "--depth", str(s["depth"]),
+                     "--aspect-ratio", "64", "--head-dim", str(s["head_dim"]), "--vocab-size", str(s["vocab"]),
+                     "--seq-len", str(s["seq_len"]),
                      "--device-batch-size", str(s["device_batch"]), "--total-batch-tokens", str(s["batch_tokens"]),
                      "--num-steps", str(args.steps), "--eval-every", str(args.eval_every),
                      "--eval-tokens", str(args.eval_tokens), "--save-every", "0", "--compile", *args.picochat_arg],
@@ -175,7 +177,8 @@ def train_nanochat(args, work: Path) -> SideResult:
     run_logged([sys.executable, "-m", "scripts.tok_train", "--vocab-size", str(s["vocab"]),
                 "--max-chars", str(args.tok_chars)], work / "nanochat_tokenizer.log", env, args.nanochat)
     out = run_logged([sys.executable, "-m", "scripts.base_train", "--run", "dummy", "--device-type", args.device,
-                      "--depth", "4", "--aspect-ratio", "64", "--head-dim", "64", "--max-seq-len", str(s["seq_len"]),
+                      "--depth", str(s["depth"]), "--aspect-ratio", "64", "--head-dim", str(s["head_dim"]),
+                      "--max-seq-len", str(s["seq_len"]),
                       "--device-batch-size", str(s["device_batch"]), "--total-batch-size", str(s["batch_tokens"]),
                       "--num-iterations", str(args.steps), "--eval-every", str(args.eval_every),
                       "--eval-tokens", str(args.eval_tokens), "--core-metric-every", "-1", "--sample-every", "-1",
@@ -225,7 +228,7 @@ def print_table(ours: SideResult, ref: SideResult | None, anchor_bpb: float | No
               f"(target: <= -0.03)")
 
 
-def plot(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None, path: Path) -> None:
+def plot(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None, path: Path, depth: int = 4) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -235,7 +238,8 @@ def plot(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None, pat
         ax.plot(*zip(*side.curve), marker="o", label=f"{side.name} (common evaluator, final: {side.final_bpb:.3f})")
     if ref is None and anchor_bpb is not None:
         ax.axhline(anchor_bpb, ls="--", color="gray", label=f"nanochat anchor {anchor_bpb:.3f}")
-    ax.set(xlabel="step", ylabel="validation bits per byte (own evaluator)", title="Gutenberg pretraining, depth 4")
+    ax.set(xlabel="step", ylabel="validation bits per byte (own evaluator)",
+           title=f"Gutenberg pretraining, depth {depth}")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -249,6 +253,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--nanochat", default=os.environ.get("NANOCHAT_DIR", ""), help="karpathy/nanochat checkout")
     ap.add_argument("--mirror", default=os.environ.get("PICOCHAT_MIRROR", ""), help="dataset mirror (../shared/data)")
     ap.add_argument("--steps", type=int, default=128, help="optimizer steps on both sides")
+    ap.add_argument("--depth", type=int, default=4, help="both models' depth (width = 64 x depth)")
+    ap.add_argument("--head-dim", type=int, default=64)
+    ap.add_argument("--vocab", type=int, default=8192, help="both tokenizers' vocabulary size")
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--batch-tokens", type=int, default=16384, help="tokens per optimizer step")
     ap.add_argument("--eval-every", type=int, default=16, help="steps between curve points (own evaluators)")
@@ -291,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         ref = train_nanochat(args, work)
     ours = train_picochat(args, work)
     print_table(ours, ref, args.anchor_bpb)
-    plot(ours, ref, args.anchor_bpb, Path(args.png))
+    plot(ours, ref, args.anchor_bpb, Path(args.png), args.depth)
     if args.json:
         sides = {s.name: {**asdict(s), "tok_s": s.tok_s} for s in (ours, ref) if s}
         Path(args.json).write_text(json.dumps({**sides, "anchor_bpb": args.anchor_bpb,
