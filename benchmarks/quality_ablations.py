@@ -44,6 +44,10 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
 def run_row(name: str, flags: list[str], args, work: Path) -> dict:
     out = work / name
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "result.json").exists():  # a rerun with the same --work keeps finished rows
+        result = json.loads((out / "result.json").read_text())["picochat"]
+        print(f"[{name}] already done: final val bpb {result['final_bpb']:.4f}", flush=True)
+        return result
     cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--skip-anchor", "--mirror", args.mirror,
            "--steps", str(args.steps), "--work", str(out), "--png", str(out / "curve.png"),
            "--json", str(out / "result.json"), *(f"--picochat-arg={f}" for f in flags)]
@@ -68,7 +72,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=128, help="optimizer steps per row (quality.py's budget)")
     ap.add_argument("--only", default="", help="comma-separated rows (default: all): " + ", ".join(ABLATIONS))
     ap.add_argument("--jobs", type=int, default=1, help="rows run at a time (each with one thread if > 1)")
-    ap.add_argument("--work", default="", help="working directory (default: a fresh temporary one)")
+    ap.add_argument("--work", default="", help="working directory (default: a fresh temporary one); "
+                    "rerunning with the same one skips finished rows and resumes unfinished ones")
     args = ap.parse_args()
     if not args.mirror:
         sys.exit("give --mirror DIR (the dataset mirror, e.g. ../shared/data) or set PICOCHAT_MIRROR")
