@@ -73,7 +73,8 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated rows (default: all): " + ", ".join(ABLATIONS))
     ap.add_argument("--jobs", type=int, default=1, help="rows run at a time (each with one thread if > 1)")
     ap.add_argument("--work", default="", help="working directory (default: a fresh temporary one); "
-                    "rerunning with the same one skips finished rows and resumes unfinished ones")
+                    "rerunning with the same one skips scored rows, only scores rows whose model finished, "
+                    "and retrains the rest")
     args = ap.parse_args()
     if not args.mirror:
         sys.exit("give --mirror DIR (the dataset mirror, e.g. ../shared/data) or set PICOCHAT_MIRROR")
