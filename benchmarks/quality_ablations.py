@@ -55,8 +55,9 @@ def run_row(name: str, flags: list[str], args, work: Path) -> dict:
         cmd += ["--anchor-bpb", str(args.anchor_bpb)]
     env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if args.jobs > 1 else {})}
     print(f"[{name}] $ {' '.join(cmd)}", flush=True)
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    (out / "log.txt").write_text(proc.stdout)
+    # Output to a file, not a pipe: a row outlives this driver if it is stopped (and can be rerun).
+    with open(out / "log.txt", "w") as log:
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         print(f"[{name}] failed ({proc.returncode}); see {out / 'log.txt'}", flush=True)
         return {}
