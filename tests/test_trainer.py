@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from picochat.config import TrainConfig
+from picochat.model.gpt import GPT, GPTConfig
 from picochat.train import checkpoint
+from picochat.train.trainer import Batch, Trainer
 
 SCRIPT = Path(__file__).parent / "helpers" / "toy_train.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -80,3 +83,38 @@ def test_checkpoint_from_two_ranks_resumes_on_one(tmp_path):
     resumed = run(tmp_path, "--steps", "6")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed" in resumed.stdout and checkpoint.is_complete(tmp_path)
+
+
+class _ClockedStage:
+    """Every training batch costs 1 s and every eval 100 s on a fake clock."""
+
+    def __init__(self, clock: list[float]):
+        self.clock = clock
+
+    def batches(self, cursor):
+        g = torch.Generator().manual_seed(0)
+        while True:
+            self.clock[0] += 1.0
+            x = torch.randint(0, 32, (2, 8), generator=g)
+            yield Batch(x, x, cursor=0)
+
+    def evaluate(self, model) -> dict[str, float]:
+        self.clock[0] += 100.0
+        return {"score": 0.0}
+
+
+def test_elapsed_counts_every_training_step_and_no_eval(tmp_path, monkeypatch):
+    """Steps between the last progress line and an eval used to drop out of `elapsed` (and so out
+    of tokens/s); evals must stay out. 10 steps of 1 s, evals every 3 steps, a line every 4."""
+    import picochat.train.trainer as trainer_module
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock[0])
+    cfg = TrainConfig(num_steps=10, eval_every=3, log_every=4, save_every=0, grad_clip=0.0,
+                      device_batch_size=2, total_batch_tokens=16)
+    model = GPT(GPTConfig.from_depth(1, head_dim=32, vocab_size=32, seq_len=8))
+    trainer = Trainer(model, cfg, tmp_path / "run", num_steps=10, device=torch.device("cpu"))
+    final = trainer.fit(_ClockedStage(clock))
+    assert final["elapsed"] == 10.0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["tok_s"] for r in rows if "tok_s" in r] == [16.0, 16.0, 16.0]  # 16 tokens per 1-s step

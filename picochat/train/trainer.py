@@ -270,7 +270,9 @@ class Trainer:
     def _loop(self, stage: Stage) -> dict[str, Any] | None:
         batches = stage.batches(self.cursor)
         self.raw_model.train()
-        t_last, tokens_since, last_eval = time.perf_counter(), 0, {}
+        # Training time only: evals are left out of both `elapsed` and the tok/s window, and the
+        # steps run between the last progress line and an eval are counted before it starts.
+        t_last, tokens_since, window_s, last_eval = time.perf_counter(), 0, 0.0, {}
         while self.step < self.num_steps:
             mult = self._set_schedules()
             loss = self._train_step(batches)
@@ -284,14 +286,17 @@ class Trainer:
                 synchronize(self.device)
                 now = time.perf_counter()
                 self.elapsed += now - t_last
-                tok_s = tokens_since / (now - t_last)
-                t_last, tokens_since = now, 0
+                tok_s = tokens_since / (window_s + now - t_last)
+                t_last, tokens_since, window_s = now, 0, 0.0
                 record.update(loss=loss.item(), lr_mult=mult, tok_s=tok_s, elapsed=self.elapsed)
                 extra = stage.metrics() if hasattr(stage, "metrics") else {}  # e.g. RL's mean reward
                 record.update(extra)
                 print0(self._progress_line(record["loss"], mult, tok_s)
                        + "".join(f" | {k} {v:.3g}" for k, v in extra.items()))
             if (self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or is_last:
+                synchronize(self.device)
+                now = time.perf_counter()
+                self.elapsed, window_s = self.elapsed + now - t_last, window_s + now - t_last
                 last_eval = self._evaluate(stage)
                 if last_eval:
                     record.update(last_eval)

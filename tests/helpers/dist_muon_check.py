@@ -58,6 +58,7 @@ def main() -> None:
         torch.testing.assert_close(b.data.full_tensor(), a.data, **tol)
     if dist.get_rank() == 0:
         print("DistMuon matches Muon")
+    dist.barrier()  # every rank done with its collectives before teardown (gloo aborted once without it)
     dist.destroy_process_group()
 
 
