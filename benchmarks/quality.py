@@ -92,7 +92,7 @@ class NanochatTokenizerAdapter:
 
 def shape_args(args) -> dict:
     return dict(depth=args.depth, aspect_ratio=64, head_dim=args.head_dim, vocab=args.vocab, seq_len=args.seq_len,
-                batch_tokens=args.batch_tokens, device_batch=args.batch_tokens // args.seq_len)
+                batch_tokens=args.batch_tokens, device_batch=args.device_batch or args.batch_tokens // args.seq_len)
 
 
 def run_logged(cmd: list[str], log: Path, env: dict | None = None, cwd: str | None = None) -> str:
@@ -258,6 +258,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--vocab", type=int, default=8192, help="both tokenizers' vocabulary size")
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--batch-tokens", type=int, default=16384, help="tokens per optimizer step")
+    ap.add_argument("--device-batch", type=int, default=0,
+                    help="sequences per micro-step on both sides (default: the whole step in one; "
+                         "smaller ones accumulate gradients, e.g. 32 for d12 at 524,288 tokens on a GPU)")
     ap.add_argument("--eval-every", type=int, default=16, help="steps between curve points (own evaluators)")
     ap.add_argument("--eval-tokens", type=int, default=65536, help="validation tokens per curve point")
     ap.add_argument("--tok-chars", type=int, default=20_000_000, help="characters of train text per tokenizer")
@@ -279,6 +282,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         sys.exit("give --nanochat DIR (a karpathy/nanochat checkout) or set NANOCHAT_DIR, or use --skip-anchor")
     if args.batch_tokens % args.seq_len:
         sys.exit("--batch-tokens must be a multiple of --seq-len")
+    if args.device_batch and (args.batch_tokens // args.seq_len) % args.device_batch:
+        sys.exit("--device-batch must divide the sequences per step (--batch-tokens / --seq-len)")
     args.mirror = str(Path(args.mirror).resolve())
     args.nanochat = str(Path(args.nanochat).resolve()) if args.nanochat else ""
     return args
