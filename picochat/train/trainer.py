@@ -283,20 +283,16 @@ class Trainer:
             if self.step % self.cfg.log_every == 0 or is_last:
                 if self.dist.enabled:
                     dist.all_reduce(loss, op=dist.ReduceOp.AVG)
-                synchronize(self.device)
-                now = time.perf_counter()
-                self.elapsed += now - t_last
-                tok_s = tokens_since / (window_s + now - t_last)
-                t_last, tokens_since, window_s = now, 0, 0.0
+                window_s += self._clock_since(t_last)
+                tok_s = tokens_since / window_s
+                t_last, tokens_since, window_s = time.perf_counter(), 0, 0.0
                 record.update(loss=loss.item(), lr_mult=mult, tok_s=tok_s, elapsed=self.elapsed)
                 extra = stage.metrics() if hasattr(stage, "metrics") else {}  # e.g. RL's mean reward
                 record.update(extra)
                 print0(self._progress_line(record["loss"], mult, tok_s)
                        + "".join(f" | {k} {v:.3g}" for k, v in extra.items()))
             if (self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or is_last:
-                synchronize(self.device)
-                now = time.perf_counter()
-                self.elapsed, window_s = self.elapsed + now - t_last, window_s + now - t_last
+                window_s += self._clock_since(t_last)
                 last_eval = self._evaluate(stage)
                 if last_eval:
                     record.update(last_eval)
@@ -312,6 +308,13 @@ class Trainer:
                 if self._stop_requested:
                     return None
         return self._finish(last_eval)
+
+    def _clock_since(self, t_last: float) -> float:
+        """Seconds of training since t_last (after the device catches up), added to `elapsed`."""
+        synchronize(self.device)
+        seconds = time.perf_counter() - t_last
+        self.elapsed += seconds
+        return seconds
 
     def _finish(self, last_eval: dict[str, float]) -> dict[str, Any]:
         final = {"step": self.step, "tokens": self.step * self.tokens_per_step, "elapsed": self.elapsed,
