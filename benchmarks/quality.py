@@ -67,6 +67,8 @@ class SideResult:
 
     name: str
     curve: list[tuple[int, float]] = field(default_factory=list)
+    curve_s: list[float] = field(default_factory=list)  # training seconds at each curve point, first step excluded
+    first_step_s: float = 0.0  # the first step alone: torch.compile's tracing and autotuning live here
     final_bpb: float = float("nan")  # picochat.eval.bpb over the validation documents
     params: int = 0
     flops_per_token: float = 0.0
@@ -96,14 +98,20 @@ def shape_args(args) -> dict:
 
 
 def run_logged(cmd: list[str], log: Path, env: dict | None = None, cwd: str | None = None) -> str:
-    """Run a command, tee its output to `log`, fail loudly with the log's tail."""
+    """Run a command, its output written to `log` line by line (a killed run keeps what it printed);
+    fail loudly with the log's tail."""
     print("$ " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log.write_text(proc.stdout)
+    lines = []
+    with open(log, "w") as f, subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                               stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            f.write(line)
+            f.flush()
+            lines.append(line)
     if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.splitlines()[-30:])
+        tail = "".join(lines[-30:])
         sys.exit(f"command failed ({proc.returncode}); last lines of {log}:\n{tail}")
-    return proc.stdout
+    return "".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- picochat
@@ -113,6 +121,8 @@ def train_picochat(args, work: Path) -> SideResult:
     home = str(work / "picochat_home")
     common = ["--run", RUN, "--home", home, "--mirror", args.mirror, "--preset", "demo", "--device", args.device]
     py = [sys.executable, "-m", "picochat"]
+    # the GPU presets' fast path (nanochat compiles its optimizer steps too); a CPU gains nothing from them
+    gpu_flags = ["--compile-optim", "--fused-adamw"] if args.device == "cuda" else []
     t0 = time.perf_counter()
     run_logged(py + ["tokenizer", "train", *common, "--source", "gutenberg", "--vocab-size", str(s["vocab"]),
                      "--max-chars", str(args.tok_chars)], work / "picochat_tokenizer.log")
@@ -121,21 +131,32 @@ def train_picochat(args, work: Path) -> SideResult:
                      "--seq-len", str(s["seq_len"]),
                      "--device-batch-size", str(s["device_batch"]), "--total-batch-tokens", str(s["batch_tokens"]),
                      "--num-steps", str(args.steps), "--eval-every", str(args.eval_every),
-                     "--eval-tokens", str(args.eval_tokens), "--save-every", "0", "--compile", *args.picochat_arg],
+                     "--eval-tokens", str(args.eval_tokens), "--save-every", "0", "--log-every", "1", "--compile",
+                     *gpu_flags, *args.picochat_arg],
                work / "picochat_base.log")
     res = SideResult("picochat", wall_s=time.perf_counter() - t0)
     stage = Path(home) / "runs" / RUN / "base"
-    for line in (stage / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
+    records = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    res.first_step_s = next(r["elapsed"] for r in records if r["step"] == 1)
+    for rec in records:
         if "val_bpb" in rec:
             res.curve.append((rec["step"], rec["val_bpb"]))
+            res.curve_s.append(rec["elapsed"] - res.first_step_s)
     model, meta = checkpoint.load_model(stage, "cpu")
     res.params, res.flops_per_token = meta["num_params"], meta["flops_per_token"]
     res.train_s, res.tokens = meta["final"]["elapsed"], meta["final"]["tokens"]
-    model.eval()
-    tokenizer = load_tokenizer(RUN, home)
-    res.final_bpb = aggregate(score_documents(model, tokenizer, args.val_texts, seq_len=s["seq_len"]))
+    res.final_bpb = common_bpb(model, load_tokenizer(RUN, home), args)
     return res
+
+
+def common_bpb(model: torch.nn.Module, tokenizer, args) -> float:
+    """The one evaluator, in fp32 on the run's device (bf16 rounding would differ between the two models)."""
+    model = model.float().to(args.device).eval()
+    batch = 64 if args.device == "cuda" else 8
+    with torch.no_grad():
+        scores = score_documents(model, tokenizer, args.val_texts, seq_len=args.seq_len, device=args.device,
+                                 batch_size=batch)
+    return aggregate(scores)
 
 
 # ---------------------------------------------------------------------------------------------- nanochat
@@ -188,16 +209,19 @@ def train_nanochat(args, work: Path) -> SideResult:
     res.curve = [(int(m[1]), float(m[2])) for m in re.finditer(r"Step (\d+) \| Validation bpb: ([0-9.]+)", out)]
     # Every step's dt, the first (torch.compile) included, as picochat's elapsed counts every step.
     # (nanochat's own "Total training time" leaves out steps 0-10, so it reads 0 on short runs.)
-    res.train_s = sum(float(m[1]) for m in re.finditer(r"\| dt: ([0-9.]+)ms", out)) / 1000
+    # "step 00003/..." is printed after step 3's update; "Step 00004 | Validation" evaluates after it.
+    dt = {int(m[1]): float(m[2]) / 1000 for m in re.finditer(r"step (\d+)/\d+ .*?\| dt: ([0-9.]+)ms", out)}
+    res.train_s, res.first_step_s = sum(dt.values()), dt.get(0, 0.0)
+    res.curve_s = [sum(t for k, t in dt.items() if 0 < k < step) for step, _ in res.curve]
     os.environ["NANOCHAT_BASE_DIR"] = str(base)  # read by nanochat.common.get_base_dir at call time
+    os.environ["NANOCHAT_DTYPE"] = "float32"  # score in fp32 (its default on a GPU is bf16 everywhere)
     sys.path.insert(0, args.nanochat)
     from nanochat.checkpoint_manager import load_model
 
     model, tok, _ = load_model("base", torch.device("cpu"), phase="eval", model_tag="quality")
     res.params = sum(p.numel() for p in model.parameters())
     res.flops_per_token = float(model.estimate_flops())
-    res.final_bpb = aggregate(score_documents(model, NanochatTokenizerAdapter(tok), args.val_texts,
-                                              seq_len=s["seq_len"]))
+    res.final_bpb = common_bpb(model, NanochatTokenizerAdapter(tok), args)
     return res
 
 
@@ -205,6 +229,43 @@ def train_nanochat(args, work: Path) -> SideResult:
 
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.3f}" if b and b == b and a == a else "n/a"
+
+
+def time_to_reach(side: SideResult, target: float) -> tuple[float, float] | None:
+    """(training seconds, step) at which `side`'s curve first reaches `target` bpb, or None.
+
+    Linear interpolation between the two eval points that bracket the target; the seconds leave
+    out the first step (compilation), so a cold and a warm compiler cache compare the same.
+    """
+    prev = None
+    for (step, bpb), t in zip(side.curve, side.curve_s):
+        if bpb <= target:
+            if prev is None:
+                return t, float(step)
+            s0, b0, t0 = prev
+            f = (b0 - target) / (b0 - bpb)
+            return t0 + f * (t - t0), s0 + f * (step - s0)
+        prev = (step, bpb, t)
+    return None
+
+
+def print_time_to_target(ours: SideResult, ref: SideResult) -> None:
+    """How long picochat takes to reach the validation bpb nanochat ends at (both own-evaluator curves)."""
+    if not (ref.curve and ours.curve and ref.curve_s):
+        return
+    target = ref.curve[-1][1]
+    print(f"\ntime to nanochat's final val bpb {target:.4f} (own-evaluator curves; training seconds, "
+          f"first step excluded):")
+    print(f"  own-evaluator finals vs the common evaluator: nanochat {ref.curve[-1][1]:.4f} vs "
+          f"{ref.final_bpb:.4f}, picochat {ours.curve[-1][1]:.4f} vs {ours.final_bpb:.4f}")
+    hit = time_to_reach(ours, target)
+    ref_s = ref.curve_s[-1]
+    if hit is None:
+        print(f"  picochat did not reach it in {ours.curve[-1][0]} steps; nanochat took {ref_s:.1f} s")
+        return
+    speedup = f"{ref_s / hit[0]:.2f}x less time" if hit[0] > 0 else "already below it at its first eval point"
+    print(f"  picochat {hit[0]:.1f} s (step {hit[1]:.1f} of {ours.curve[-1][0]}) vs nanochat {ref_s:.1f} s "
+          f"(step {ref.curve[-1][0]}): {speedup}")
 
 
 def print_table(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None) -> None:
@@ -217,6 +278,7 @@ def print_table(ours: SideResult, ref: SideResult | None, anchor_bpb: float | No
             ("FLOPs/token", ours.flops_per_token, ref.flops_per_token if ref else None, "{:.3e}"),
             ("tokens", ours.tokens, ref.tokens if ref else None, "{:,}"),
             ("train time s", ours.train_s, ref.train_s if ref else None, "{:.1f}"),
+            ("  of it the first step s", ours.first_step_s, ref.first_step_s if ref else None, "{:.1f}"),
             ("tokens/s", ours.tok_s, ref.tok_s if ref else None, "{:,.0f}"),
             ("wall s (whole side)", ours.wall_s, ref.wall_s if ref else None, "{:.1f}")]
     for label, a, b, fmt in rows:
@@ -233,14 +295,19 @@ def plot(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None, pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for side in [s for s in (ref, ours) if s and s.curve]:
-        ax.plot(*zip(*side.curve), marker="o", label=f"{side.name} (common evaluator, final: {side.final_bpb:.3f})")
-    if ref is None and anchor_bpb is not None:
-        ax.axhline(anchor_bpb, ls="--", color="gray", label=f"nanochat anchor {anchor_bpb:.3f}")
-    ax.set(xlabel="step", ylabel="validation bits per byte (own evaluator)",
-           title=f"Gutenberg pretraining, depth {depth}")
-    ax.legend()
+        label = f"{side.name} (common evaluator, final: {side.final_bpb:.3f})"
+        axes[0].plot(*zip(*side.curve), marker="o", label=label)
+        if len(side.curve_s) == len(side.curve):
+            axes[1].plot(side.curve_s, [b for _, b in side.curve], marker="o", label=label)
+    for ax in axes:
+        if ref is None and anchor_bpb is not None:
+            ax.axhline(anchor_bpb, ls="--", color="gray", label=f"nanochat anchor {anchor_bpb:.3f}")
+        ax.legend()
+    axes[0].set(xlabel="step", ylabel="validation bits per byte (own evaluator)",
+                title=f"Gutenberg pretraining, depth {depth}")
+    axes[1].set(xlabel="training seconds (first step, i.e. compilation, excluded)", title="the same, against time")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
@@ -303,6 +370,8 @@ def main(argv: list[str] | None = None) -> None:
         ref = train_nanochat(args, work)
     ours = train_picochat(args, work)
     print_table(ours, ref, args.anchor_bpb)
+    if ref:
+        print_time_to_target(ours, ref)
     plot(ours, ref, args.anchor_bpb, Path(args.png), args.depth)
     if args.json:
         sides = {s.name: {**asdict(s), "tok_s": s.tok_s} for s in (ours, ref) if s}

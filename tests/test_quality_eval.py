@@ -89,3 +89,13 @@ def test_adapter_bigram_model_matches_hand_sum():
     # bigram model needs no more context than that: every token is still scored once, same sum
     windowed = aggregate(score_documents(model, tok, [doc], seq_len=2))
     assert math.isclose(windowed, expected, rel_tol=1e-5)
+
+
+def test_time_to_reach_interpolates_between_eval_points():
+    quality = load_quality()
+    side = quality.SideResult("x", curve=[(0, 3.0), (10, 2.0), (20, 1.5)], curve_s=[0.0, 5.0, 15.0])
+    # 1.75 lies halfway between the points at steps 10 (2.0) and 20 (1.5): 10 s, step 15
+    assert quality.time_to_reach(side, 1.75) == (10.0, 15.0)
+    assert quality.time_to_reach(side, 2.0) == (5.0, 10.0)  # reached exactly at an eval point
+    assert quality.time_to_reach(side, 3.5) == (0.0, 0.0)  # already below at the first point
+    assert quality.time_to_reach(side, 1.4) is None  # never reached

@@ -295,7 +295,7 @@ class Trainer:
                 window_s += self._clock_since(t_last)
                 last_eval = self._evaluate(stage)
                 if last_eval:
-                    record.update(last_eval)
+                    record.update(last_eval, elapsed=self.elapsed)
                     print0(f"{self.out_dir.name} step {self.step}: " +
                            " | ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
                 t_last = time.perf_counter()  # eval time is not training throughput
