@@ -7,9 +7,9 @@
 #   demo        `picochat speedrun --preset demo` on the GPU: every stage, eval and the report
 #   step-d12    the same benchmark at d12, if time is left
 #   quality-d12 benchmarks/quality.py at d12 in bf16 (issue #15): nanochat's base_train and picochat's
-#               base stage on the same Gutenberg text, 64 steps of 524,288 tokens, time to reach
+#               base stage on the same Gutenberg text, 96 steps of 524,288 tokens, time to reach
 #               nanochat's final val bpb; needs the dataset mirror (PICOCHAT_MIRROR) and nanochat's
-#               tokenizer dependency rustbpe. Not in the default list: it takes ~7 minutes.
+#               tokenizer dependency rustbpe. Not in the default list: it takes ~5-6 minutes.
 #
 #   NANOCHAT_DIR=/path/to/nanochat bash benchmarks/gpu_check.sh [OUTDIR] [BUDGET_SECONDS]
 #   CHECKS="quality-d12" NANOCHAT_DIR=... PICOCHAT_MIRROR=... bash benchmarks/gpu_check.sh OUTDIR 540
@@ -59,7 +59,7 @@ cp /tmp/picochat_gpu_check/runs/gpu/report.md "$out/demo_report.md" 2>/dev/null
 check step-d12 150 "${bench[@]}" --depth 12
 check quality-d12 500 "$py" benchmarks/quality.py --nanochat "$NANOCHAT_DIR" --mirror "${PICOCHAT_MIRROR:-../shared/data}" \
     --device cuda --depth 12 --head-dim 128 --vocab 32768 --seq-len 2048 --batch-tokens 524288 --device-batch 32 \
-    --steps 64 --eval-every 4 --eval-tokens 262144 --work /tmp/picochat_quality_d12 \
+    --steps 96 --eval-every 4 --eval-tokens 262144 --work /tmp/picochat_quality_d12 \
     --png "$out/quality_d12.png" --json "$out/quality_d12.json"
 cp /tmp/picochat_quality_d12/*.log "$out/" 2>/dev/null
 echo "gpu_check done in $((SECONDS - start))s"
