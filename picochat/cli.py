@@ -182,7 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("\npicochat: interrupted; run the same command again to resume.", file=sys.stderr)
         sys.exit(130)
-    sys.exit(result if isinstance(result, int) else 0)
+    code = result if isinstance(result, int) else 0
+    if "torch.distributed" in sys.modules:  # a command that may have joined a torchrun group
+        from picochat.common.device import close_distributed
+        close_distributed(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

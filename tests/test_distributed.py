@@ -112,6 +112,25 @@ def test_dist_muon_matches_muon():
     assert "DistMuon matches Muon" in result.stdout
 
 
+CLOSE_GLOO = """
+import torch, torch.distributed as dist
+from picochat.common.device import close_distributed
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=1)
+out = [torch.zeros(3)]
+dist.all_gather(out, torch.arange(3.0))
+print("gathered", out[0].tolist(), end="")  # no newline: only an explicit flush shows it
+close_distributed(5)
+print("not reached")
+"""
+
+
+def test_close_distributed_ends_a_gloo_rank_with_the_exit_code_and_output_flushed():
+    result = subprocess.run([sys.executable, "-c", CLOSE_GLOO.format(port=29625)], capture_output=True,
+                            text=True, env=ENV, timeout=120)
+    assert result.returncode == 5, result.stderr
+    assert result.stdout == "gathered [0.0, 1.0, 2.0]"
+
+
 def test_fused_adamw_matches_reference():
     torch.manual_seed(0)
     shapes = [(7, 5), (3,), (4, 4)]

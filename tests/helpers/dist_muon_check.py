@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
 
+from picochat.common.device import close_distributed
 from picochat.optim.dist_muon import DistMuon
 from picochat.optim.muon import Muon
 
@@ -58,8 +59,7 @@ def main() -> None:
         torch.testing.assert_close(b.data.full_tensor(), a.data, **tol)
     if dist.get_rank() == 0:
         print("DistMuon matches Muon")
-    dist.barrier()  # every rank done with its collectives before teardown (gloo aborted once without it)
-    dist.destroy_process_group()
+    close_distributed()  # as the CLI does (see there why gloo ranks end with os._exit)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import signal
 
 import torch
 
-from picochat.common.device import init_distributed
+from picochat.common.device import close_distributed, init_distributed
 from picochat.config import TrainConfig
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.train.trainer import Batch, Trainer
@@ -81,6 +81,7 @@ def main():
     trainer = Trainer(model, cfg, args.out, num_steps=args.steps, device=device, dist_info=info,
                       token_bytes=torch.ones(VOCAB, dtype=torch.long))
     trainer.fit(stage)
+    close_distributed()
 
 
 if __name__ == "__main__":
