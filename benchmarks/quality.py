@@ -22,7 +22,14 @@ warns that they are slow and recommends L. It also makes the FLOPs per token equ
 run torch.compile'd models (nanochat always compiles; picochat gets `--compile`).
 Timing: "train time" sums every training step (evals excluded; nanochat's first step includes
 its torch.compile, which is fast when inductor's cache is warm); "wall" is the whole side,
-tokenizer training and data loading included.
+tokenizer training and data loading included. Each curve point also carries the training seconds
+spent to reach it, first step (compilation) excluded, and the run ends with the time picochat
+takes to reach nanochat's final own-curve bpb (interpolated between points) against nanochat's.
+The common evaluator runs in fp32 on the run's device. On a GPU (the d12 comparison):
+
+    python benchmarks/quality.py --nanochat DIR --mirror DIR --device cuda --depth 12 --head-dim 128 \
+        --vocab 32768 --seq-len 2048 --batch-tokens 524288 --device-batch 32 --steps 96 --eval-every 4 \
+        --eval-tokens 262144
 
     python benchmarks/quality.py --nanochat ../nanochat --mirror ../shared/data            # full: 128 steps
     python benchmarks/quality.py --nanochat ../nanochat --mirror ../shared/data \\
