@@ -48,7 +48,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -82,10 +84,18 @@ class SideResult:
     train_s: float = 0.0  # time in training steps, every step included (evals excluded)
     wall_s: float = 0.0  # the whole subprocess: tokenizer, data, compile, evals, training
     tokens: int = 0
+    steps: int = 0
 
     @property
     def tok_s(self) -> float:
         return self.tokens / self.train_s if self.train_s else float("nan")
+
+    @property
+    def steady_tok_s(self) -> float:
+        """Tokens per second of every step but the first (which carries torch.compile's work)."""
+        if self.steps < 2 or self.train_s <= self.first_step_s:
+            return float("nan")
+        return self.tokens * (self.steps - 1) / self.steps / (self.train_s - self.first_step_s)
 
 
 class NanochatTokenizerAdapter:
@@ -151,7 +161,7 @@ def train_picochat(args, work: Path) -> SideResult:
             res.curve_s.append(rec["elapsed"] - res.first_step_s)
     model, meta = checkpoint.load_model(stage, "cpu")
     res.params, res.flops_per_token = meta["num_params"], meta["flops_per_token"]
-    res.train_s, res.tokens = meta["final"]["elapsed"], meta["final"]["tokens"]
+    res.train_s, res.tokens, res.steps = meta["final"]["elapsed"], meta["final"]["tokens"], meta["final"]["step"]
     res.final_bpb = common_bpb(model, load_tokenizer(RUN, home), args)
     return res
 
@@ -212,7 +222,8 @@ def train_nanochat(args, work: Path) -> SideResult:
                       "--eval-tokens", str(args.eval_tokens), "--core-metric-every", "-1", "--sample-every", "-1",
                       "--model-tag", "quality", "--window-pattern", "L", *args.nanochat_arg],
                      work / "nanochat_base.log", env, args.nanochat)
-    res = SideResult("nanochat", wall_s=time.perf_counter() - t0, tokens=args.steps * s["batch_tokens"])
+    res = SideResult("nanochat", wall_s=time.perf_counter() - t0, tokens=args.steps * s["batch_tokens"],
+                     steps=args.steps)
     res.curve = [(int(m[1]), float(m[2])) for m in re.finditer(r"Step (\d+) \| Validation bpb: ([0-9.]+)", out)]
     # Every step's dt, the first (torch.compile) included, as picochat's elapsed counts every step.
     # (nanochat's own "Total training time" leaves out steps 0-10, so it reads 0 on short runs.)
@@ -256,45 +267,67 @@ def time_to_reach(side: SideResult, target: float) -> tuple[float, float] | None
     return None
 
 
-def print_time_to_target(ours: SideResult, ref: SideResult) -> None:
+def time_to_target_lines(ours: SideResult, ref: SideResult) -> list[str]:
     """How long picochat takes to reach the validation bpb nanochat ends at (both own-evaluator curves)."""
     if not (ref.curve and ours.curve and ref.curve_s):
-        return
-    target = ref.curve[-1][1]
-    print(f"\ntime to nanochat's final val bpb {target:.4f} (own-evaluator curves; training seconds, "
-          f"first step excluded):")
-    print(f"  own-evaluator finals vs the common evaluator: nanochat {ref.curve[-1][1]:.4f} vs "
-          f"{ref.final_bpb:.4f}, picochat {ours.curve[-1][1]:.4f} vs {ours.final_bpb:.4f}")
-    hit = time_to_reach(ours, target)
-    ref_s = ref.curve_s[-1]
-    if hit is None:
-        print(f"  picochat did not reach it in {ours.curve[-1][0]} steps; nanochat took {ref_s:.1f} s")
-        return
-    speedup = f"{ref_s / hit[0]:.2f}x less time" if hit[0] > 0 else "already below it at its first eval point"
-    print(f"  picochat {hit[0]:.1f} s (step {hit[1]:.1f} of {ours.curve[-1][0]}) vs nanochat {ref_s:.1f} s "
-          f"(step {ref.curve[-1][0]}): {speedup}")
+        return []
+    target, ref_s = ref.curve[-1][1], ref.curve_s[-1]
+    lines = [f"Time to nanochat's final val bpb {target:.4f} (own-evaluator curves; training seconds, first "
+             f"step excluded). Own-evaluator finals vs the common evaluator: nanochat {target:.4f} vs "
+             f"{ref.final_bpb:.4f}, picochat {ours.curve[-1][1]:.4f} vs {ours.final_bpb:.4f}."]
+    for label, goal in (("own-curve target", target), ("common-evaluator target", ref.final_bpb)):
+        hit = time_to_reach(ours, goal)
+        if hit is None:
+            lines.append(f"- {label} {goal:.4f}: picochat did not reach it in {ours.curve[-1][0]} steps; "
+                         f"nanochat took {ref_s:.1f} s")
+            continue
+        speedup = f"{ref_s / hit[0]:.2f}x less time" if hit[0] > 0 else "below it at its first eval point"
+        lines.append(f"- {label} {goal:.4f}: picochat {hit[0]:.1f} s (step {hit[1]:.1f} of {ours.curve[-1][0]}) "
+                     f"vs nanochat {ref_s:.1f} s (step {ref.curve[-1][0]}): {speedup}")
+    return lines
 
 
-def print_table(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None) -> None:
-    for side in [s for s in (ref, ours) if s]:
-        print(f"{side.name} curve (own evaluator): " + ", ".join(f"{st}: {b:.4f}" for st, b in side.curve))
-    print(f"\n{'':<26} {'picochat':>12} {'nanochat':>12} {'pico/nano':>10}")
+def report(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None) -> str:
+    """The run's results as Markdown: printed, and appended to RESULTS.md with --record."""
+    lines = [f"- {side.name} curve (step: own-evaluator bpb): " + ", ".join(f"{st}: {b:.4f}" for st, b in side.curve)
+             for side in (ref, ours) if side]
+    lines += ["", "| | picochat | nanochat | picochat/nanochat |", "|---|---|---|---|"]
     ref_bpb = ref.final_bpb if ref else anchor_bpb
-    rows = [("final val bpb (common)", ours.final_bpb, ref_bpb, "{:.4f}"),
+    rows = [("final val bpb, common evaluator", ours.final_bpb, ref_bpb, "{:.4f}"),
             ("params", ours.params, ref.params if ref else None, "{:,}"),
             ("FLOPs/token", ours.flops_per_token, ref.flops_per_token if ref else None, "{:.3e}"),
             ("tokens", ours.tokens, ref.tokens if ref else None, "{:,}"),
-            ("train time s", ours.train_s, ref.train_s if ref else None, "{:.1f}"),
-            ("  of it the first step s", ours.first_step_s, ref.first_step_s if ref else None, "{:.1f}"),
-            ("tokens/s", ours.tok_s, ref.tok_s if ref else None, "{:,.0f}"),
+            ("train time s (every step; evals excluded)", ours.train_s, ref.train_s if ref else None, "{:.1f}"),
+            ("of it the first step s (compilation)", ours.first_step_s, ref.first_step_s if ref else None,
+             "{:.1f}"),
+            ("tokens/s, every step", ours.tok_s, ref.tok_s if ref else None, "{:,.0f}"),
+            ("tokens/s, first step excluded", ours.steady_tok_s, ref.steady_tok_s if ref else None, "{:,.0f}"),
             ("wall s (whole side)", ours.wall_s, ref.wall_s if ref else None, "{:.1f}")]
     for label, a, b, fmt in rows:
-        bs = fmt.format(b) if b is not None else "-"
-        print(f"{label:<26} {fmt.format(a):>12} {bs:>12} {ratio(a, b) if b is not None else '-':>10}")
+        cells = [fmt.format(a), fmt.format(b) if b is not None else "-", ratio(a, b) if b is not None else "-"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if ref_bpb is not None:
         src = "this run" if ref else "anchor --anchor-bpb"
-        print(f"\nbpb difference picochat - nanochat ({src}): {ours.final_bpb - ref_bpb:+.4f} "
-              f"(target: <= -0.03)")
+        lines += ["", f"bpb difference picochat - nanochat ({src}): {ours.final_bpb - ref_bpb:+.4f} "
+                      f"(target: <= -0.03)"]
+    if ref:
+        lines += [""] + time_to_target_lines(ours, ref)
+    return "\n".join(lines)
+
+
+def record(text: str, args, path: Path) -> None:
+    """Append this run to RESULTS.md: date, machine, the exact command, the report, the PNG."""
+    if args.device == "cuda":
+        machine = f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    else:
+        machine = f"{os.cpu_count()}-core CPU ({platform.machine()}), torch {torch.__version__}"
+    command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/quality.py", *sys.argv[1:]])
+    png = os.path.relpath(Path(args.png).resolve(), path.resolve().parent)
+    section = (f"\n### quality.py run, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine}\n\n"
+               f"    {command}\n\n{text}\n\n![curves]({png})\n")
+    with open(path, "a") as f:
+        f.write(section)
+    print(f"recorded in {path}")
 
 
 def plot(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None, path: Path, depth: int = 4) -> None:
@@ -344,6 +377,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--work", default="", help="working directory (default: a fresh temporary one)")
     ap.add_argument("--png", default="benchmarks/quality.png", help="where to write the curves")
     ap.add_argument("--json", default="", help="also write the results here (used by quality_ablations.py)")
+    ap.add_argument("--record", default="", help="append the run (command, machine, date, table) to this "
+                    "Markdown file, e.g. benchmarks/RESULTS.md")
     ap.add_argument("--skip-anchor", action="store_true", help="do not train nanochat; compare to --anchor-bpb")
     ap.add_argument("--anchor-bpb", type=float, default=None, help="nanochat's recorded final val bpb")
     ap.add_argument("--nanochat-arg", action="append", default=[], help="extra flag for base_train (repeatable)")
@@ -376,9 +411,10 @@ def main(argv: list[str] | None = None) -> None:
         args.train_texts = [d for _, d in zip(range(args.train_docs), train)] if args.train_docs else list(train)
         ref = train_nanochat(args, work)
     ours = train_picochat(args, work)
-    print_table(ours, ref, args.anchor_bpb)
-    if ref:
-        print_time_to_target(ours, ref)
+    text = report(ours, ref, args.anchor_bpb)
+    print("\n" + text)
+    if args.record:
+        record(text, args, Path(args.record))
     plot(ours, ref, args.anchor_bpb, Path(args.png), args.depth)
     if args.json:
         sides = {s.name: {**asdict(s), "tok_s": s.tok_s} for s in (ours, ref) if s}

@@ -99,3 +99,27 @@ def test_time_to_reach_interpolates_between_eval_points():
     assert quality.time_to_reach(side, 2.0) == (5.0, 10.0)  # reached exactly at an eval point
     assert quality.time_to_reach(side, 3.5) == (0.0, 0.0)  # already below at the first point
     assert quality.time_to_reach(side, 1.4) is None  # never reached
+
+
+def test_report_and_record(tmp_path, monkeypatch):
+    quality = load_quality()
+    ours = quality.SideResult("picochat", curve=[(10, 2.0), (20, 1.5)], curve_s=[5.0, 15.0], final_bpb=1.50,
+                              train_s=20.0, first_step_s=5.0, tokens=2000, steps=20)
+    ref = quality.SideResult("nanochat", curve=[(0, 3.0), (10, 2.2), (20, 1.75)], curve_s=[0.0, 6.0, 20.0],
+                             final_bpb=1.60, train_s=25.0, first_step_s=5.0, tokens=2000, steps=20)
+    text = quality.report(ours, ref, None)
+    assert "| final val bpb, common evaluator | 1.5000 | 1.6000 | 0.938 |" in text
+    # 2000 x 19/20 tokens over 20 - 5 s and over 25 - 5 s
+    assert "| tokens/s, first step excluded | 127 | 95 | 1.333 |" in text
+    assert "bpb difference picochat - nanochat (this run): -0.1000" in text
+    # nanochat ends at 1.75, halfway between picochat's points at steps 10 (5 s) and 20 (15 s)
+    assert "own-curve target 1.7500: picochat 10.0 s (step 15.0 of 20) vs nanochat 20.0 s (step 20): 2.00x" in text
+    monkeypatch.setattr(sys, "argv", ["quality.py", "--mirror", "some dir"])
+    args = quality.argparse.Namespace(device="cpu", png=str(tmp_path / "curves.png"))
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# results\n")
+    quality.record(text, args, results)
+    written = results.read_text()
+    assert written.startswith("# results\n\n### quality.py run, ")
+    assert "    python benchmarks/quality.py --mirror 'some dir'\n" in written
+    assert text in written and written.endswith("![curves](curves.png)\n")
