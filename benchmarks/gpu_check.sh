@@ -60,6 +60,6 @@ check step-d12 150 "${bench[@]}" --depth 12
 check quality-d12 500 "$py" benchmarks/quality.py --nanochat "$NANOCHAT_DIR" --mirror "${PICOCHAT_MIRROR:-../shared/data}" \
     --device cuda --depth 12 --head-dim 128 --vocab 32768 --seq-len 2048 --batch-tokens 524288 --device-batch 32 \
     --steps 96 --eval-every 4 --eval-tokens 262144 --work /tmp/picochat_quality_d12 \
-    --png "$out/quality_d12.png" --json "$out/quality_d12.json"
+    --png "$out/quality_d12.png" --json "$out/quality_d12.json" --record "$out/quality_d12.md"
 cp /tmp/picochat_quality_d12/*.log "$out/" 2>/dev/null
 echo "gpu_check done in $((SECONDS - start))s"
