@@ -74,7 +74,7 @@ def close_distributed(exit_code: int = 0) -> None:
     Gloo's worker threads outlive destroy_process_group, and one may still be freeing a finished
     collective whose tensors have Python owners when the interpreter shuts down; taking the GIL
     then ends the thread inside C++ and the rank aborts ("terminate called without an active
-    exception", about 1 run in 20 of a 2-rank CPU test on a loaded machine; the core dump shows
+    exception", about 1 run in 15 of a 2-rank CPU test on a loaded machine; the core dump shows
     ProcessGroupGloo::runLoop freeing a collective's tensors during Py_FinalizeEx). All work is done
     and saved by now, so the rank skips interpreter teardown instead.
     """
