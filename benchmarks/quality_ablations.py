@@ -34,6 +34,10 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
                      ["--warmdown-frac=0.65", "--final-lr-frac=0.05", "--embedding-lr=0.3",
                       "--unembedding-lr=0.008"]),
     "weight-decay": ("decoupled weight decay 0.1 on the Muon matrices (off in the recipe)", ["--weight-decay=0.1"]),
+    # run-to-run noise: the same recipe from another initialisation (the data order does not change)
+    "seed": ("the recipe with another random seed (1, not 1337): what the seed alone moves", ["--seed=1"]),
+    "weight-decay-seed": ("weight decay 0.1 with seed 1: does its gain outlast a change of seed?",
+                          ["--weight-decay=0.1", "--seed=1"]),
     # nanochat's base_train scales every learning rate by sqrt(B / 524288): 0.177 at 16,384 tokens/step
     "batch-lr-scaling": ("nanochat's batch-size rule: every learning rate x sqrt(16384/524288) = 0.177",
                          ["--matrix-lr=0.003536", "--embedding-lr=0.03536", "--unembedding-lr=0.000707"]),
