@@ -62,8 +62,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from picochat.common.io import atomic_write_text  # noqa: E402
 from picochat.data.sources import iter_documents  # noqa: E402
-from picochat.eval.bpb import aggregate, score_documents  # noqa: E402
+from picochat.eval.bpb import bits_per_byte  # noqa: E402
 from picochat.train import checkpoint  # noqa: E402
 from picochat.train.base import load_tokenizer  # noqa: E402
 
@@ -169,11 +170,8 @@ def train_picochat(args, work: Path) -> SideResult:
 def common_bpb(model: torch.nn.Module, tokenizer, args) -> float:
     """The one evaluator, in fp32 on the run's device (bf16 rounding would differ between the two models)."""
     model = model.float().to(args.device).eval()
-    batch = 64 if args.device == "cuda" else 8
-    with torch.no_grad():
-        scores = score_documents(model, tokenizer, args.val_texts, seq_len=args.seq_len, device=args.device,
-                                 batch_size=batch)
-    return aggregate(scores)
+    return bits_per_byte(model, tokenizer, args.val_texts, seq_len=args.seq_len, device=args.device,
+                         batch_size=64 if args.device == "cuda" else 8)
 
 
 # ---------------------------------------------------------------------------------------------- nanochat
@@ -325,8 +323,7 @@ def record(text: str, args, path: Path) -> None:
     png = os.path.relpath(Path(args.png).resolve(), path.resolve().parent)
     section = (f"\n### quality.py run, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine}\n\n"
                f"    {command}\n\n{text}\n\n![curves]({png})\n")
-    with open(path, "a") as f:
-        f.write(section)
+    atomic_write_text(path, (path.read_text() if path.exists() else "") + section)
     print(f"recorded in {path}")
 
 
