@@ -367,9 +367,5 @@ def apply_tables(sections: dict[str, Any], data: dict[str, Any], path: str, *, o
             setattr(obj, key, coerce(type(obj), key, value))
 
 
-def apply_toml(sections: dict[str, Any], path: str) -> None:
-    apply_tables(sections, load_toml(path), path)
-
-
 def to_dict(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: dataclasses.asdict(obj) for name, obj in sections.items()}
