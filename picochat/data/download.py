@@ -73,13 +73,15 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify(path: Path, sha256: str | None = None, fmt: Format | None = None) -> str | None:
-    """None if `path` looks complete and correct, else a short reason."""
-    if path.suffix == ".parquet" and not parquet_ok(path):
+def verify(path: Path, sha256: str | None = None, fmt: Format | None = None, name: str = "") -> str | None:
+    """None if `path` looks complete and correct, else a short reason. `name`: the final file name
+    when `path` is a partial download (its suffix decides the checks)."""
+    name = name or path.name
+    if name.endswith(".parquet") and not parquet_ok(path):
         return "its parquet footer is missing or damaged (truncated file?)"
     if sha256 and sha256_of(path) != sha256:
         return "its sha256 does not match the registry"
-    problem = format_problem(path, fmt)
+    problem = format_problem(path, fmt, name)
     return f"it {problem}" if problem else None
 
 
@@ -150,8 +152,8 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, fmt: Forma
     for attempt in range(retries + 1):
         try:
             _attempt(url, part, timeout, progress)
-            problem = verify(part, sha256)
-            wrong_format = format_problem(part, fmt) if problem is None else None
+            problem = verify(part, sha256, name=dest.name)
+            wrong_format = format_problem(part, fmt, dest.name) if problem is None else None
             if wrong_format:  # complete and intact, but not the data we expect: another try cannot help
                 part.unlink()
                 raise UserError(f"the file downloaded from {url} {wrong_format}; nothing was saved (the "

@@ -74,7 +74,7 @@ class Parquet:
 
     layouts: tuple[dict[str, ArrowType], ...]
 
-    def problem(self, path: Path) -> str | None:
+    def problem(self, path: Path, name: str) -> str | None:
         import pyarrow.parquet as pq
 
         try:
@@ -103,8 +103,8 @@ class Jsonl:
     row_type: str = "object"
     rows: int = 5
 
-    def problem(self, path: Path) -> str | None:
-        opener = gzip.open if path.suffix == ".gz" else open
+    def problem(self, path: Path, name: str) -> str | None:
+        opener = gzip.open if name.endswith(".gz") else open
         seen = 0
         try:
             with opener(path, "rt", encoding="utf-8") as f:
@@ -133,8 +133,8 @@ class Lines:
     pattern: str
     rows: int = 50
 
-    def problem(self, path: Path) -> str | None:
-        opener = gzip.open if path.suffix == ".gz" else open
+    def problem(self, path: Path, name: str) -> str | None:
+        opener = gzip.open if name.endswith(".gz") else open
         seen = 0
         try:
             with opener(path, "rt", encoding="utf-8", newline="") as f:
@@ -180,7 +180,7 @@ class BundleZip:
     uri_key: str
     data_dir: str
 
-    def problem(self, path: Path) -> str | None:
+    def problem(self, path: Path, name: str) -> str | None:
         try:
             with zipfile.ZipFile(path) as z:
                 infos = z.infolist()
@@ -217,6 +217,7 @@ class BundleZip:
 Format = Parquet | Jsonl | Lines | BundleZip
 
 
-def format_problem(path: Path, fmt: Format | None) -> str | None:
-    """Why `path` is not in format `fmt` (a short clause that follows the file's name), or None."""
-    return None if fmt is None else fmt.problem(Path(path))
+def format_problem(path: Path, fmt: Format | None, name: str = "") -> str | None:
+    """Why `path` is not in format `fmt` (a short clause that follows the file's name), or None.
+    `name` is the file's final name when `path` is a partial download (`x.jsonl.gz.part`)."""
+    return None if fmt is None else fmt.problem(Path(path), name or Path(path).name)

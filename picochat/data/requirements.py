@@ -54,7 +54,7 @@ def parse_task_spec(spec: str) -> tuple[str, str | None, int | None]:
     """`name[:split[:n]]` -> (normalised name, split or None, n or None); the name is not checked."""
     fields = [f.strip() for f in spec.strip().split(":")]
     if len(fields) > 3:
-        raise UserError(f"task spec '{spec}' has {len(fields) - 1} ':'; use name[:split[:n]]")
+        raise UserError(f"unknown task spec '{spec}': use name[:split[:n]] (at most two ':')")
     name = fields[0].lower().replace("-", "_")
     split = fields[1] if len(fields) > 1 and fields[1] else None
     n = None

@@ -194,7 +194,7 @@ def core_bundle_bytes() -> bytes:
         z.writestr("eval_bundle/", "")
         z.writestr("eval_bundle/core.yaml", yaml.safe_dump({"icl_tasks": tasks}, sort_keys=False))
         z.writestr("eval_bundle/eval_meta_data.csv", meta)
-        for label, uri, task_type, *_ in CORE_TASKS:
+        for label, uri, task_type, *_ in {t[1]: t for t in CORE_TASKS}.values():  # hellaswag's file serves two
             rows = _core_rows(label, task_type)
             z.writestr(f"eval_bundle/eval_data/{uri}", "".join(json.dumps(r) + "\n" for r in rows))
     return buf.getvalue()
