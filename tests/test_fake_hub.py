@@ -207,3 +207,65 @@ def test_old_mmlu_layout_and_mirror_names_still_read(hub_root, tmp_path, monkeyp
 
 def test_core_task_table_has_22_tasks():
     assert len(CORE_TASKS) == 22 and len({t[0] for t in CORE_TASKS}) == 22
+
+
+# ---------------------------------------------------------------------------------------- CORE bundle
+
+
+def test_core_bundle_unpacks_atomically_replaces_an_older_one_and_wins_over_a_partial_mirror(hub, tmp_path):
+    from picochat.eval import core
+
+    home = tmp_path / "home"
+    partial = tmp_path / "partial" / "core_icl"  # a mirror folder with 18 of the 22 task files
+    with zipfile.ZipFile(hub.root / "mirror" / "core" / "eval_bundle.zip") as z:
+        for info in z.infolist():
+            rel = info.filename.removeprefix("eval_bundle/")
+            if rel and not info.is_dir() and not any(k in rel for k in ("hellaswag", "squad", "coqa")):
+                (partial / rel).parent.mkdir(parents=True, exist_ok=True)
+                (partial / rel).write_bytes(z.read(info))
+    assert core.bundle_dir(str(partial.parent), str(home)) == partial  # nothing else here: CORE-18
+    stale = home / "data" / "core_icl"
+    stale.mkdir(parents=True)
+    (stale / "core.yaml").write_text("icl_tasks: []\n")  # an older, broken unpack
+    target = download.fetch_unpacked("core", home=str(home), mirror=hub.mirror)
+    assert target == stale and len(core.load_specs(target)) == 22 and (target / ".unpacked-from").is_file()
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".core_icl")]  # no temp folders left
+    mtime = (target / "core.yaml").stat().st_mtime_ns
+    assert download.fetch_unpacked("core", home=str(home), mirror=hub.mirror) == target
+    assert (target / "core.yaml").stat().st_mtime_ns == mtime  # same archive: not unpacked again
+    assert core.bundle_dir(str(partial.parent), str(home)) == target  # the complete bundle wins
+
+
+def test_a_member_that_inflates_past_its_header_is_refused(tmp_path):
+    from picochat.data.download import _unpack_member
+
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("eval_bundle/x.jsonl", "0" * 100_000)
+    with zipfile.ZipFile(archive) as z:
+        info = z.getinfo("eval_bundle/x.jsonl")
+        info.file_size = 1000  # what a bomb's header would claim
+        with pytest.raises(zipfile.BadZipFile):
+            _unpack_member(z, info, tmp_path / "out" / "x.jsonl")
+
+
+def test_ranks_fetching_one_file_download_it_once(hub, tmp_path):
+    """Threads (like torchrun ranks) asking for the same file wait on its lock: one GET, one good file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    home = str(tmp_path / "home")
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: download.fetch_split("mmlu", "auxiliary_train", home=home,
+                                                             mirror=hub.mirror), range(4)))
+    assert len({tuple(p) for p in paths}) == 1
+    assert hub.requests.count("/mirror/mmlu/all/auxiliary_train-00000-of-00001.parquet") == 1
+    assert paths[0][0].read_bytes() == (hub.root / "mirror" / "mmlu" / "all" /
+                                        "auxiliary_train-00000-of-00001.parquet").read_bytes()
+
+
+def test_a_shard_without_the_text_column_is_named(tmp_path):
+    folder = tmp_path / "data" / "climbmix"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"tokens": [[1, 2]]}), folder / "shard_00000.parquet")
+    with pytest.raises(UserError, match="has no text column 'text'"):
+        open_corpus("climbmix", "train", home=str(tmp_path), mirror="")

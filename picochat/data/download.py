@@ -20,6 +20,7 @@ else the first one that a mirror or URL serves. Archives (the CORE bundle) are u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -31,7 +32,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -227,6 +228,24 @@ def local_copy(name: str, file: str, *, home: str = "", mirror: str = "") -> Pat
     return None
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `<path>.lock`, so that processes (torchrun ranks) or threads fetching the
+    same file wait for one another instead of writing one .part file together (no-op without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; run one process per machine there
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def fetch(name: str, file: str, *, home: str = "", mirror: str = "", retries: int = 5, backoff: float = 1.0,
           progress: Callable[[int, int], None] | None = None) -> Path:
     """A verified local path to `file` of source `name`: the mirror folder's copy, else a download.
@@ -238,16 +257,20 @@ def fetch(name: str, file: str, *, home: str = "", mirror: str = "", retries: in
     if in_mirror is not None:
         return _checked_mirror_copy(src, file, in_mirror)
     sha, fmt = _sha_for(src, file), src.format_for(file)
-    if dest.is_file():
-        if verify(dest, sha, fmt) is None:
-            return dest
-        dest.unlink()  # damaged: fetch it again
-    if url is None:
+    if url is None and not dest.is_file():
         where = (f"is not in the mirror folder {mirror_location(mirror)}" if mirror_location(mirror)
                  else "has no public download URL")
         raise Unavailable(f"{name}/{file} {where}; point --mirror or PICOCHAT_MIRROR at a folder or URL "
                           f"that has {src.mirror_dir}/{file}")
-    return download_file(url, dest, sha256=sha, fmt=fmt, retries=retries, backoff=backoff, progress=progress)
+    with _locked(dest):
+        if dest.is_file():
+            if verify(dest, sha, fmt) is None:
+                return dest
+            dest.unlink()  # damaged: fetch it again
+        if url is None:
+            raise Unavailable(f"{dest} failed its check and {name}/{file} has no download URL here; put a good "
+                              f"copy there, or point --mirror at a folder or URL that has {src.mirror_dir}/{file}")
+        return download_file(url, dest, sha256=sha, fmt=fmt, retries=retries, backoff=backoff, progress=progress)
 
 
 def fetch_split(name: str, split: str, *, home: str = "", mirror: str = "", retries: int = 5,
@@ -270,22 +293,42 @@ def fetch_split(name: str, split: str, *, home: str = "", mirror: str = "", retr
     raise last
 
 
+STAMP = ".unpacked-from"  # inside an unpacked folder: size and sha256 of the archive it came from
+
+
 def fetch_unpacked(name: str, *, home: str = "", mirror: str = "") -> Path:
-    """The folder an archive of source `name` unpacks to (FileSpec.unpack_to, in the data dir),
-    fetching and unpacking the archive if that folder is not there yet."""
+    """The folder the archive of source `name` unpacks to (FileSpec.unpack_to, in the data dir):
+    the archive is fetched (or found) and, unless that folder already holds exactly it, unpacked."""
     src = get_source(name)
     [(file, spec)] = [(f, s) for f, s in src.files.items() if s.unpack_to]
+    archive = fetch(name, file, home=home, mirror=mirror)
     target = data_dir(home) / spec.unpack_to
-    if target.is_dir():
-        return target
-    return unpack_zip(fetch(name, file, home=home, mirror=mirror), target, strip=getattr(spec.format, "root", ""))
+    stamp = f"{archive.stat().st_size} {sha256_of(archive)}"
+    with _locked(target):
+        if (target / STAMP).is_file() and (target / STAMP).read_text() == stamp:
+            return target
+        return unpack_zip(archive, target, strip=getattr(spec.format, "root", ""), stamp=stamp)
 
 
-def unpack_zip(archive: Path, target: Path, strip: str = "") -> Path:
+def _unpack_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path) -> None:
+    """One member, refusing to write more bytes than its header declares (a zip bomb's trick)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with z.open(info) as member, open(out, "wb") as dst:
+        while block := member.read(BLOCK):
+            written += len(block)
+            if written > info.file_size:
+                raise zipfile.BadZipFile(f"member {info.filename} inflates past its declared {info.file_size} bytes")
+            dst.write(block)
+
+
+def unpack_zip(archive: Path, target: Path, strip: str = "", stamp: str = "") -> Path:
     """Unpack `archive` (members under `strip/`, which is dropped) into `target`, atomically: into a
-    temporary folder beside it, renamed into place when complete. Unsafe members are refused."""
+    temporary folder beside it, then renamed into place (an older `target` is replaced as a whole).
+    Members that could land outside the folder are refused (formats.unsafe_member)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    old = tmp.with_name(tmp.name + ".old")
     try:
         with zipfile.ZipFile(archive) as z:
             for info in z.infolist():
@@ -294,21 +337,20 @@ def unpack_zip(archive: Path, target: Path, strip: str = "") -> Path:
                     raise UserError(f"{archive} is unsafe to unpack: {reason}; delete it and download it again")
                 rel = info.filename[len(strip) + 1:] if strip and info.filename.startswith(strip + "/") \
                     else info.filename
-                if not rel or info.is_dir():
-                    continue
-                out = tmp / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(info) as member, open(out, "wb") as dst:
-                    shutil.copyfileobj(member, dst, BLOCK)
-        if not target.exists():  # else another process unpacked it meanwhile: keep theirs
-            os.replace(tmp, target)
-            _fsync_dir(target.parent)
+                if rel and not info.is_dir():
+                    _unpack_member(z, info, tmp / rel)
+        (tmp / STAMP).write_text(stamp)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise UserError(f"could not unpack {archive} ({type(e).__name__}: {e}); delete it and download it "
                         "again") from None
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
     return target
 
 

@@ -104,6 +104,8 @@ def preset_needs(preset) -> list[Need]:
     for where, source in (("tokenizer.source", preset.tokenizer.source),
                           ("base.source", preset.stages["base"].source)):
         needs += [Need(source, split, where) for split in SPLITS]
+    if preset.eval.source:  # bits per byte on another source's held-out text
+        needs.append(Need(preset.eval.source, preset.eval.split, "eval.source"))
     specs = []
     for stage in ("mid", "sft"):
         row = preset.stages.get(stage)

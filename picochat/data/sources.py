@@ -359,11 +359,14 @@ class ParquetCorpus:
 
         for i, path in enumerate(self.paths):
             try:
-                n = pq.ParquetFile(path).num_row_groups
+                meta = pq.ParquetFile(path)
             except Exception as e:  # pyarrow raises several types for a damaged file
                 raise UserError(f"{path} is not a readable parquet file ({e}); delete it and run "
                                 f"`picochat data download {self.name}` again") from None
-            self._groups.extend((i, g) for g in range(n))
+            if self.column not in meta.schema_arrow.names:
+                raise UserError(f"{path} has no text column '{self.column}' (its columns: "
+                                f"{', '.join(meta.schema_arrow.names)}); it is not a {self.name} shard")
+            self._groups.extend((i, g) for g in range(meta.num_row_groups))
 
     def num_chunks(self) -> int:
         return len(self._groups)

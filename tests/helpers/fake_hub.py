@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gzip
 import hashlib
 import io
@@ -246,10 +247,13 @@ def build_fake_hub(root: Path, **kw) -> Path:
 class _RangeHandler(SimpleHTTPRequestHandler):
     """Static files with `Range: bytes=N-` (what download.py asks for when it resumes)."""
 
+    requests: list[str]  # set per server: every path asked for, in order
+
     def log_message(self, *args) -> None:
         pass
 
     def send_head(self):
+        self.requests.append(self.path)
         start = self.headers.get("Range", "")
         path = Path(self.translate_path(self.path))
         if not start.startswith("bytes=") or not path.is_file():
@@ -271,6 +275,7 @@ class _RangeHandler(SimpleHTTPRequestHandler):
 class FakeHub:
     root: Path
     url: str
+    requests: list[str]  # every path asked for, in order
 
     @property
     def mirror(self) -> str:
@@ -298,13 +303,14 @@ def _pin_fake_checksums(root: Path) -> list[tuple[dict, str, object]]:
 @contextlib.contextmanager
 def serve_fake_hub(root: Path) -> Iterator[FakeHub]:
     """Serve a built hub on 127.0.0.1 (a free port) for the duration of the block."""
-    handler = lambda *a, **k: _RangeHandler(*a, directory=str(root), **k)  # noqa: E731
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    requests: list[str] = []
+    handler = type("Handler", (_RangeHandler,), {"requests": requests})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     undo = _pin_fake_checksums(Path(root))
     try:
-        yield FakeHub(Path(root), f"http://127.0.0.1:{httpd.server_address[1]}")
+        yield FakeHub(Path(root), f"http://127.0.0.1:{httpd.server_address[1]}", requests)
     finally:
         for files, file, spec in undo:
             files[file] = spec
