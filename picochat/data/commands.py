@@ -101,13 +101,14 @@ def download_main(cfg) -> None:
     else:
         paths, missing = _download_splits(src, home, mirror)
         if not paths:
-            raise UserError(" ".join(missing))
+            raise UserError(missing[0] if len(missing) == 1 else
+                            f"none of the {len(missing)} splits of {src.name} is available; first: {missing[0]}")
         for m in missing:
             print(f"skipped: {m}")
     if src.name == "core":
         print(f"core: bundle unpacked in {download.fetch_unpacked('core', home=home, mirror=mirror)}")
     total = sum(p.stat().st_size for p in paths)
-    print(f"{src.name}: {len(paths)} file(s), {human(total)}B ready under {local_folders(src, home, mirror)[-1]}")
+    print(f"{src.name}: {len(paths)} file(s), {human(total)}B ready under {paths[0].parent}")
 
 
 def _download_splits(src: Source, home: str, mirror: str) -> tuple[list, list[str]]:
