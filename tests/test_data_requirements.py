@@ -56,6 +56,9 @@ def test_a_split_the_source_lacks_or_cannot_download_is_named(monkeypatch):
     monkeypatch.setitem(p.stages, "mid", bad_mid)
     with pytest.raises(UserError, match="no download URL"):
         check_preset(p)
+    monkeypatch.setattr(p, "tokenizer", p.tokenizer.__class__(source="gutenberg"))
+    with pytest.raises(UserError, match="tokenizer.source reads gutenberg split 'train', whose files have no"):
+        check_preset(p)
     bad_mid = p.stages["mid"].__class__(**{**vars(p.stages["mid"]), "mixture": "smoltlak"})
     monkeypatch.setitem(p.stages, "mid", bad_mid)
     with pytest.raises(UserError, match="unknown task 'smoltlak'"):

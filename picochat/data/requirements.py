@@ -137,8 +137,8 @@ def need_problem(need: Need, registry: dict | None = None) -> str | None:
     src = registry.get(need.source)
     if src is None:
         return f"{need.used_by} needs the data source '{need.source}', which is not registered"
-    if src.kind == "pretrain" and need.split in SPLITS:
-        if src.num_shards or src.name == "synthetic" or need.split in src.splits:
+    if src.num_shards or src.name == "synthetic":  # shards by URL pattern, or generated
+        if need.split in SPLITS:
             return None
     elif need.split in src.splits:
         if all(src.url_for(f) for f in src.splits[need.split][-1]):
