@@ -229,9 +229,9 @@ def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
     return Preset(
         name=name,
         model=_d(depth),
-        tokenizer=TokenizerConfig(source="fineweb-edu"),
+        tokenizer=TokenizerConfig(source="climbmix"),
         stages={
-            "base": replace(base, source="fineweb-edu", weight_decay=PRETRAIN_WEIGHT_DECAY),
+            "base": replace(base, source="climbmix", weight_decay=PRETRAIN_WEIGHT_DECAY),
             "mid": replace(base, source="mid-mixture", num_steps=0, param_data_ratio=0,
                            warmdown_frac=0.2, eval_every=150, save_every=0,
                            mixture=GPU_MID_MIXTURE, val_mixture=GPU_MID_VAL),

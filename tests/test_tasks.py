@@ -23,7 +23,7 @@ from picochat.tasks.common import (
     describe,
     extract_final_number,
     read_records,
-    resolve_data_file,
+    resolve_split_files,
     same_number,
 )
 from picochat.tasks.gsm8k import GSM8K, solution_parts
@@ -385,9 +385,9 @@ def test_read_records_and_missing_file(tmp_path):
     with pytest.raises(UserError, match="bad.jsonl"):
         read_records(tmp_path / "bad.jsonl")
     with pytest.raises(UserError, match="does not exist"):
-        resolve_data_file("gsm8k", "train.jsonl", tmp_path / "nope.jsonl")
+        resolve_split_files("gsm8k", "train", tmp_path / "nope.jsonl")
     with pytest.raises(UserError):
-        resolve_data_file("gsm8k", "train.jsonl", mirror=str(tmp_path))
+        resolve_split_files("gsm8k", "train", mirror=str(tmp_path))
 
 
 # ----------------------------------------------------------------------------- the real files

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from picochat.tasks.common import RecordTask, read_records, resolve_data_file
+from picochat.tasks.common import RecordTask, read_records, resolve_split_files
 
 _FENCE_RE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
 
@@ -53,7 +53,7 @@ class HumanEval(RecordTask):
     def __init__(self, path: str | Path | None = None, *, seed: int | None = 42, timeout: float = 5.0,
                  home: str = "", mirror: str = ""):
         self.timeout = timeout
-        rows = read_records(resolve_data_file("humaneval", "HumanEval.jsonl.gz", path, home=home, mirror=mirror))
+        rows = read_records(resolve_split_files("humaneval", "test", path, home=home, mirror=mirror))
         super().__init__(rows, seed)
 
     def make_example(self, row: dict) -> dict:
