@@ -48,6 +48,7 @@ def steps_for_budget(model: GPT, train: TrainConfig) -> int:
 
 class BaseStage:
     name = "base"
+    reshards_cursors = True  # resumes on any number of ranks: the loader splits the old cursors
 
     def __init__(self, train: TrainConfig, tokenizer: Tokenizer, seq_len: int, *, rank: int, world_size: int,
                  home: str, mirror: str):
