@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,79 @@ def test_cuda_fast_paths_match_reference():
     assert dist_e < 0.15 and abs(dist_c - dist_e) < 0.02, (dist_c, dist_e)
     sv = torch.linalg.svdvals(compiled)
     assert 0.75 < sv.min() and sv.max() < 1.25, sv.aminmax()
+
+
+# ----------------------------------------------------------------------------- base on another world size
+
+
+def base_run_dir(tmp_path: Path) -> Path:
+    """A run home whose run 't' has a small tokenizer, ready for `picochat train base`."""
+    from picochat.data import synthetic
+    from picochat.tokenizer.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(synthetic.chunk("train", 0), 400, native=False)
+    tok.save(tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json")
+    return tmp_path
+
+
+def base_cmd(home: Path, stop_after: int, *extra, ranks: int = 0, port: int = 0) -> list[str]:
+    """`picochat train base` on a depth-1 model, 64 rows of 256 tokens per step, killed right after
+    the checkpoint of step `stop_after` (0: run to the end); under torchrun when ranks > 0."""
+    cmd = [sys.executable]
+    if ranks:
+        cmd += ["-m", "torch.distributed.run", f"--nproc_per_node={ranks}", f"--master_port={port}"]
+    helper = [str(HELPERS / "stop_after_save.py"), "--", str(stop_after)] if stop_after else ["-m", "picochat", "--"]
+    return cmd + helper + ["train", "base", "--run", "t", "--home", str(home), "--device", "cpu",
+                           "--depth", "1", "--head-dim", "64", "--seq-len", "256", "--device-batch-size", "32",
+                           "--total-batch-tokens", "16384", "--num-steps", "20", "--save-every", "2",
+                           "--eval-every", "0", "--eval-tokens", "512", "--log-every", "1", *extra]
+
+
+def logged_docs(log: Path, up_to_rows: int) -> Counter:
+    """Documents a rank packed into the batches up to its checkpointed row count (PICOCHAT_DOC_LOG)."""
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    return Counter(tuple(d) for e in entries if e["rows"] <= up_to_rows for d in e["docs"])
+
+
+@pytest.mark.slow
+def test_base_stopped_on_two_ranks_resumes_on_one_with_exactly_the_remaining_documents(tmp_path):
+    """The must-show of "resume anywhere": 2 gloo ranks train base and die after the step-2
+    checkpoint; 1 rank resumes, re-sharding their cursors, and dies after step 16. What the 2 ranks
+    packed, what the 1 rank packed and what it still holds are, together, exactly the first
+    documents of the single-rank stream, each once: nothing trained twice, nothing skipped."""
+    from picochat.data.sources import open_corpus
+
+    home = base_run_dir(tmp_path)
+    logs = tmp_path / "doclog"
+    env = {**ENV, "PICOCHAT_DOC_LOG": str(logs)}
+    two = subprocess.run(base_cmd(home, 2, ranks=2, port=29626), capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert "killed after the step-2 checkpoint" in two.stdout, two.stderr[-3000:]
+    out = home / "runs" / "t" / "base"
+    old = checkpoint.load_latest_checkpoint(out)["cursors"]
+    assert [c["world_size"] for c in old] == [2, 2]
+    before = sum((logged_docs(logs / f"train-rank{r}-of2.jsonl", c["stats"]["rows"]) for r, c in enumerate(old)),
+                 Counter())
+
+    one = subprocess.run(base_cmd(home, 16), capture_output=True, text=True, env=env, timeout=300)
+    assert "killed after the step-16 checkpoint" in one.stdout, one.stderr[-3000:]
+    assert "written by 2 ranks, resuming on 1: the data cursors are re-sharded" in one.stdout
+    state = checkpoint.load_latest_checkpoint(out)
+    assert state["step"] == 16
+    (cursor,) = state["cursors"]
+    after = logged_docs(logs / "train-rank0-of1.jsonl", cursor["stats"]["rows"])
+    pending = Counter(tuple(d) for d in cursor["pending"])
+    assert before and after and not set(before) & set(after)
+
+    # The old ranks' leftovers are read by now, so the one rank stands at a plain position
+    # [epoch 0, chunk, offset]: everything before it, in single-rank order, has been read once.
+    assert "leftover" not in cursor and cursor["next"][0] == 0
+    _, chunk, offset = cursor["next"]
+    corpus = open_corpus("synthetic", "train")
+    read = Counter((c, i) for c in range(chunk) for i in range(len(corpus.chunk(c))))
+    read.update((chunk, i) for i in range(offset))
+    assert before + after + pending == read
+
+    done = subprocess.run(base_cmd(home, 0), capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed base from step 16/20" in done.stdout and checkpoint.is_complete(out)
