@@ -73,6 +73,9 @@ def main(cfg) -> None:
     if checkpoint.is_complete(out):
         print0(f"base stage of run '{cfg.run.run}' is already complete ({out}); skipping")
         return
+    if cfg.train.warm_start_optim:
+        raise UserError("--warm-start-optim is for mid and sft (they start from a trained stage); "
+                        "base starts from scratch, so drop it here")
     dist_info, device = init_distributed(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
     tokenizer = load_tokenizer(cfg.run.run, cfg.run.home)

@@ -325,7 +325,7 @@ class Trainer:
     def _finish(self, last_eval: dict[str, float]) -> dict[str, Any]:
         final = {"step": self.step, "tokens": self.step * self.tokens_per_step, "elapsed": self.elapsed,
                  **last_eval}
-        model_sd = parallel.full_model_state(self.par)  # collective
+        model_sd, optim_sd = parallel.full_state(self.par, self.optimizers)  # collective; optim: warm starts
         if self.dist.is_main:
             meta = {**self.meta, "model_config": self.raw_model.config.to_dict(),
                     "train_config": asdict(self.cfg), "final": final,
@@ -334,7 +334,7 @@ class Trainer:
                     # where it ran, for the report's cost line (GPU-hours = elapsed x world_size)
                     "device": self.device.type, "world_size": self.dist.world_size,
                     "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"}
-            checkpoint.save_artifact(self.out_dir, model_sd, meta)
+            checkpoint.save_artifact(self.out_dir, model_sd, meta, optimizer=optim_sd)
             for p in (self.out_dir / "checkpoints").glob("step_*"):
                 p.unlink(missing_ok=True)  # the artifact supersedes the resume state
         parallel.barrier()
