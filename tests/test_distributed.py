@@ -274,3 +274,60 @@ def test_base_stopped_on_two_ranks_resumes_on_one_with_exactly_the_remaining_doc
     done = subprocess.run(base_cmd(home, 0), capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed base from step 16/20" in done.stdout and checkpoint.is_complete(out)
+
+
+# ----------------------------------------------------------------------------- two nodes (issue 23)
+
+
+def fsdp_base_args(home: Path) -> list[str]:
+    """`picochat train base` with FSDP2 on a depth-2 model: 10 steps of 8 rows of 128 tokens."""
+    return ["train", "base", "--run", "t", "--home", str(home), "--device", "cpu", "--parallel", "fsdp",
+            "--depth", "2", "--head-dim", "64", "--seq-len", "128", "--device-batch-size", "4",
+            "--total-batch-tokens", "1024", "--num-steps", "10", "--save-every", "3", "--eval-every", "0",
+            "--eval-tokens", "1024", "--log-every", "1"]
+
+
+def two_nodes(home: Path, port: int, kill_node_after: int = 0) -> list[subprocess.CompletedProcess]:
+    """The job on two "nodes" of one process each: two torchrun agents meeting by c10d rendezvous on
+    localhost, as `torchrun --nnodes=2` on two machines would. With kill_node_after, the second
+    node's agent and worker die right after the checkpoint of that step (a lost machine)."""
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+            "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id=job{port}", "--max_restarts=0"]
+    doomed = [str(HELPERS / "stop_after_save.py"), "--", str(kill_node_after), "--node"]
+    entries = [["-m", "picochat", "--"], doomed if kill_node_after else ["-m", "picochat", "--"]]
+    procs = [subprocess.Popen(node + entry + fsdp_base_args(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=ENV, start_new_session=True) for entry in entries]
+    results = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=240)
+        except subprocess.TimeoutExpired:  # a node left waiting: end its whole tree, then fail below
+            os.killpg(p.pid, 9)
+            out, err = p.communicate()
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return results
+
+
+@pytest.mark.slow
+def test_two_nodes_fsdp_lose_a_node_and_the_restarted_job_resumes_exactly(tmp_path):
+    """Multi-node rehearsal without GPUs: base with FSDP2 over two single-process "nodes" (gloo).
+    One node dies after the step-6 checkpoint; the other fails in its next collective; the job,
+    started again, resumes from step 6 and ends with the losses and weights of a run that was
+    never interrupted."""
+    ref, run = base_run_dir(tmp_path / "ref"), base_run_dir(tmp_path / "run")
+    done = two_nodes(ref, 29631)
+    assert all(r.returncode == 0 for r in done), [r.stderr[-2000:] for r in done]
+
+    lost = two_nodes(run, 29632, kill_node_after=6)
+    assert "killed after the step-6 checkpoint" in lost[1].stdout, lost[1].stderr[-3000:]
+    assert lost[0].returncode != 0 and lost[1].returncode != 0  # the surviving node's job fails too
+    out = run / "runs" / "t" / "base"
+    assert not checkpoint.is_complete(out) and checkpoint.load_latest_checkpoint(out)["step"] == 6
+
+    again = two_nodes(run, 29633)
+    assert all(r.returncode == 0 for r in again), [r.stderr[-2000:] for r in again]
+    assert "resumed base from step 6/10" in again[0].stdout + again[1].stdout
+    ref_out = ref / "runs" / "t" / "base"
+    assert losses(out) == losses(ref_out) and len(losses(out)) == 10  # exact, every step
+    a, b = torch.load(ref_out / "model.pt"), torch.load(out / "model.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
