@@ -33,7 +33,13 @@ from picochat.train.trainer import Batch, Trainer, evaluate_loss_bpb, write_conf
 
 
 class ChatStage:
-    """The trainer's view of a chat stage: packed conversation batches, resumable by cursor."""
+    """The trainer's view of a chat stage: packed conversation batches, resumable by cursor.
+
+    Every rank packs the same global stream and saves the same cursor (train/chat_batches.py), so
+    a checkpoint resumes on any number of ranks: the new ranks continue the global stream at the
+    cursor and split its rows among themselves, nothing repeated or skipped."""
+
+    reshards_cursors = True  # the trainer hands over every rank's cursor when the world size changed
 
     def __init__(self, name: str, train_task: Task, val_task: Task | None, tokenizer: Any, batch_size: int,
                  seq_len: int, *, crop: bool, rank: int = 0, world_size: int = 1):
@@ -43,6 +49,8 @@ class ChatStage:
         self.packing: dict[str, Any] = {}  # updated in place as batches go out (it rides in meta.json)
 
     def batches(self, cursor: dict | None) -> Iterator[Batch]:
+        if cursor is not None and "ranks" in cursor:  # saved on another number of ranks
+            cursor = _shared_cursor(cursor["ranks"])
         for batch in chat_batches(self.train_task, self.tokenizer, cursor=cursor, infinite=True, **self.kw):
             self.last_cursor = batch.cursor
             self.packing.update(batch.cursor["stats"], epoch=batch.cursor["epoch"],
@@ -55,6 +63,14 @@ class ChatStage:
         if self.val_task is None:
             return iter(())
         return chat_batches(self.val_task, self.tokenizer, infinite=False, **{**self.kw, "crop": False})
+
+
+def _shared_cursor(cursors: list[dict]) -> dict:
+    """The one cursor every rank of a chat stage saved (they pack the same stream)."""
+    if any(c != cursors[0] for c in cursors):
+        raise UserError("the checkpoint's chat data cursors differ between ranks, which they never should; "
+                        "restore the checkpoint or start the stage again")
+    return cursors[0]
 
 
 def steps_for_one_pass(train: TrainConfig, task: Task, tokenizer: Any, seq_len: int, crop: bool) -> int:

@@ -1,6 +1,8 @@
-"""Optimizer warm starts: a finished stage keeps its final optimizer state (optimizer.pt), and mid /
-SFT with --warm-start-optim seed their optimizers from it: the per-parameter state carries over,
-the stage's own learning rates and settings stay; a layout that does not match is one sentence."""
+"""Resume anywhere, the parts beyond the base loader (tests/test_loader.py, tests/test_distributed.py):
+- optimizer warm starts: a finished stage keeps its final optimizer state (optimizer.pt), and mid /
+  SFT with --warm-start-optim seed their optimizers from it: the per-parameter state carries over,
+  the stage's own learning rates and settings stay; a layout that does not match is one sentence;
+- chat stages resume on another number of ranks: the global stream continues at the cursor."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from picochat.tasks.registry import make_mixture
 from picochat.tasks.synthetic import WordProblems
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import base, checkpoint, mid, parallel
+from picochat.train.chat_batches import chat_batches
+from picochat.train.chat_stage import ChatStage
 from picochat.train.trainer import Batch, Trainer
 
 SEQ = 64
@@ -144,3 +148,22 @@ def test_base_refuses_a_warm_start_and_presets_follow_the_recipe():
     for name in ("d12", "d20", "d26", "d32"):
         stages = PRESETS[name].stages
         assert stages["mid"].warm_start_optim and not stages["sft"].warm_start_optim
+
+
+def test_a_chat_stage_saved_on_two_ranks_continues_on_one_and_on_three(tok):
+    """2 ranks x 2 rows, stopped after 3 batches; the single stream of 4-row batches is the truth."""
+    task = make_mixture("wordproblems:train:40, smalltalk:train:40", seed=3)
+    single = [b for _, b in zip(range(6), chat_batches(task, tok, 4, SEQ, crop=True))]
+    ranks = [[b for _, b in zip(range(3), chat_batches(task, tok, 2, SEQ, crop=True, rank=r, world_size=2))]
+             for r in range(2)]
+    saved = {"ranks": [ranks[0][-1].cursor, ranks[1][-1].cursor]}
+    one = ChatStage("mid", task, None, tok, 4, SEQ, crop=True)
+    for want, got in zip(single[3:], one.batches(saved)):
+        assert torch.equal(want.inputs, got.inputs) and torch.equal(want.targets, got.targets)
+    # three ranks of 4 rows: their first batches are rows 12..23 of the single stream
+    three = [next(ChatStage("mid", task, None, tok, 4, SEQ, crop=True, rank=r, world_size=3).batches(saved))
+             for r in range(3)]
+    assert torch.equal(torch.cat([b.inputs for b in three]), torch.cat([b.inputs for b in single[3:6]]))
+    broken = {"ranks": [ranks[0][-1].cursor, ranks[0][0].cursor]}
+    with pytest.raises(UserError, match="differ between ranks"):
+        next(one.batches(broken))
