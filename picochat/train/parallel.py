@@ -23,9 +23,13 @@ Launching (torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; common/device.py joins 
 
 Checkpoints are *consolidated*: whatever the mode, rank 0 writes one full state dict keyed by
 parameter names (DCP's get_model_state_dict / get_optimizer_state_dict with full_state_dict=True,
-cpu_offload=True), so a checkpoint resumes on any world size and in either mode. On resume rank 0
-reads it and broadcasts it (set_*_state_dict with broadcast_from_rank0); each rank keeps its copy
-(DDP) or its shard (FSDP2).
+cpu_offload=True), so a checkpoint resumes on any world size and in either mode (the data
+cursors are re-sharded by the stage: data/reshard.py). On resume rank 0 reads it and broadcasts
+it (set_*_state_dict with broadcast_from_rank0); each rank keeps its copy (DDP) or its shard
+(FSDP2). The same path seeds a chat stage's optimizers from the previous stage's final state
+(`warm_start_optimizers`). A lost node ends the job (its peers fail in their next collective, or
+their agent loses the rendezvous store); started again, it resumes from the last checkpoint
+exactly (tests/test_distributed.py rehearses it with two single-process nodes on localhost).
 
 FSDP2 caveat: every forward of the sharded model is a collective (each block all-gathers its
 weights), so all ranks must run the same forwards in the same order. The loop and the validation
