@@ -141,9 +141,9 @@ def run_again(tmp_path, tok) -> None:
     mid.main(chat_cfg(tmp_path, warm_start_optim=True))
 
 
-def test_base_refuses_a_warm_start_and_presets_follow_the_recipe():
+def test_base_refuses_a_warm_start_and_presets_follow_the_recipe(tmp_path):
     with pytest.raises(UserError, match="--warm-start-optim is for mid and sft"):
-        base.main(Resolved(run=RunConfig(run="t", home="/nonexistent", device="cpu"),
+        base.main(Resolved(run=RunConfig(run="t", home=str(tmp_path), device="cpu"),
                            train=TrainConfig(warm_start_optim=True)))
     for name in ("d12", "d20", "d26", "d32"):
         stages = PRESETS[name].stages
