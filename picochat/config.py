@@ -94,6 +94,9 @@ class TrainConfig:
     mixture: str = opt("", "mid/sft: training conversations, a task mixture 'task[:split[:n]][*passes], ...' "
                            "(see tasks/registry.py)")
     val_mixture: str = opt("", "mid/sft: held-out conversations for the validation loss (same syntax)")
+    warm_start_optim: bool = opt(False, "mid/sft: start the optimizer from the previous stage's state (Muon "
+                                        "momentum, AdamW moments) instead of zeros; rates and settings stay this "
+                                        "stage's")
 
 
 @dataclass
@@ -232,9 +235,14 @@ def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
         tokenizer=TokenizerConfig(source="climbmix"),
         stages={
             "base": replace(base, source="climbmix", weight_decay=PRETRAIN_WEIGHT_DECAY),
+            # warm_start_optim: mid is the stage right after pretraining, the role nanochat's SFT has
+            # today (it trains on the same SmolTalk + MMLU + GSM8K mixture), and nanochat's SFT
+            # loads base's optimizer state by default (`--load-optimizer 1`, chosen by its sweeps:
+            # commit 8180e1d "load optimizer by default when SFT"). Our SFT, after mid, has no such
+            # measurement behind it and starts fresh, as nanochat's SFT after its mid stage did.
             "mid": replace(base, source="mid-mixture", num_steps=0, param_data_ratio=0,
                            warmdown_frac=0.2, eval_every=150, save_every=0,
-                           mixture=GPU_MID_MIXTURE, val_mixture=GPU_MID_VAL),
+                           mixture=GPU_MID_MIXTURE, val_mixture=GPU_MID_VAL, warm_start_optim=True),
             "sft": replace(base, source="sft-mixture", device_batch_size=4, total_batch_tokens=65536,
                            num_steps=0, param_data_ratio=0, matrix_lr=0.002, embedding_lr=0.02,
                            unembedding_lr=0.0004, warmdown_frac=1.0, eval_every=100, save_every=0,

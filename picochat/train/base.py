@@ -48,6 +48,7 @@ def steps_for_budget(model: GPT, train: TrainConfig) -> int:
 
 class BaseStage:
     name = "base"
+    reshards_cursors = True  # resumes on any number of ranks: the loader splits the old cursors
 
     def __init__(self, train: TrainConfig, tokenizer: Tokenizer, seq_len: int, *, rank: int, world_size: int,
                  home: str, mirror: str):
@@ -72,6 +73,9 @@ def main(cfg) -> None:
     if checkpoint.is_complete(out):
         print0(f"base stage of run '{cfg.run.run}' is already complete ({out}); skipping")
         return
+    if cfg.train.warm_start_optim:
+        raise UserError("--warm-start-optim is for mid and sft (they start from a trained stage); "
+                        "base starts from scratch, so drop it here")
     dist_info, device = init_distributed(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
     tokenizer = load_tokenizer(cfg.run.run, cfg.run.home)

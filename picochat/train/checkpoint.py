@@ -6,6 +6,8 @@ A stage directory (`runs/<run>/<stage>/`) holds:
                                matching .json was interrupted mid-write and is ignored)
   model.pt, meta.json          the finished artifact; meta.json is written last, so its presence
                                means "this stage is complete"
+  optimizer.pt                 the optimizer state at the end (what a later stage may warm-start
+                               from: --warm-start-optim); its sha256 is in meta.json
   config.json, metrics.jsonl   the resolved config and the per-step metrics
 
 Every file goes through common.io.atomic_write (temp file + fsync + rename): a crash or SIGKILL
@@ -96,13 +98,38 @@ def is_complete(stage_dir: Path) -> bool:
     return (Path(stage_dir) / "meta.json").exists() and (Path(stage_dir) / "model.pt").exists()
 
 
-def save_artifact(stage_dir: Path, model: torch.nn.Module | dict[str, Any], meta: dict[str, Any]) -> None:
-    """The finished stage: weights (a model, or its full state dict), then meta.json last (its
-    existence marks completion)."""
+def save_artifact(stage_dir: Path, model: torch.nn.Module | dict[str, Any], meta: dict[str, Any],
+                  optimizer: dict[str, Any] | None = None) -> None:
+    """The finished stage: weights (a model, or its full state dict) and, if given, the optimizer
+    state (as parallel.full_state returns it), then meta.json last (its existence marks completion)."""
     stage_dir = Path(stage_dir)
+    meta = dict(meta)
+    if optimizer is not None:
+        opt_data = _serialize(optimizer)
+        atomic_write(stage_dir / "optimizer.pt", lambda f: f.write(opt_data))
+        meta["optimizer_sha256"] = hashlib.sha256(opt_data).hexdigest()
     data = _serialize(model if isinstance(model, dict) else model.state_dict())
     atomic_write(stage_dir / "model.pt", lambda f: f.write(data))
     atomic_write_json(stage_dir / "meta.json", {**meta, "sha256": hashlib.sha256(data).hexdigest()})
+
+
+def load_optimizer_state(stage_dir: str | Path) -> dict[str, Any] | None:
+    """A finished stage's final optimizer state, or None when it saved none (an artifact from before
+    optimizer.pt existed, or written without one)."""
+    stage_dir = Path(stage_dir)
+    meta = json.loads((stage_dir / "meta.json").read_text())
+    path = stage_dir / "optimizer.pt"
+    if "optimizer_sha256" not in meta or not path.exists():
+        return None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["optimizer_sha256"]:
+        raise UserError(f"{path} is corrupt (sha256 mismatch); restore it, or run without --warm-start-optim")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def has_training_checkpoint(stage_dir: Path) -> bool:
+    """Whether the stage has a training checkpoint to resume from (verified or not)."""
+    return any((Path(stage_dir) / "checkpoints").glob("step_*.pt"))
 
 
 def load_model(stage_dir: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:

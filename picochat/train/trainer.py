@@ -146,7 +146,7 @@ class Trainer:
 
     # ---- resume / save ----
 
-    def _resume(self) -> None:
+    def _resume(self, stage: Stage) -> None:
         state = parallel.read_on_rank0(lambda: checkpoint.load_latest_checkpoint(self.out_dir), self.dist)
         metrics = self.out_dir / "metrics.jsonl"  # written by rank 0 only (_log_metrics)
         if state is None:
@@ -155,18 +155,24 @@ class Trainer:
             return
         parallel.load_full_state(self.par, self.optimizers, state["model"], state["optimizers"])
         self.step, self.elapsed = state["step"], state["elapsed"]
-        self.cursor = self._my_cursor(state["cursors"])
+        self.cursor = self._my_cursor(state["cursors"], stage)
         checkpoint.set_rng_state(state["rng"])
         if self.dist.is_main and metrics.exists():  # drop metrics logged after the checkpoint: redone
             lines = [ln for ln in metrics.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
             atomic_write_text(metrics, "".join(ln + "\n" for ln in lines))
         print0(f"resumed {self.out_dir.name} from step {self.step}/{self.num_steps}")
 
-    def _my_cursor(self, cursors: list) -> Any:
+    def _my_cursor(self, cursors: list, stage: Stage) -> Any:
         """Each rank reads its own shard, so each saved its own cursor. On a different world size
-        the shards differ: we restart from rank 0's position, which skips or repeats a little data."""
+        the shards differ: a stage whose batches() can split every old rank's cursor between the
+        new ranks (`reshards_cursors`, e.g. base: data/reshard.py) gets them all, as the gathered
+        {"ranks": [...]}; any other restarts from rank 0's position, which skips or repeats a little."""
         if len(cursors) == self.dist.world_size:
             return cursors[self.dist.rank]
+        if getattr(stage, "reshards_cursors", False):
+            print0(f"checkpoint was written by {len(cursors)} ranks, resuming on {self.dist.world_size}: "
+                   "the data cursors are re-sharded (no document repeated or skipped)")
+            return {"ranks": cursors}
         print0(f"warning: checkpoint was written by {len(cursors)} ranks, resuming on {self.dist.world_size}; "
                "the data order restarts from rank 0's position (model and optimizer state are exact)")
         return cursors[0]
@@ -255,7 +261,7 @@ class Trainer:
     def fit(self, stage: Stage) -> dict[str, Any]:
         """Train to num_steps (resuming if a checkpoint exists), then write the stage artifact."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._resume()
+        self._resume(stage)
         old_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             final = self._loop(stage)
@@ -319,7 +325,7 @@ class Trainer:
     def _finish(self, last_eval: dict[str, float]) -> dict[str, Any]:
         final = {"step": self.step, "tokens": self.step * self.tokens_per_step, "elapsed": self.elapsed,
                  **last_eval}
-        model_sd = parallel.full_model_state(self.par)  # collective
+        model_sd, optim_sd = parallel.full_state(self.par, self.optimizers)  # collective; optim: warm starts
         if self.dist.is_main:
             meta = {**self.meta, "model_config": self.raw_model.config.to_dict(),
                     "train_config": asdict(self.cfg), "final": final,
@@ -328,7 +334,7 @@ class Trainer:
                     # where it ran, for the report's cost line (GPU-hours = elapsed x world_size)
                     "device": self.device.type, "world_size": self.dist.world_size,
                     "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"}
-            checkpoint.save_artifact(self.out_dir, model_sd, meta)
+            checkpoint.save_artifact(self.out_dir, model_sd, meta, optimizer=optim_sd)
             for p in (self.out_dir / "checkpoints").glob("step_*"):
                 p.unlink(missing_ok=True)  # the artifact supersedes the resume state
         parallel.barrier()
