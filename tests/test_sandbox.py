@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from picochat.eval import sandbox
-from picochat.eval.sandbox import calculator, run_python
+from picochat.sandbox import calculator, run_python
+from picochat.sandbox import jail as sandbox
 
 pytestmark = [pytest.mark.timeout(60),
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sandbox targets Linux")]

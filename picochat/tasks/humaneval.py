@@ -1,6 +1,7 @@
 """HumanEval: write a Python function from its signature and docstring (Chen et al. 2021,
-arXiv:2107.03374). A reply passes when its code, run with the problem's unit tests in the
-sandbox, exits cleanly.
+arXiv:2107.03374). A reply passes when the problem's unit tests, run in one sandboxed process,
+accept the function the reply defines, run in another (`picochat.sandbox.grade_function`: the
+reply cannot touch the tests or the verdict; an exit status never counts as a pass).
 
 File format (openai/human-eval's HumanEval.jsonl.gz and the HF parquet alike): rows of
 {"task_id", "prompt", "canonical_solution", "test", "entry_point"}.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from picochat.sandbox import Verdict, grade_function
 from picochat.tasks.common import RecordTask, read_records, resolve_data_file
 
 _FENCE_RE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
@@ -34,21 +36,17 @@ def leading_imports(prompt: str) -> str:
     return "\n".join(imports)
 
 
-def checking_program(example: dict, reply: str) -> str:
-    """The program the sandbox runs: prompt imports, the reply's code, the tests, the check call."""
-    return "\n\n".join([
-        leading_imports(example["prompt"]),
-        extract_code(reply),
-        example["test"],
-        f"check({example['entry_point']})",
-    ]) + "\n"
+def candidate_program(example: dict, reply: str) -> str:
+    """What runs in the candidate's sandbox: the prompt's imports, then the reply's code."""
+    return "\n\n".join([leading_imports(example["prompt"]), extract_code(reply)]) + "\n"
 
 
 class HumanEval(RecordTask):
-    """Generative; `evaluate` runs code, so it needs `picochat.eval.sandbox`."""
+    """Generative; `evaluate` runs the reply's code in the sandbox (picochat/sandbox/)."""
 
     name = "humaneval"
     eval_type = "generative"
+    runs_code = True  # evals and RL check the sandbox's isolation first (require_isolation)
 
     def __init__(self, path: str | Path | None = None, *, seed: int | None = 42, timeout: float = 5.0,
                  home: str = "", mirror: str = ""):
@@ -64,7 +62,18 @@ class HumanEval(RecordTask):
         return {"messages": messages, "task_id": row["task_id"], "prompt": row["prompt"],
                 "test": row["test"], "entry_point": row["entry_point"]}
 
-    def evaluate(self, example: dict, reply: str) -> bool:
-        from picochat.eval.sandbox import run_python
+    def grade(self, example: dict, reply: str) -> Verdict:
+        """The verdict with its reasons and the isolation layers that were active."""
+        return grade_function(candidate_program(example, reply), entry_point=example["entry_point"],
+                              prompt=example["prompt"], test=example["test"], timeout=self.timeout)
 
-        return run_python(checking_program(example, reply), timeout=self.timeout).status == "ok"
+    def evaluate(self, example: dict, reply: str) -> bool:
+        return self.grade(example, reply).passed
+
+
+def runs_code(task: object) -> bool:
+    """Whether grading `task` (or a part of a mixture / subset of it) executes model code."""
+    if getattr(task, "runs_code", False):
+        return True
+    parts = list(getattr(task, "tasks", ())) + [getattr(task, "task", None)]
+    return any(runs_code(t) for t in parts if t is not None)
