@@ -264,7 +264,7 @@ def landlock(s, p):
     except OSError as e:
         s.fail("landlock", e)
         return
-    s.ok(f"landlock-abi{abi}")
+    s.active += ["landlock", f"landlock-abi{abi}"]
     s.active += (["landlock-net"] if abi >= 4 else []) + (["landlock-signal"] if abi >= 6 else [])
 
 

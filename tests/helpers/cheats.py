@@ -85,17 +85,15 @@ CHEATS: dict[str, str] = {
         "            pass\n"
         "def {entry}(*a, **k):\n    return None\n"),
     # stop the harness that would record the failure
+    # stop the harness that would record the failure (the process that started this one; never
+    # kill(-1) or a process group: should the sandbox be missing a layer, that hits the machine)
     "kill_parent": (
         "import os, signal\n"
-        "for pid in (os.getppid(), 1, -1, 0):\n"
-        "    for sig in (signal.SIGKILL, signal.SIGTERM):\n"
-        "        try:\n"
-        "            if pid == 0:\n"
-        "                os.killpg(os.getpgid(0), sig)\n"
-        "            else:\n"
-        "                os.kill(pid, sig)\n"
-        "        except OSError:\n"
-        "            pass\n"
+        "for sig in (signal.SIGKILL, signal.SIGTERM):\n"
+        "    try:\n"
+        "        os.kill(os.getppid(), sig)\n"
+        "    except OSError:\n"
+        "        pass\n"
         "def {entry}(*a, **k):\n    return None\n"),
 }
 
