@@ -344,11 +344,13 @@ def main(p):
     driver = p.get("driver") or ""
     del p
     g = {"__name__": "__main__", "__builtins__": __builtins__}
+    # the driver gets the builtins as they are now: code that patches `len` breaks only itself
+    driver_globals = {"__name__": "__driver__", "user_globals": g, "__builtins__": dict(vars(__builtins__))
+                      if not isinstance(__builtins__, dict) else dict(__builtins__)}
     try:
         exec(compile(code, "<sandbox>", "exec"), g)
         if driver:  # trusted code run after the untrusted code, beside (not inside) its namespace
-            exec(compile(driver, "<driver>", "exec"), {"__name__": "__driver__", "user_globals": g,
-                                                       "__builtins__": __builtins__})
+            exec(compile(driver, "<driver>", "exec"), driver_globals)
     except MemoryError:
         os.write(2, b"\nMemoryError: the sandbox memory limit was reached\n")
         os._exit(3)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from picochat.sandbox import Verdict, grade_function
+from picochat.sandbox import Verdict, grade_function, isolation_record, require_isolation
 from picochat.tasks.common import RecordTask, read_records, resolve_data_file
 
 _FENCE_RE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
@@ -51,6 +51,7 @@ class HumanEval(RecordTask):
     def __init__(self, path: str | Path | None = None, *, seed: int | None = 42, timeout: float = 5.0,
                  home: str = "", mirror: str = ""):
         self.timeout = timeout
+        self.layers_seen: tuple[str, ...] | None = None  # isolation layers active in every grading so far
         rows = read_records(resolve_data_file("humaneval", "HumanEval.jsonl.gz", path, home=home, mirror=mirror))
         super().__init__(rows, seed)
 
@@ -68,12 +69,34 @@ class HumanEval(RecordTask):
                               prompt=example["prompt"], test=example["test"], timeout=self.timeout)
 
     def evaluate(self, example: dict, reply: str) -> bool:
-        return self.grade(example, reply).passed
+        verdict = self.grade(example, reply)
+        seen = self.layers_seen
+        self.layers_seen = verdict.isolation if seen is None else tuple(x for x in seen if x in verdict.isolation)
+        return verdict.passed
+
+
+def code_tasks(task: object) -> list:
+    """The parts of `task` (itself, or inside a mixture / subset) whose grading runs model code."""
+    if getattr(task, "runs_code", False):
+        return [task]
+    parts = list(getattr(task, "tasks", ())) + [getattr(task, "task", None)]
+    return [leaf for t in parts if t is not None for leaf in code_tasks(t)]
 
 
 def runs_code(task: object) -> bool:
-    """Whether grading `task` (or a part of a mixture / subset of it) executes model code."""
-    if getattr(task, "runs_code", False):
-        return True
-    parts = list(getattr(task, "tasks", ())) + [getattr(task, "task", None)]
-    return any(runs_code(t) for t in parts if t is not None)
+    return bool(code_tasks(task))
+
+
+def sandbox_record(tasks: list, unsafe: bool) -> dict:
+    """The isolation record (picochat.sandbox.isolation_record) of the layers active in every
+    grading the tasks have run so far, for the eval's JSON and the report card."""
+    seen = [t.layers_seen for task in tasks for t in code_tasks(task) if t.layers_seen is not None]
+    layers = tuple(x for x in seen[0] if all(x in s for s in seen)) if seen else ()
+    return isolation_record(layers, unsafe)
+
+
+def check_sandbox(tasks: list, unsafe: bool) -> dict | None:
+    """Before grading or rewarding: refuse (UserError, one sentence naming what is missing and
+    --unsafe-sandbox) when a task runs model code and the sandbox lacks a required isolation
+    layer, unless `unsafe`. The sandbox's isolation record, or None when no task runs code."""
+    return require_isolation(unsafe) if any(runs_code(t) for t in tasks) else None
