@@ -118,7 +118,8 @@ def test_escape_is_contained(name, mode, tmp_path):
         assert not outcome.startswith("ESCAPED"), outcome
 
 
-@pytest.mark.parametrize("name", ["write_outside", "read_outside", "signal_parent", "network", "subinterpreter"])
+@pytest.mark.parametrize("name", ["write_outside", "read_outside", "signal_parent", "network", "subinterpreter",
+                                  "exec_shell"])
 def test_escape_probes_detect_a_real_escape(name, tmp_path):
     """The probes are not blind: with the optional layers off (as root, where nothing else
     stops it) each escape does happen and is detected."""

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from picochat.sandbox.jail import SandboxResult, finish, pump, start
+from picochat.sandbox.jail import SandboxResult, finish, kill, pump, start
 
 CODEC_SOURCE = (Path(__file__).with_name("codec.py")).read_text
 
@@ -143,6 +143,12 @@ def grade_function(candidate_code: str, *, entry_point: str, prompt: str, test: 
                               driver=driver, **layers))
         children.append(start(checker_program(prompt, test, entry_point, nonce), timeout=timeout,
                               memory_mb=memory_mb, extra_fds=(req_w, resp_r, verdict_w), **layers))
+    except BaseException:
+        for child in children:  # the candidate started, the checker did not
+            kill(child)
+            finish(child, False, False)
+        os.close(verdict_r)
+        raise
     finally:
         for fd in (req_r, req_w, resp_r, resp_w, verdict_w):
             os.close(fd)

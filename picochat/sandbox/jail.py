@@ -9,6 +9,7 @@ import json
 import math
 import os
 import selectors
+import shutil
 import signal
 import stat
 import subprocess
@@ -165,12 +166,16 @@ def start(code: str, *, timeout: float, memory_mb: int, audit: bool = True, name
               "report_fd": report_w, "extra_fds": list(extra_fds), "driver": driver}
     env = {"PATH": "/usr/bin:/bin", "HOME": box, "TMPDIR": box, "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8",
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    if is_root:
-        os.chown(box, NOBODY, NOBODY)  # the box of a run without a mount namespace
     try:
+        if is_root:
+            os.chown(box, NOBODY, NOBODY)  # the box of a run without a mount namespace
         proc = subprocess.Popen([exe, "-I", "-S", "-B", "-c", CHILD_SOURCE(), json.dumps(params)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=box,
                                 env=env, start_new_session=True, pass_fds=(report_w, *extra_fds))
+    except BaseException:
+        os.close(report_r)
+        shutil.rmtree(box, ignore_errors=True)
+        raise
     finally:
         os.close(report_w)
     return Child(proc, box, report_r, code.encode("utf-8", "surrogatepass"))
@@ -259,8 +264,6 @@ def _feed(sel: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
 
 def finish(child: Child, timed_out: bool, capped: bool) -> SandboxResult:
     """Close the child's pipes, delete its box, and classify what happened."""
-    import shutil
-
     for f in (child.proc.stdin, child.proc.stdout, child.proc.stderr):
         if not f.closed:
             f.close()

@@ -188,6 +188,13 @@ def ctypes_escape(mode: dict, tmp: Path) -> Outcome:
     return _outcome(r, ("nproc", "audit-hook"), marker.exists(), "ctypes ran a shell")
 
 
+def exec_shell(mode: dict, tmp: Path) -> Outcome:
+    """exec is not a new process (RLIMIT_NPROC does not stop it): the shell must stay as boxed."""
+    marker = _fresh_dir(tmp, 0o777) / "shell-pwned"
+    r = jail.run_python(f"import os\nos.execv('/bin/sh', ['sh', '-c', 'touch {marker}; echo ran'])\n", **mode)
+    return _outcome(r, ("mountns", "landlock", "audit-hook"), marker.exists(), "a shell wrote to the host")
+
+
 def output_flood(mode: dict, tmp: Path) -> Outcome:
     half = jail.OUTPUT_LIMIT * 3 // 4  # each stream under the cap, together over it
     code = f"import sys\nsys.stdout.write('o' * {half})\nsys.stdout.flush()\nsys.stderr.write('e' * {half})\n"
@@ -199,7 +206,7 @@ def output_flood(mode: dict, tmp: Path) -> Outcome:
 
 ESCAPES: dict[str, Callable[[dict, Path], Outcome]] = {
     f.__name__: f for f in (fork_bomb, memory_bomb, write_outside, read_outside, read_parent_env, signal_parent,
-                            network, leftover_daemon, subinterpreter, ctypes_escape, output_flood)}
+                            network, leftover_daemon, subinterpreter, ctypes_escape, exec_shell, output_flood)}
 
 
 def main(modes: list[str]) -> dict[str, Outcome]:
