@@ -20,12 +20,15 @@ Isolation layers of a sandboxed process, each reported by name in `SandboxResult
   namespace's init exits, the kernel kills every process left in it: no daemon survives a run.
 - `unprivileged` + `nproc`: as root the code runs as `nobody` (65534); as a normal user inside
   the user namespace with every capability dropped. RLIMIT_NPROC = 0 then forbids new processes
-  (the kernel exempts only root and CAP_SYS_RESOURCE/CAP_SYS_ADMIN holders).
+  (the kernel exempts only root and CAP_SYS_RESOURCE/CAP_SYS_ADMIN holders), and threads too,
+  which the kernel counts alike: sandboxed code is single-threaded.
 - `rlimits`: address space, CPU seconds, file size, open files, no core dumps.
 - `no-new-privs`, `landlock-abi<N>` (+ `landlock-net`, `landlock-signal`): Landlock (Linux 5.13+)
   allows reads only under the bound paths and writes only in the box, and, where the kernel's
   ABI has them, no TCP bind/connect and no signals or abstract unix sockets outside the
   process; it stands in for the namespaces where those cannot be created.
+- `seccomp` (x86_64): a syscall filter refusing new namespaces, mounts, ptrace, bpf, perf,
+  userfaultfd, keyrings, io_uring and module loading; foreign-ABI syscalls kill the process.
 - `audit-hook`: a CPython audit hook (PEP 578) refusing process creation, signals, sockets,
   ctypes, subinterpreters and files outside the box. It is *not* a boundary (a subinterpreter
   or ctypes gets past it); it makes the common accidents fail with a clear error.

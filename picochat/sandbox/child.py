@@ -36,6 +36,16 @@ FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1, 2, 4, 8
 FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
 NET_BIND_TCP, NET_CONNECT_TCP = 1, 2
 SCOPE_ABSTRACT_UNIX, SCOPE_SIGNAL = 1, 2
+# seccomp (x86_64): syscalls sandboxed code has no use for, that widen the kernel's attack
+# surface or reach other processes: namespaces (unshare, setns, clone with CLONE_NEW*), mounts,
+# ptrace and process_vm_*, bpf, perf, userfaultfd, keyrings, io_uring, modules, kexec, acct,
+# reboot, syslog, handle-based opens. They fail with EPERM; clone3 with ENOSYS (its flags are
+# behind a pointer, so libc falls back to clone, whose flags we can check).
+SECCOMP_ARCH = {"x86_64": 0xC000003E}
+SECCOMP_DENY = {"x86_64": (101, 310, 311, 165, 166, 155, 272, 308, 321, 298, 323, 248, 249, 250, 246, 320, 175,
+                           313, 176, 425, 426, 427, 303, 304, 428, 429, 430, 431, 432, 433, 434, 163, 169, 103)}
+SYS_CLONE, SYS_CLONE3 = {"x86_64": 56}, 435
+CLONE_NEW_ANY = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | 0x02000000
 
 
 class Setup:
@@ -268,6 +278,38 @@ def landlock(s, p):
     s.active += (["landlock-net"] if abi >= 4 else []) + (["landlock-signal"] if abi >= 6 else [])
 
 
+def seccomp(s):
+    """A classic-BPF seccomp filter (linux/seccomp.h): the syscalls of SECCOMP_DENY fail; a
+    syscall of another ABI (i386, x32) kills the process."""
+    machine = os.uname().machine
+    if machine not in SECCOMP_ARCH:
+        s.fail("seccomp", f"no syscall table for {machine}")
+        return
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, kill, errno = 0x7FFF0000, 0x80000000, 0x00050000
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, SECCOMP_ARCH[machine]), (ret, 0, 0, kill),  # seccomp_data.arch
+            (ld, 0, 0, 0), (jge, 0, 1, 0x40000000), (ret, 0, 0, kill)]  # .nr; x32 calls
+    for nr in SECCOMP_DENY[machine]:
+        prog += [(jeq, 0, 1, nr), (ret, 0, 0, errno | 1)]  # EPERM
+    prog += [(jeq, 0, 1, SYS_CLONE3), (ret, 0, 0, errno | 38)]  # ENOSYS
+    prog += [(jeq, 0, 3, SYS_CLONE[machine]), (ld, 0, 0, 16), (jset, 0, 1, CLONE_NEW_ANY),  # clone's flags
+             (ret, 0, 0, errno | 1), (ret, 0, 0, allow)]
+    ct = s.ctypes
+
+    class Filter(ct.Structure):
+        _fields_ = [("code", ct.c_uint16), ("jt", ct.c_uint8), ("jf", ct.c_uint8), ("k", ct.c_uint32)]
+
+    class Program(ct.Structure):
+        _fields_ = [("len", ct.c_ushort), ("filter", ct.POINTER(Filter))]
+
+    filters = (Filter * len(prog))(*[Filter(*f) for f in prog])
+    try:
+        s.call("prctl", 22, 2, ct.byref(Program(len(prog), filters)), 0, 0)  # PR_SET_SECCOMP, MODE_FILTER
+        s.ok("seccomp")
+    except OSError as e:
+        s.fail("seccomp", e)
+
+
 def install_audit_hook(p):
     """The second layer (PEP 578): refuses process creation, signals, sockets, ctypes and file
     access outside the box/read roots inside this interpreter. Not a boundary by itself."""
@@ -328,6 +370,8 @@ def setup(p):
         no_new_privs(s)
         if p["landlock"]:
             landlock(s, p)
+        if p["seccomp"] and "no-new-privs" in s.active:  # the kernel requires it for an unprivileged filter
+            seccomp(s)
         for name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
             del sys.modules[name]  # the untrusted code must import ctypes itself (the hook refuses)
         del s.libc, s.ctypes

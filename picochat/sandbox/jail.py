@@ -151,7 +151,7 @@ class Child:
 
 
 def start(code: str, *, timeout: float, memory_mb: int, audit: bool = True, namespaces: bool = True,
-          landlock: bool = True, extra_fds: tuple[int, ...] = (), driver: str = "") -> Child:
+          landlock: bool = True, seccomp: bool = True, extra_fds: tuple[int, ...] = (), driver: str = "") -> Child:
     """Start `code` in a sandboxed child; `extra_fds` become its fds 3, 4, ... (in order)."""
     exe = interpreter()
     box = os.path.realpath(tempfile.mkdtemp(prefix="picochat-sandbox-"))
@@ -160,7 +160,7 @@ def start(code: str, *, timeout: float, memory_mb: int, audit: bool = True, name
     is_root = os.geteuid() == 0
     params = {"box": box, "mountpoint": box, "binds": binds(exe), "symlinks": symlinks(), "read_roots": read_roots(exe),
               "limits": limits(timeout, memory_mb), "box_bytes": BOX_BYTES, "namespaces": namespaces,
-              "landlock": landlock,
+              "landlock": landlock, "seccomp": seccomp,
               "drop_to": NOBODY if is_root else None, "world_readable": readable, "audit": audit,
               "deny_events": DENY_EVENTS, "deny_prefixes": DENY_PREFIXES, "deny_imports": DENY_IMPORTS,
               "report_fd": report_w, "extra_fds": list(extra_fds), "driver": driver}
@@ -301,11 +301,12 @@ def classify(rc: int | None, timed_out: bool, capped: bool, stdout: str, stderr:
 
 
 def run_python(code: str, *, timeout: float = 5.0, memory_mb: int = 512, audit: bool = True,
-               namespaces: bool = True, landlock: bool = True) -> SandboxResult:
+               namespaces: bool = True, landlock: bool = True, seccomp: bool = True) -> SandboxResult:
     """Run `code` in a sandboxed child process; never raises for anything the code does.
-    `audit`, `namespaces`, `landlock` = False leave a layer out, so tests can check the others alone."""
+    `audit`, `namespaces`, `landlock`, `seccomp` = False leave a layer out, so tests can check the
+    others alone."""
     child = start(code, timeout=timeout, memory_mb=memory_mb, audit=audit, namespaces=namespaces,
-                  landlock=landlock)
+                  landlock=landlock, seccomp=seccomp)
     timed_out, capped = pump([child], time.monotonic() + timeout)
     return finish(child, timed_out, capped)
 

@@ -30,8 +30,8 @@ from picochat.sandbox import jail
 MODES = {
     "all": {},
     "os": {"audit": False},
-    "namespaces": {"audit": False, "landlock": False},
-    "landlock": {"audit": False, "namespaces": False},
+    "namespaces": {"audit": False, "landlock": False, "seccomp": False},
+    "landlock": {"audit": False, "namespaces": False, "seccomp": False},
 }
 SECRET = "picochat-secret-7c1d"
 
@@ -40,7 +40,7 @@ Outcome = str
 
 # With every optional layer off (the parent-side ones stay): for the self-check that each probe
 # does detect a real escape, so that "contained" means something.
-NO_LAYERS = {"audit": False, "namespaces": False, "landlock": False}
+NO_LAYERS = {"audit": False, "namespaces": False, "landlock": False, "seccomp": False}
 
 
 def _outcome(r: jail.SandboxResult, needs: tuple[str, ...], escaped: bool, detail: str) -> Outcome:
@@ -195,6 +195,14 @@ def exec_shell(mode: dict, tmp: Path) -> Outcome:
     return _outcome(r, ("mountns", "landlock", "audit-hook"), marker.exists(), "a shell wrote to the host")
 
 
+def new_namespace(mode: dict, tmp: Path) -> Outcome:
+    """A user namespace of its own would make the code "root" there: more kernel to attack."""
+    code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "print('unshared' if libc.unshare(0x10000000) == 0 else 'refused')\n")
+    r = jail.run_python(code, **mode)
+    return _outcome(r, ("seccomp", "audit-hook"), "unshared" in r.stdout, "made a user namespace")
+
+
 def output_flood(mode: dict, tmp: Path) -> Outcome:
     half = jail.OUTPUT_LIMIT * 3 // 4  # each stream under the cap, together over it
     code = f"import sys\nsys.stdout.write('o' * {half})\nsys.stdout.flush()\nsys.stderr.write('e' * {half})\n"
@@ -206,7 +214,8 @@ def output_flood(mode: dict, tmp: Path) -> Outcome:
 
 ESCAPES: dict[str, Callable[[dict, Path], Outcome]] = {
     f.__name__: f for f in (fork_bomb, memory_bomb, write_outside, read_outside, read_parent_env, signal_parent,
-                            network, leftover_daemon, subinterpreter, ctypes_escape, exec_shell, output_flood)}
+                            network, leftover_daemon, subinterpreter, ctypes_escape, exec_shell, new_namespace,
+                            output_flood)}
 
 
 def main(modes: list[str]) -> dict[str, Outcome]:
