@@ -142,8 +142,9 @@ def _readable_python() -> str | None:
 
 
 def test_escapes_are_contained_for_a_non_root_caller():
-    """The same escapes with the suite's caller switched to uid 65534 (setpriv), on a copy of the
-    sandbox package that user can read: the user-namespace path of every layer."""
+    """The same escapes, and the grader against the cheating replies, with the suite's caller
+    switched to uid 65534 (setpriv), on a copy of the sandbox package that user can read: the
+    user-namespace path of every layer."""
     setpriv, exe = shutil.which("setpriv"), _readable_python()
     if os.geteuid() != 0 or setpriv is None or exe is None:
         pytest.skip("needs root, setpriv and a Python 3.11+ that uid 65534 can read "
@@ -155,6 +156,7 @@ def test_escapes_are_contained_for_a_non_root_caller():
             Path(d, rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / rel, Path(d, rel))
         shutil.copy(REPO / "tests/helpers/escapes.py", Path(d, "escapes.py"))
+        shutil.copy(REPO / "tests/helpers/cheats.py", Path(d, "cheats.py"))
         subprocess.run(["chmod", "-R", "a+rX", d], check=True)
         out = subprocess.run([setpriv, f"--reuid={jail.NOBODY}", f"--regid={jail.NOBODY}", "--clear-groups",
                               "env", "-i", "PATH=/usr/bin:/bin", f"PYTHONPATH={d}", exe, "escapes.py", *escapes.MODES],
@@ -166,6 +168,8 @@ def test_escapes_are_contained_for_a_non_root_caller():
     bad = {k: v for k, v in report["outcomes"].items()
            if v.startswith("ESCAPED") or (k.split()[1] in ("all", "os") and v != "contained")}
     assert not bad, bad
+    grades = report["grading"]  # the grader, run by uid 65534: the honest reply passes, no cheat does
+    assert grades.pop("honest") is True and len(grades) >= 10 and not any(grades.values()), grades
 
 
 # ----------------------------------------------------------------------------- isolation policy

@@ -218,6 +218,24 @@ ESCAPES: dict[str, Callable[[dict, Path], Outcome]] = {
                             output_flood)}
 
 
+def grading() -> dict[str, bool]:
+    """Verdicts on a small problem: the right function, and every reply of cheats.py (when it is
+    importable beside this file), graded by the caller running this script."""
+    from picochat.sandbox import grade_function
+
+    problem = {"prompt": "def add(a: int, b: int) -> int:\n    \"\"\"Add.\"\"\"\n", "entry_point": "add",
+               "test": ("def check(candidate):\n    assert candidate(2, 3) == 5\n"
+                        "    assert abs(candidate(1, 1) - 2) < 1\n")}
+    replies = {"honest": "def add(a, b):\n    return a + b\n"}
+    try:
+        from cheats import CHEATS
+    except ImportError:
+        CHEATS = {}
+    replies.update({name: code.replace("{entry}", "add") for name, code in CHEATS.items()})
+    return {name: grade_function(code, entry_point="add", prompt=problem["prompt"], test=problem["test"],
+                                 timeout=5.0).passed for name, code in replies.items()}
+
+
 def main(modes: list[str]) -> dict[str, Outcome]:
     out = {}
     with tempfile.TemporaryDirectory() as d:
@@ -231,4 +249,4 @@ def main(modes: list[str]) -> dict[str, Outcome]:
 if __name__ == "__main__":
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     print(json.dumps({"uid": os.geteuid(), "isolation": list(jail.run_python("pass").isolation),
-                      "outcomes": main(sys.argv[1:] or list(MODES))}))
+                      "outcomes": main(sys.argv[1:] or list(MODES)), "grading": grading()}))
