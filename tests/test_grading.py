@@ -267,3 +267,31 @@ def test_report_card_states_the_sandbox_layers():
     assert ("RL rewards and evals: rlimits, audit-hook, output-cap (**below the required isolation** (lacks a "
             "private filesystem; run with --unsafe-sandbox))") in line[0]
     assert not [x for x in report.eval_details({"sft": report.StageData("sft")}) if x.startswith("- sandbox")]
+
+
+@needs_mirror
+def test_eval_chat_records_the_layers_and_the_report_shows_them(tmp_path, capsys):
+    """End to end: `eval chat --task humaneval:test:2` on a tiny random model grades its replies in
+    the sandbox, writes the layers active in every grading to chat.json, and `report` shows them."""
+    from picochat.model.gpt import GPT, GPTConfig
+    from picochat.tokenizer.tokenizer import Tokenizer
+    from picochat.train.checkpoint import save_artifact
+
+    run = tmp_path / "runs" / "tiny"
+    tok = Tokenizer.train(["def f(x):\n    return x + 1\n" * 50], vocab_size=300, native=False)
+    tok.save(run / "tokenizer" / "tokenizer.json")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(sequence_len=128, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))
+    save_artifact(run / "sft", model, {"model_config": model.config.to_dict(), "stage": "sft"})
+    args = ["--run", "tiny", "--home", str(tmp_path), "--device", "cpu", "--mirror", MIRROR]
+    with pytest.raises(SystemExit) as e:
+        cli_main(["eval", "chat", *args, "--task", "humaneval:test:2", "--max-new-tokens", "8"])
+    assert e.value.code == 0
+    record = report.read_json(run / "sft" / "eval" / "chat.json", [])["tasks"]["humaneval"]
+    assert record["total"] == 2 and record["sandbox"]["unmet"] == [] and not record["sandbox"]["unsafe"]
+    assert {"mountns", "pidns", "netns", "unprivileged", "nproc"} <= set(record["sandbox"]["layers"])
+    with pytest.raises(SystemExit) as e:
+        cli_main(["report", "--run", "tiny", "--home", str(tmp_path)])
+    text = (run / "report" / "report.md").read_text()
+    assert "- sandbox layers active while model-written code ran: SFT humaneval: " in text
+    assert "(all required layers)" in text
