@@ -252,6 +252,10 @@ def test_evals_and_rl_refuse_a_weak_sandbox(argv, monkeypatch, tmp_path, capsys)
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--unsafe-sandbox" in err and "unshare: Operation not permitted" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as e:  # the flag lets it past the sandbox check (to the missing run)
+        cli_main([*argv, "--mirror", MIRROR, "--home", str(tmp_path), "--unsafe-sandbox"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "sandbox" not in err and "Traceback" not in err, err
 
 
 def test_report_card_states_the_sandbox_layers():
