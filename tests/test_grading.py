@@ -121,6 +121,16 @@ def test_exceptions_cross_by_name_and_tests_that_expect_them_pass():
     assert _grade("def add(a, b):\n    return a + b\n", problem).passed
 
 
+@pytest.mark.parametrize("layers", [{"namespaces": False}, {"namespaces": False, "landlock": False}])
+def test_the_verdict_does_not_rest_on_the_isolation_layers(layers):
+    """Where namespaces (or Landlock too) are missing, the grader still cannot be fooled: the
+    verdict comes from the separate checker process, whatever the candidate's process does."""
+    assert _grade("def add(a, b):\n    return a + b\n", **layers).passed
+    for cheat in ("exit0_os", "always_equal", "settrace_exit", "redefine_check", "excepthook_exit0",
+                  "write_result_fds", "fake_pass_marker"):
+        assert not _grade(CHEATS[cheat].replace("{entry}", "add"), **layers).passed, cheat
+
+
 def test_a_check_that_never_calls_the_candidate_is_no_pass():
     problem = dict(SIMPLE, test="def check(candidate):\n    pass\n")
     v = _grade("def add(a, b):\n    return a + b\n", problem)

@@ -90,6 +90,12 @@ def test_deep_recursion_is_an_error_not_a_crash_of_the_host():
     assert r.status in ("error", "memory", "timeout")
 
 
+def test_large_programs_arrive_whole():
+    code = "x = 1\n" + "# padding\n" * 40_000 + "print(x + 1)\n"  # ~400 KB: far past a pipe buffer
+    r = run_python(code)
+    assert r.ok and r.stdout == "2\n", r
+
+
 def test_syntax_error_is_reported():
     r = run_python("def f(:\n")
     assert r.status == "error" and "SyntaxError" in r.error
