@@ -334,7 +334,7 @@ def main(cfg) -> None:
                               log=live)
             r.extra = {"spec": spec}
             if runs_code(task):  # the layers active in every grading of this task (the report shows them)
-                r.extra["sandbox"] = sandbox_record([task], sandbox["unsafe"])
+                r.extra["sandbox"] = sandbox_record([task], sandbox)
             if r.eval_type == "generative":
                 r.extra.update(temperature=ce.temperature, top_k=ce.top_k, max_new_tokens=ce.max_new_tokens)
             results[task.name] = r.to_dict()

@@ -87,12 +87,14 @@ def runs_code(task: object) -> bool:
     return bool(code_tasks(task))
 
 
-def sandbox_record(tasks: list, unsafe: bool) -> dict:
+def sandbox_record(tasks: list, checked: dict) -> dict:
     """The isolation record (picochat.sandbox.isolation_record) of the layers active in every
-    grading the tasks have run so far, for the eval's JSON and the report card."""
+    grading the tasks have run so far, for the eval's JSON and the report card; `checked` (what
+    check_sandbox returned) when they ran none."""
     seen = [t.layers_seen for task in tasks for t in code_tasks(task) if t.layers_seen is not None]
-    layers = tuple(x for x in seen[0] if all(x in s for s in seen)) if seen else ()
-    return isolation_record(layers, unsafe)
+    if not seen:
+        return checked
+    return isolation_record(tuple(x for x in seen[0] if all(x in s for s in seen)), checked["unsafe"])
 
 
 def check_sandbox(tasks: list, unsafe: bool) -> dict | None:

@@ -374,7 +374,7 @@ def main(cfg: Any) -> dict | None:
                       loss_fn=stage.loss, accum_steps=stage.micro_per_step)
     final = trainer.fit(stage)
     if sandbox is not None:  # now the layers active in every reward and eval grading of the run
-        log.data["sandbox"] = sandbox_record([task, eval_task], sandbox["unsafe"])
+        log.data["sandbox"] = sandbox_record([task, eval_task], sandbox)
         log._write()
     a = log.data.get("after")
     if a:
