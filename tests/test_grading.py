@@ -283,20 +283,26 @@ def test_report_card_states_the_sandbox_layers():
     assert not [x for x in report.eval_details({"sft": report.StageData("sft")}) if x.startswith("- sandbox")]
 
 
-@needs_mirror
-def test_eval_chat_records_the_layers_and_the_report_shows_them(tmp_path, capsys):
-    """End to end: `eval chat --task humaneval:test:2` on a tiny random model grades its replies in
-    the sandbox, writes the layers active in every grading to chat.json, and `report` shows them."""
+def _tiny_run(home: Path) -> Path:
+    """A run with a tokenizer and a tiny random SFT model (its replies are noise: they fail)."""
     from picochat.model.gpt import GPT, GPTConfig
     from picochat.tokenizer.tokenizer import Tokenizer
     from picochat.train.checkpoint import save_artifact
 
-    run = tmp_path / "runs" / "tiny"
+    run = home / "runs" / "tiny"
     tok = Tokenizer.train(["def f(x):\n    return x + 1\n" * 50], vocab_size=300, native=False)
     tok.save(run / "tokenizer" / "tokenizer.json")
     torch.manual_seed(0)
     model = GPT(GPTConfig(sequence_len=128, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))
-    save_artifact(run / "sft", model, {"model_config": model.config.to_dict(), "stage": "sft"})
+    save_artifact(run / "sft", model, {"model_config": model.config.to_dict(), "stage": "sft", "final": {}})
+    return run
+
+
+@needs_mirror
+def test_eval_chat_records_the_layers_and_the_report_shows_them(tmp_path, capsys):
+    """End to end: `eval chat --task humaneval:test:2` on a tiny random model grades its replies in
+    the sandbox, writes the layers active in every grading to chat.json, and `report` shows them."""
+    run = _tiny_run(tmp_path)
     args = ["--run", "tiny", "--home", str(tmp_path), "--device", "cpu", "--mirror", MIRROR]
     with pytest.raises(SystemExit) as e:
         cli_main(["eval", "chat", *args, "--task", "humaneval:test:2", "--max-new-tokens", "8"])
@@ -309,3 +315,17 @@ def test_eval_chat_records_the_layers_and_the_report_shows_them(tmp_path, capsys
     text = (run / "report" / "report.md").read_text()
     assert "- sandbox layers active while model-written code ran: SFT humaneval: " in text
     assert "(all required layers)" in text
+
+
+@needs_mirror
+def test_train_rl_on_code_records_the_layers(tmp_path, capsys):
+    """`train rl` with HumanEval rewards: the layers active in every reward grading land in rl.json."""
+    run = _tiny_run(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        cli_main(["train", "rl", "--run", "tiny", "--home", str(tmp_path), "--device", "cpu", "--mirror", MIRROR,
+                  "--task", "humaneval:test:2", "--eval-task", "humaneval:test:1", "--num-steps", "1",
+                  "--prompts-per-step", "2", "--samples-per-prompt", "2", "--max-new-tokens", "8",
+                  "--eval-problems", "1", "--pass-k", "1", "--device-batch-size", "4"])
+    assert e.value.code == 0
+    record = report.read_json(run / "rl" / "eval" / "rl.json", [])["sandbox"]
+    assert record["unmet"] == [] and {"mountns", "pidns", "netns", "seccomp"} <= set(record["layers"])
