@@ -155,6 +155,8 @@ class ChatEvalConfig:
     temperature: float = opt(0.0, "generative: sampling temperature (0 = greedy)")
     top_k: int = opt(50, "generative: sample among the k most likely tokens (0 = all)")
     dtype: str = opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
+    unsafe_sandbox: bool = opt(False, "grade model-written code (HumanEval) even where the sandbox lacks a "
+                                      "required isolation layer (see picochat/sandbox/)")
 
 
 @dataclass
@@ -185,6 +187,8 @@ class GRPOConfig:
     pass_k: int = opt(8, "samples per held-out problem: pass@1 and pass@k use them (unbiased estimator)")
     eval_temperature: float = opt(1.0, "sampling temperature of the evaluation samples")
     max_rows: int = opt(64, "rows decoded together while sampling")
+    unsafe_sandbox: bool = opt(False, "reward model-written code (HumanEval) even where the sandbox lacks a "
+                                      "required isolation layer (see picochat/sandbox/)")
 
 
 @dataclass

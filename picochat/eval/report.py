@@ -324,7 +324,25 @@ def eval_details(stages: dict[str, StageData]) -> list[str]:
                              + (f", {k} samples each (pass@{k})" if k != 1 else "")
                              + (f", spec `{r['spec']}`" if r.get("spec") else ""))
     lines += _rl_gain_line(stages)
+    lines += sandbox_lines(stages)
     return lines or [DASH]
+
+
+def sandbox_lines(stages: dict[str, StageData]) -> list[str]:
+    """Which isolation layers the sandbox had while model-written code was graded (HumanEval in
+    `eval chat`, code rewards in RL), as recorded by those runs (picochat/sandbox/)."""
+    records = [(f"{s.name.upper()} {task}", r.get("sandbox")) for s in stages.values()
+               for task, r in sorted(s.evals.get("chat", {}).get("tasks", {}).items()) if isinstance(r, dict)]
+    records += [(f"{s.name.upper()} rewards and evals", s.evals.get("rl", {}).get("sandbox")) for s in stages.values()]
+    parts = []
+    for where, rec in records:
+        if not isinstance(rec, dict) or not isinstance(rec.get("layers"), list):
+            continue
+        unmet = rec.get("unmet") or []
+        verdict = (f"**below the required isolation** (lacks {', '.join(unmet)}; run with --unsafe-sandbox)"
+                   if unmet else "all required layers")
+        parts.append(f"{where}: {', '.join(rec['layers']) or 'none'} ({verdict})")
+    return [f"- sandbox layers active while model-written code ran: {'; '.join(parts)}"] if parts else []
 
 
 def _rl_gain_line(stages: dict[str, StageData]) -> list[str]:

@@ -26,7 +26,7 @@ _CALC_RE = re.compile(r"<<([^<>]*)>>")
 def tool_output(expression: str, annotated: str) -> str:
     """What the calculator tool prints for `expression` when it agrees numerically with the
     annotated result; otherwise the annotation (a typo in the data should not change the answer)."""
-    from picochat.eval.sandbox import calculator
+    from picochat.sandbox.calculator import calculator
 
     computed = calculator(expression)
     if computed is None:
