@@ -94,6 +94,15 @@ class TrainConfig:
     mixture: str = opt("", "mid/sft: training conversations, a task mixture 'task[:split[:n]][*passes], ...' "
                            "(see tasks/registry.py)")
     val_mixture: str = opt("", "mid/sft: held-out conversations for the validation loss (same syntax)")
+    fp8: bool = opt(False, "train the blocks' Linear layers with FP8 matmuls (GPUs with compute capability "
+                           "8.9+: H100/H200, Ada, Blackwell; elsewhere one line says so and training runs without)")
+    fp8_recipe: str = opt("tensorwise", "fp8 scaling: tensorwise (one scale per tensor; fastest) or rowwise "
+                                        "(one per row; robust to outliers, slower)")
+    core_every: int = opt(0, "base: steps between in-loop CORE evals and greedy samples (0 = off)")
+    core_max_per_task: int = opt(500, "base: examples per CORE task in the in-loop eval (the same shuffled subset)")
+    chatcore_every: int = opt(0, "sft: steps between in-loop ChatCORE evals (0 = off)")
+    chatcore_max_problems: int = opt(100, "sft: problems per task in the in-loop ChatCORE")
+    chatcore_tasks: str = opt("", "sft: task specs for the in-loop ChatCORE (default: those of `picochat eval chat`)")
 
 
 @dataclass
