@@ -100,8 +100,11 @@ class TrainConfig:
                                         "(one per row; robust to outliers, slower)")
     core_every: int = opt(0, "base: steps between in-loop CORE evals and greedy samples (0 = off)")
     core_max_per_task: int = opt(500, "base: examples per CORE task in the in-loop eval (the same shuffled subset)")
-    chatcore_every: int = opt(0, "sft: steps between in-loop ChatCORE evals (0 = off)")
-    chatcore_max_problems: int = opt(100, "sft: problems per task in the in-loop ChatCORE")
+    chatcore_every: int = opt(0, "mid/sft: steps between in-loop ChatCORE evals (0 = off)")
+    chatcore_max_categorical: int = opt(-1, "sft: problems per categorical task (ARC, MMLU: one forward pass "
+                                            "each) in the in-loop ChatCORE (-1 = all)")
+    chatcore_max_generative: int = opt(24, "sft: problems per generative task (GSM8K, HumanEval: sampled) in the "
+                                           "in-loop ChatCORE")
     chatcore_tasks: str = opt("", "sft: task specs for the in-loop ChatCORE (default: those of `picochat eval chat`)")
 
 
@@ -240,14 +243,19 @@ def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
         model=_d(depth),
         tokenizer=TokenizerConfig(source="fineweb-edu"),
         stages={
-            "base": replace(base, source="fineweb-edu", weight_decay=PRETRAIN_WEIGHT_DECAY),
+            # in-loop CORE + samples as nanochat's base_train (every 2000 steps, 500 examples per task)
+            "base": replace(base, source="fineweb-edu", weight_decay=PRETRAIN_WEIGHT_DECAY, core_every=2000,
+                            core_max_per_task=500),
             "mid": replace(base, source="mid-mixture", num_steps=0, param_data_ratio=0,
                            warmdown_frac=0.2, eval_every=150, save_every=0,
                            mixture=GPU_MID_MIXTURE, val_mixture=GPU_MID_VAL),
             "sft": replace(base, source="sft-mixture", device_batch_size=4, total_batch_tokens=65536,
                            num_steps=0, param_data_ratio=0, matrix_lr=0.002, embedding_lr=0.02,
                            unembedding_lr=0.0004, warmdown_frac=1.0, eval_every=100, save_every=0,
-                           mixture=GPU_SFT_MIXTURE, val_mixture=GPU_SFT_VAL),
+                           mixture=GPU_SFT_MIXTURE, val_mixture=GPU_SFT_VAL,
+                           # in-loop ChatCORE on nanochat's chat_sft sample (categorical tasks whole,
+                           # 24 generative problems each); one pass is a few hundred steps here
+                           chatcore_every=100, chatcore_max_categorical=-1, chatcore_max_generative=24),
             # RL (train/rl.py): nanochat's chat_rl trains at 5% of the base learning rates, decayed
             # linearly to 0 over one pass of GSM8K train; rows per forward pass = device_batch_size
             "rl": replace(base, source="rollouts", device_batch_size=8, num_steps=0, param_data_ratio=0,
