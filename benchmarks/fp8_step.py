@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train_step import make_step, time_steps  # noqa: E402
+from train_step import make_step, nanochat_model, time_steps  # noqa: E402
 
 from picochat.common.device import autocast_for, pick_device  # noqa: E402
 from picochat.config import TrainConfig  # noqa: E402
@@ -49,17 +49,8 @@ def picochat_variant(cfg: GPTConfig, device: torch.device, recipe: str, compile_
 def nanochat_fp8_variant(nanochat_dir: str, cfg: GPTConfig, device: torch.device, compile_: bool):
     """nanochat's model with its own fp8 conversion, filtered as its base_train.py filters (both
     sides multiples of 16 and at least 128), so it runs as `base_train.py --fp8` does."""
-    sys.path.insert(0, nanochat_dir)
+    model = nanochat_model(nanochat_dir, cfg, device)
     from nanochat.fp8 import Float8LinearConfig, convert_to_float8_training
-    from nanochat.gpt import GPT as NGPT
-    from nanochat.gpt import GPTConfig as NConfig
-
-    ncfg = NConfig(sequence_len=cfg.sequence_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
-                   n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, n_embd=cfg.n_embd, window_pattern="L")
-    with torch.device("meta"):
-        model = NGPT(ncfg)
-    model.to_empty(device=device)
-    model.init_weights()
 
     def eligible(mod: torch.nn.Module, fqn: str) -> bool:
         return (isinstance(mod, torch.nn.Linear) and mod.in_features % 16 == 0 and mod.out_features % 16 == 0
