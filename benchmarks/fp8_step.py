@@ -1,5 +1,7 @@
 """FP8 training-step throughput: picochat in bf16 vs picochat with FP8 Linear layers (model/fp8.py,
-tensorwise and rowwise), and, given a nanochat checkout, nanochat with its `--fp8` (tensorwise).
+tensorwise and rowwise), the same layers converted by torchao.float8 instead (when torchao is
+installed: the maintained library the guide weighs ours against), and, given a nanochat checkout,
+nanochat with its `--fp8` (tensorwise).
 
 Every variant is the same model shape trained on the same random batches with its own optimizer;
 timed rounds alternate between the variants so machine noise hits all alike. Prints tokens/s,
@@ -34,14 +36,24 @@ from picochat.model.gpt import GPT, GPTConfig  # noqa: E402
 from picochat.optim.groups import build_optimizers  # noqa: E402
 from picochat.train.trainer import peak_flops  # noqa: E402
 
-PICOCHAT_VARIANTS = ("bf16", "tensorwise", "rowwise")
+PICOCHAT_VARIANTS = ("bf16", "tensorwise", "rowwise", "torchao-tensorwise", "torchao-rowwise")
 
 
-def picochat_variant(cfg: GPTConfig, device: torch.device, recipe: str, compile_: bool):
-    """(step, flops per token, params) for picochat in bf16 (recipe "bf16") or with fp8 Linears."""
+def torchao_convert(model: GPT, recipe: str) -> None:
+    """The blocks' Linear layers through torchao.float8 (head and embedding left alone, as ours)."""
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+    convert_to_float8_training(model.blocks, config=Float8LinearConfig.from_recipe_name(recipe),
+                               module_filter_fn=lambda mod, fqn: mod.in_features % 16 == 0 == mod.out_features % 16)
+
+
+def picochat_variant(cfg: GPTConfig, device: torch.device, variant: str, compile_: bool):
+    """(step, flops per token) for picochat in bf16, with our fp8 Linears, or with torchao's."""
     model = GPT(cfg).to(device)
-    if recipe != "bf16":
-        enable_fp8_training(model, recipe, device, bf16=True)  # before compile, as the trainer does
+    if variant.startswith("torchao-"):
+        torchao_convert(model, variant.removeprefix("torchao-"))
+    elif variant != "bf16":
+        enable_fp8_training(model, variant, device, bf16=True)  # before compile, as the trainer does
     opts = build_optimizers(model, TrainConfig(fused_adamw=True, compile_optim=compile_))
     return make_step(model, opts, autocast_for(device, "bf16"), compile_), model.flops_per_token()
 

@@ -14,7 +14,8 @@
 #               CUTLASS/cuBLAS rowwise) against an fp32 reference of the same fp8 operands, and a
 #               compiled fp8 GPT that trains, for both recipes. Not in the default list (~1 minute).
 #   fp8-step    benchmarks/fp8_step.py at d24 (seq 2048, batch 16, compiled): picochat bf16 vs picochat
-#               fp8 tensorwise and rowwise, and nanochat's --fp8 when NANOCHAT_DIR is set; tokens/s,
+#               fp8 tensorwise and rowwise (and torchao's tensorwise where torchao is installed), and
+#               nanochat's --fp8 when NANOCHAT_DIR is set; tokens/s,
 #               MFU, memory and the ratios, interleaved rounds. Not in the default list (~4-5 minutes:
 #               four d24 compiles).
 #
@@ -71,6 +72,8 @@ check quality-d12 500 "$py" benchmarks/quality.py --nanochat "$NANOCHAT_DIR" --m
     --png "$out/quality_d12.png" --json "$out/quality_d12.json" --record "$out/quality_d12.md"
 cp /tmp/picochat_quality_d12/*.log "$out/" 2>/dev/null
 check fp8-tests 120 "$py" -m pytest -q -p no:cacheprovider tests/test_fp8.py -k cuda
-check fp8-step 360 "$py" benchmarks/fp8_step.py --nanochat "$NANOCHAT_DIR" --depth 24 --batch 16 --seq-len 2048 \
-    --vocab 32768 --compile --steps 5 --rounds 3
+fp8_variants=bf16,tensorwise,rowwise  # plus torchao's conversion of the same layers where torchao is installed
+"$py" -c "import torchao.float8" 2>/dev/null && fp8_variants=$fp8_variants,torchao-tensorwise
+check fp8-step 360 "$py" benchmarks/fp8_step.py --nanochat "$NANOCHAT_DIR" --variants "$fp8_variants" --depth 24 \
+    --batch 16 --seq-len 2048 --vocab 32768 --compile --steps 5 --rounds 3
 echo "gpu_check done in $((SECONDS - start))s"

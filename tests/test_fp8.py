@@ -9,6 +9,7 @@ real GPU kernels to the same references.
 """
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -294,6 +295,9 @@ def test_unavailable_reasons_and_a_bad_recipe(monkeypatch):
     assert "needs bf16" in fp8.fp8_unavailable_reason(torch.device("cuda"), bf16=False)
     with pytest.raises(UserError, match="--fp8-recipe 'blockwise' is not one of tensorwise, rowwise"):
         fp8.enable_fp8_training(tiny_gpt(), "blockwise", torch.device("cpu"), bf16=False)
+    with pytest.raises(UserError, match="--fp8-recipe 'row' is not one of"):  # a typo fails even without --fp8
+        Trainer(tiny_gpt(), TrainConfig(fp8_recipe="row", total_batch_tokens=64, device_batch_size=4),
+                Path("unused"), num_steps=1, device=torch.device("cpu"))
 
 
 @pytest.mark.slow

@@ -211,12 +211,16 @@ def fp8_unavailable_reason(device: torch.device, bf16: bool) -> str | None:
     return None
 
 
+def check_recipe(recipe: str) -> None:
+    if recipe not in RECIPES:
+        raise UserError(f"--fp8-recipe {recipe!r} is not one of {', '.join(RECIPES)}; pick one")
+
+
 def enable_fp8_training(model: nn.Module, recipe: str, device: torch.device, bf16: bool,
                         log: Callable[[str], None] = print) -> bool:
     """Convert the blocks' Linear layers to fp8 where the device supports it; one line either way.
     Call before compiling or wrapping the model. Returns whether fp8 is on."""
-    if recipe not in RECIPES:
-        raise UserError(f"--fp8-recipe {recipe!r} is not one of {', '.join(RECIPES)}; pick one")
+    check_recipe(recipe)
     reason = fp8_unavailable_reason(device, bf16)
     if reason:
         log(f"fp8: off, training without it ({reason})")

@@ -35,7 +35,7 @@ from picochat.common.errors import UserError
 from picochat.common.io import atomic_write_json, atomic_write_text
 from picochat.common.log import duration, human, is_main_process, print0
 from picochat.config import TrainConfig
-from picochat.model.fp8 import enable_fp8_training
+from picochat.model.fp8 import check_recipe, enable_fp8_training
 from picochat.optim.groups import build_optimizers
 from picochat.optim.schedule import lr_multiplier, muon_momentum
 from picochat.train import checkpoint, parallel
@@ -135,6 +135,7 @@ class Trainer:
         self.token_bytes = token_bytes.to(device) if token_bytes is not None else None
         self.meta, self.loss_fn = meta or {}, loss_fn
         self.autocast = autocast_for(device, cfg.dtype)
+        check_recipe(cfg.fp8_recipe)  # a typo fails even without --fp8
         if cfg.fp8:  # swap the blocks' Linear layers before compile and DDP/FSDP see the model
             enable_fp8_training(model, cfg.fp8_recipe, device, uses_bf16(device, cfg.dtype), log=print0)
         # Compile and DDP/FSDP first: FSDP2 swaps the parameters for sharded ones, which the
