@@ -318,6 +318,41 @@ def test_compiled_fp8_model_matches_eager():
     torch.testing.assert_close(g0, g1, rtol=1e-4, atol=1e-6)
 
 
+def toy_losses(out: Path, *args: str, port: int = 0) -> dict[int, float]:
+    """tests/helpers/toy_train.py in one process, or on 2 ranks under torchrun (gloo) given a port."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(Path(__file__).parent / "helpers" / "toy_train.py"), str(out), "--steps", "4", *args]
+    if port:
+        cmd[1:1] = ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.mark.slow
+@needs_cpu_kernel
+@pytest.mark.parametrize("recipe", fp8.RECIPES)
+def test_fp8_layers_compose_with_ddp_and_fsdp(tmp_path, recipe):
+    """Converted before the trainer wraps the model, the fp8 layers train the same on 2 ranks (DDP
+    and FSDP2, gloo) as in one process: each micro-batch holds the same rows either way, so it is
+    quantised alike. fp8 is really on: the losses differ from the plain run's."""
+    plain = toy_losses(tmp_path / "plain")
+    one = toy_losses(tmp_path / "one", "--fp8-cpu", recipe)
+    assert one != plain
+    for mode, port in (("ddp", 29631), ("fsdp", 29632)):
+        port += 2 * (recipe == "rowwise")  # ports of their own: the parametrized cases may overlap
+        two = toy_losses(tmp_path / mode, "--fp8-cpu", recipe, "--parallel", mode, port=port)
+        assert two.keys() == one.keys()
+        for step in one:
+            assert two[step] == pytest.approx(one[step], rel=1e-3), (mode, step)
+
+
 # ----------------------------------------------------------------------------- on an FP8 GPU
 
 

@@ -25,7 +25,7 @@ import torch
 from picochat.common.device import autocast_for
 from picochat.common.errors import UserError
 from picochat.common.log import print0
-from picochat.config import ChatEvalConfig, TrainConfig
+from picochat.config import ChatEvalConfig, EvalConfig, TrainConfig
 
 SAMPLE_TOKENS = 16  # greedy tokens per fixed prompt: enough to see whether a fact or a pattern is in
 
@@ -69,8 +69,10 @@ class InLoopCore:
         out: dict[str, Any] = {}
         with autocast_for(self.device, self.train.dtype):
             if self.bundle is not None:
+                # `eval core`'s rows per forward: CORE rows run up to the rotary table (4 x seq_len),
+                # and their fp32 logits must fit beside the training state
                 result = evaluate_core(model, self.tokenizer, self.bundle, max_per_task=self.train.core_max_per_task,
-                                       batch_size=self.train.device_batch_size, device=self.device, log=None)
+                                       batch_size=EvalConfig().batch_size, device=self.device, log=None)
                 # core_tasks says which metric this is: 22 = CORE, fewer = CORE-n (eval/core.py)
                 out.update(core=result.score, core_tasks=len(result.centered))
                 self.log(f"step {step}: {result.name} {result.score:.4f} "

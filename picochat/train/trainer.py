@@ -310,8 +310,9 @@ class Trainer:
                 last_eval = self._evaluate(stage, regular, in_loop)
                 if last_eval:
                     record.update(last_eval, elapsed=self.elapsed)
-                    print0(f"{self.out_dir.name} step {self.step}: " + " | ".join(
-                        f"{k} {v:.4f}" for k, v in last_eval.items() if isinstance(v, (int, float))))
+                    print0(f"{self.out_dir.name} step {self.step}: " + " | ".join(  # numbers only (not samples)
+                        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in last_eval.items() if isinstance(v, (int, float))))
                 t_last = time.perf_counter()  # eval time is not training throughput
             if len(record) > 1:
                 self._log_metrics(record)
