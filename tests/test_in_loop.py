@@ -169,3 +169,17 @@ def test_in_loop_panels_label_partial_metrics():
     assert panels[2][2][1][1] == ([5], [pytest.approx(0.2)])               # centred: (0.4 - 0.25) / 0.75
     assert panels[1][2] == [("demo arithmetic", ([5], [0.5]))]            # no baseline: accuracy as is
     assert plots.in_loop_panels({"base": StageData("base", metrics=base_rows[:1])}) == []
+
+
+def test_preset_defaults():
+    """GPU presets: CORE every 2000 base steps on 500 examples per task (nanochat's base_train) and
+    ChatCORE every 100 SFT steps; the demo runs neither (it must stay within its time)."""
+    from picochat.config import PRESETS
+
+    for name, preset in PRESETS.items():
+        rows = preset.stages
+        if name == "demo":
+            assert all(r.core_every == 0 and r.chatcore_every == 0 for r in rows.values())
+            continue
+        assert (rows["base"].core_every, rows["base"].core_max_per_task) == (2000, 500)
+        assert rows["sft"].chatcore_every == 100 and rows["mid"].chatcore_every == rows["rl"].core_every == 0
