@@ -185,6 +185,38 @@ def test_tensorwise_saves_8_bit_activations_and_returns_grads_in_the_weights_dty
     assert w64.grad.dtype == torch.float64 and x.grad.dtype == torch.float32
 
 
+def _torchao_float8():
+    try:
+        from torchao import float8
+    except Exception as e:  # absent, or built for another torch
+        pytest.skip(f"torchao.float8 is not importable ({e.__class__.__name__}); pip install picochat[bench]")
+    return float8
+
+
+@needs_cpu_kernel
+def test_tensorwise_is_bit_identical_to_torchao():
+    """torchao's Float8Linear (tensorwise), a maintained implementation written independently of
+    ours, gives the same loss and gradients bit for bit on the same weights and tokens.
+    (Its rowwise recipe differs by design: it casts the gradient to e4m3, where ours keeps e5m2.)"""
+    float8 = _torchao_float8()
+    torch.manual_seed(0)
+    x = torch.randint(0, 64, (4, 16))
+    ours, theirs = tiny_gpt(), tiny_gpt()
+    with torch.no_grad():  # non-zero residual projections, so every layer gets a gradient
+        for a, b in zip(ours.parameters(), theirs.parameters()):
+            a.add_(0.02 * torch.randn_like(a))
+            b.copy_(a)
+    fp8.convert_blocks_to_fp8(ours, "tensorwise")
+    float8.convert_to_float8_training(theirs.blocks, config=float8.Float8LinearConfig.from_recipe_name("tensorwise"))
+    assert type(theirs.blocks[0].mlp.c_fc).__name__ == "Float8Linear"
+    la, lb = ours(x, x.roll(-1, 1)), theirs(x, x.roll(-1, 1))
+    la.backward()
+    lb.backward()
+    assert la.item() == lb.item()
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        assert torch.equal(a.grad, b.grad), name
+
+
 # ----------------------------------------------------------------------------- the layer swap
 
 
