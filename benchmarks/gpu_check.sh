@@ -15,9 +15,9 @@
 #               compiled fp8 GPT that trains, for both recipes. Not in the default list (~1 minute).
 #   fp8-step    benchmarks/fp8_step.py at d24 (seq 2048, batch 16, compiled): picochat bf16 vs picochat
 #               fp8 tensorwise and rowwise (and torchao's tensorwise where torchao is installed), and
-#               nanochat's --fp8 when NANOCHAT_DIR is set; tokens/s,
-#               MFU, memory and the ratios, interleaved rounds. Not in the default list (~4-5 minutes:
-#               four d24 compiles).
+#               nanochat's --fp8 (NANOCHAT_DIR); tokens/s, MFU, peak memory and the ratios, interleaved
+#               rounds, all variants held at once (~40 GB resident + one step's activations). Not in
+#               the default list (~4-6 minutes: four or five d24 compiles).
 #
 #   NANOCHAT_DIR=/path/to/nanochat bash benchmarks/gpu_check.sh [OUTDIR] [BUDGET_SECONDS]
 #   CHECKS="quality-d12" NANOCHAT_DIR=... PICOCHAT_MIRROR=... bash benchmarks/gpu_check.sh OUTDIR 540
