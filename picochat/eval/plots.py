@@ -180,7 +180,7 @@ def plot_rl(stages, path: Path) -> bool:
     return True
 
 
-def _labelled(name: str, n_tasks: list[float], full: int) -> str:
+def _metric_label(name: str, n_tasks: list[float], full: int) -> str:
     """CORE / ChatCORE when every task was there, CORE-18 / ChatCORE-3 otherwise (as eval/ labels them)."""
     n = int(n_tasks[-1]) if n_tasks else 0
     return name if n == full else f"{name}-{n}"
@@ -190,28 +190,31 @@ def in_loop_panels(stages) -> list[tuple[str, str, list[tuple[str, tuple[list, l
     """[(stage, metric label, [(series label, (steps, values))])] for each stage whose metrics have
     in-loop evals: CORE in base (train/in_loop.py), ChatCORE and its tasks in chat stages. Every
     value is centred (0 = chance, 1 = perfect), the tasks' accuracies too, so they share an axis."""
-    from picochat.eval.chat import BASELINES, DISPLAY_NAMES, centered
+    from picochat.eval.chat import BASELINES, CHATCORE_TASKS, DISPLAY_NAMES, centered
+    from picochat.eval.core import NUM_CORE_TASKS
 
     panels = []
     for s in stages.values():
         if s.series("core")[0]:
-            label = _labelled("CORE", s.series("core_tasks")[1], 22)
+            label = _metric_label("CORE", s.series("core_tasks")[1], NUM_CORE_TASKS)
             panels.append((s.name, label, [(label, s.series("core"))]))
-        tasks = sorted({k for r in s.metrics for k in r if k.startswith("chat_")})
-        if s.series("chatcore")[0] or tasks:
-            label = _labelled("ChatCORE", s.series("chatcore_tasks")[1], 5) if s.series("chatcore")[0] else "chat tasks"
-            lines = [(label, s.series("chatcore"))] if s.series("chatcore")[0] else []
-            for k in tasks:
-                steps, accs = s.series(k)
-                lines.append((DISPLAY_NAMES.get(k[5:], k[5:]), (steps, [centered(a, BASELINES.get(k[5:], 0.0))
-                                                                        for a in accs])))
-            panels.append((s.name, label, lines))
+        tasks = sorted({k.removeprefix("chat_") for r in s.metrics for k in r if k.startswith("chat_")})
+        lines = []
+        if s.series("chatcore")[0]:
+            lines.append((_metric_label("ChatCORE", s.series("chatcore_tasks")[1], len(CHATCORE_TASKS)),
+                          s.series("chatcore")))
+        for task in tasks:
+            steps, accs = s.series(f"chat_{task}")
+            centred = [centered(a, BASELINES.get(task, 0.0)) for a in accs]
+            lines.append((DISPLAY_NAMES.get(task, task), (steps, centred)))
+        if lines:
+            panels.append((s.name, lines[0][0] if s.series("chatcore")[0] else "chat tasks", lines))
     return panels
 
 
 def plot_in_loop(stages, path: Path) -> bool:
     """The evals run during training against step: CORE for base, ChatCORE (bold) and each chat
-    task's accuracy (thin) for the chat stages."""
+    task's centred accuracy (thin, dashed) for the chat stages."""
     panels = in_loop_panels(stages)
     if not panels:
         return False
@@ -220,7 +223,8 @@ def plot_in_loop(stages, path: Path) -> bool:
     for ax, (stage, label, lines) in zip(axes, panels):
         for i, (name, (xs, ys)) in enumerate(lines):
             bold = i == 0 and name == label
-            ax.plot(xs, ys, _style(xs), ms=3 if bold else 2, lw=1.6 if bold else 0.8, label=name,
+            fmt = _style(xs) if bold else _style(xs).replace("-", "--")  # tasks dashed: told apart from the metric
+            ax.plot(xs, ys, fmt, ms=3 if bold else 2, lw=1.6 if bold else 0.8, label=name,
                     color=STAGE_COLORS.get(stage, "gray") if bold else None)
         ax.axhline(0, color="black", lw=0.5)
         ax.set(title=f"{stage.upper()}: {label}", xlabel="step", ylabel="centred accuracy (0 = chance)")
