@@ -376,7 +376,8 @@ def render(run: str, stages: dict[str, StageData], env: dict[str, str], tokenize
     lines += cost_lines(stages, tokenizer_meta, price)
     lines += ["", "## Plots", ""]
     titles = {"loss": "Training loss", "bpb": "Validation bits per byte", "evals": "Evaluations per stage",
-              "core": "CORE tasks (centred)", "rl": "RL reward"}
+              "core": "CORE tasks (centred)", "in_loop": "In-loop evaluations (CORE, ChatCORE vs step)",
+              "rl": "RL reward"}
     for key, title in titles.items():
         lines.append(f"### {title}\n\n![{title}]({plots[key]})\n" if key in plots else f"### {title}\n\n{DASH}\n")
     lines += ["## Sample completions", ""] + samples_section(stages)

@@ -18,6 +18,7 @@ from picochat.data.loader import pretrain_batches
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import checkpoint
+from picochat.train.in_loop import InLoopCore
 from picochat.train.trainer import Batch, Trainer, write_config
 
 
@@ -51,9 +52,10 @@ class BaseStage:
     reshards_cursors = True  # resumes on any number of ranks: the loader splits the old cursors
 
     def __init__(self, train: TrainConfig, tokenizer: Tokenizer, seq_len: int, *, rank: int, world_size: int,
-                 home: str, mirror: str):
+                 home: str, mirror: str, in_loop: InLoopCore | None = None):
         self.train, self.tokenizer, self.seq_len = train, tokenizer, seq_len
         self.kw = dict(rank=rank, world_size=world_size, home=home, mirror=mirror)
+        self.in_loop = in_loop  # CORE + greedy samples every train.core_every steps (train/in_loop.py)
 
     def _batches(self, split: str, cursor: dict | None):
         for x, y, c in pretrain_batches(self.train.source, split, self.tokenizer, self.train.device_batch_size,
@@ -85,8 +87,10 @@ def main(cfg) -> None:
     print0(f"model: {human(model.num_params())} params, depth {model.config.n_layer}, width {model.config.n_embd}, "
            f"{model.config.n_head} heads; {num_steps} steps x {human(cfg.train.total_batch_tokens)} tokens")
     write_config(out, cfg.to_dict())
+    in_loop = InLoopCore(cfg.train, tokenizer, device, mirror=cfg.run.mirror, home=cfg.run.home,
+                         world_size=dist_info.world_size) if cfg.train.core_every > 0 else None
     stage = BaseStage(cfg.train, tokenizer, model.config.sequence_len, rank=dist_info.rank,
-                      world_size=dist_info.world_size, home=cfg.run.home, mirror=cfg.run.mirror)
+                      world_size=dist_info.world_size, home=cfg.run.home, mirror=cfg.run.mirror, in_loop=in_loop)
     trainer = Trainer(model, cfg.train, out, num_steps=num_steps, device=device, dist_info=dist_info,
                       token_bytes=torch.tensor(tokenizer.token_bytes()), meta={"stage": "base", "run": cfg.run.run})
     trainer.fit(stage)

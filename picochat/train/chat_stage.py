@@ -29,6 +29,7 @@ from picochat.tasks.registry import make_mixture
 from picochat.train import checkpoint, parallel
 from picochat.train.base import load_tokenizer
 from picochat.train.chat_batches import chat_batches, estimate_rows, waste_fraction
+from picochat.train.in_loop import InLoopChatCore
 from picochat.train.trainer import Batch, Trainer, evaluate_loss_bpb, write_config
 
 
@@ -42,8 +43,10 @@ class ChatStage:
     reshards_cursors = True  # the trainer hands over every rank's cursor when the world size changed
 
     def __init__(self, name: str, train_task: Task, val_task: Task | None, tokenizer: Any, batch_size: int,
-                 seq_len: int, *, crop: bool, rank: int = 0, world_size: int = 1):
+                 seq_len: int, *, crop: bool, rank: int = 0, world_size: int = 1,
+                 in_loop: InLoopChatCore | None = None):
         self.name, self.train_task, self.val_task, self.tokenizer = name, train_task, val_task, tokenizer
+        self.in_loop = in_loop  # ChatCORE every train.chatcore_every steps (train/in_loop.py)
         self.kw = dict(batch_size=batch_size, seq_len=seq_len, crop=crop, rank=rank, world_size=world_size)
         self.last_cursor: dict | None = None
         self.packing: dict[str, Any] = {}  # updated in place as batches go out (it rides in meta.json)
@@ -131,8 +134,11 @@ def run_chat_stage(cfg: Any, stage: str, start_from: tuple[str, ...], crop: bool
         print0(f"note: run '{run}' has no finished {start_from[0]} stage; {stage} starts from {start_name}")
     model, start_meta = checkpoint.load_model(start_dir, device)
     seq_len = model.config.sequence_len
+    in_loop = InLoopChatCore(cfg.train, tokenizer, device, preset=cfg.run.preset, mirror=mirror, home=home,
+                             rank=dist_info.rank, world_size=dist_info.world_size) \
+        if cfg.train.chatcore_every > 0 else None
     chat = ChatStage(stage, train_task, val_task, tokenizer, cfg.train.device_batch_size, seq_len, crop=crop,
-                     rank=dist_info.rank, world_size=dist_info.world_size)
+                     rank=dist_info.rank, world_size=dist_info.world_size, in_loop=in_loop)
     num_steps = steps_for_one_pass(cfg.train, train_task, tokenizer, seq_len, crop)
     banner(f"{stage}: run '{run}' from {start_name} on {device}")
     print0(f"mixture: {describe(train_task)}")

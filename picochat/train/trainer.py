@@ -5,6 +5,11 @@ A stage (train/base.py, mid.py, sft.py, rl.py) supplies only what differs:
   - optionally `val_batches()`: a finite iterator for validation loss / bits-per-byte
   - optionally `loss(model, batch)`: defaults to mean cross-entropy over targets != -1, or the
     weight-normalised per-token NLL when the batch carries weights (SFT masks, RL advantages)
+  - optionally `evaluate(model) -> dict`: its own evals, run with the validation loss (every
+    eval_every steps and at the end; RL's pass@k)
+  - optionally `in_loop`: evals on a schedule of the stage's own (CORE + samples in base, ChatCORE
+    in SFT; train/in_loop.py), an object with `due(step, last) -> bool`, asked after every step,
+    and `run(model, step) -> dict`, run like every eval in eval mode and outside the training clock
 Everything else lives here: device placement, bf16 autocast, gradient accumulation, clipping,
 the schedules, progress/ETA/MFU logging, metrics JSONL, evals, checkpoints and exact resume
 (model, optimizers, data cursor, RNG, step), and a save on SIGTERM. How the model is spread over
@@ -25,11 +30,12 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from picochat.common.device import DistInfo, autocast_for, synchronize
+from picochat.common.device import DistInfo, autocast_for, synchronize, uses_bf16
 from picochat.common.errors import UserError
 from picochat.common.io import atomic_write_json, atomic_write_text
 from picochat.common.log import duration, human, is_main_process, print0
 from picochat.config import TrainConfig
+from picochat.model.fp8 import check_recipe, enable_fp8_training
 from picochat.optim.groups import build_optimizers
 from picochat.optim.schedule import lr_multiplier, muon_momentum
 from picochat.train import checkpoint, parallel
@@ -129,6 +135,9 @@ class Trainer:
         self.token_bytes = token_bytes.to(device) if token_bytes is not None else None
         self.meta, self.loss_fn = meta or {}, loss_fn
         self.autocast = autocast_for(device, cfg.dtype)
+        check_recipe(cfg.fp8_recipe)  # a typo fails even without --fp8
+        if cfg.fp8:  # swap the blocks' Linear layers before compile and DDP/FSDP see the model
+            enable_fp8_training(model, cfg.fp8_recipe, device, uses_bf16(device, cfg.dtype), log=print0)
         # Compile and DDP/FSDP first: FSDP2 swaps the parameters for sharded ones, which the
         # optimizers must hold.
         self.par = parallel.parallelize(model, cfg, device, dist_info)
@@ -232,16 +241,19 @@ class Trainer:
 
     # ---- the loop ----
 
-    def _evaluate(self, stage: Stage) -> dict[str, float]:
-        """Validation loss/bpb when the stage has val_batches, plus the stage's own evals (RL's
-        pass@k, ...) when it defines `evaluate(model) -> dict`."""
-        result: dict[str, float] = {}
+    def _evaluate(self, stage: Stage, regular: bool = True, in_loop: bool = False) -> dict[str, Any]:
+        """regular: validation loss/bpb when the stage has val_batches, plus the stage's own evals
+        (RL's pass@k, ...) when it defines `evaluate(model) -> dict`. in_loop: the evals the stage
+        schedules itself (`stage.in_loop.run(model, step) -> dict`)."""
+        result: dict[str, Any] = {}
         self.raw_model.eval()
-        if self.token_bytes is not None and hasattr(stage, "val_batches"):
+        if regular and self.token_bytes is not None and hasattr(stage, "val_batches"):
             result.update(evaluate_loss_bpb(self.raw_model, stage.val_batches(), self.token_bytes,
                                             self.cfg.eval_tokens, self.autocast))
-        if hasattr(stage, "evaluate"):
+        if regular and hasattr(stage, "evaluate"):
             result.update(stage.evaluate(self.raw_model))
+        if in_loop:
+            result.update(stage.in_loop.run(self.raw_model, self.step))
         self.raw_model.train()
         return result
 
@@ -297,13 +309,16 @@ class Trainer:
                 record.update(extra)
                 print0(self._progress_line(record["loss"], mult, tok_s)
                        + "".join(f" | {k} {v:.3g}" for k, v in extra.items()))
-            if (self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or is_last:
+            regular = bool(self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or is_last
+            in_loop = getattr(stage, "in_loop", None) is not None and stage.in_loop.due(self.step, is_last)
+            if regular or in_loop:
                 window_s += self._clock_since(t_last)
-                last_eval = self._evaluate(stage)
+                last_eval = self._evaluate(stage, regular, in_loop)
                 if last_eval:
                     record.update(last_eval, elapsed=self.elapsed)
-                    print0(f"{self.out_dir.name} step {self.step}: " +
-                           " | ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+                    print0(f"{self.out_dir.name} step {self.step}: " + " | ".join(  # numbers only (not samples)
+                        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in last_eval.items() if isinstance(v, (int, float))))
                 t_last = time.perf_counter()  # eval time is not training throughput
             if len(record) > 1:
                 self._log_metrics(record)
