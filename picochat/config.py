@@ -94,6 +94,8 @@ class TrainConfig:
     mixture: str = opt("", "mid/sft: training conversations, a task mixture 'task[:split[:n]][*passes], ...' "
                            "(see tasks/registry.py)")
     val_mixture: str = opt("", "mid/sft: held-out conversations for the validation loss (same syntax)")
+    tracker: str = opt("none", "experiment tracker for the logged metrics: none, tensorboard (<stage>/tensorboard/) "
+                               "or wandb (offline unless WANDB_MODE=online); see common/tracking.py")
 
 
 @dataclass
