@@ -159,3 +159,18 @@ def test_cli_writes_the_folder_and_errors_in_one_sentence(tmp_path, tok, capsys)
     with pytest.raises(SystemExit) as e:
         main(["export", "hf", "--home", str(tmp_path), "--run", "t", "--stage", "sft", str(tmp_path / "o2")])
     assert e.value.code != 0 and "no finished 'sft' model" in capsys.readouterr().err
+
+
+def test_bfloat16_export_is_within_bf16_rounding(tmp_path, tok):
+    model = demo_shaped_model(tok.vocab_size, 0)
+    make_run(tmp_path, tok, model)
+    out = export_hf("t", tmp_path / "bf16", home=str(tmp_path), dtype="bfloat16")
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert theirs.lm_head.weight.dtype == torch.bfloat16
+    ids = torch.tensor([render_conversation(tok, CONVERSATION[:3])[0]])
+    with torch.no_grad():
+        want, got = model(ids), theirs(ids).logits.float()
+    assert (got - want).abs().mean() < 0.1 * want.abs().mean()  # bf16 keeps ~3 significant digits
+    with pytest.raises(Exception, match="unknown --dtype 'fp8'"):
+        export_hf("t", tmp_path / "fp8", home=str(tmp_path), dtype="fp8")

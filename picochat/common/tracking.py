@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,9 @@ class Tracker:
     def log(self, record: dict[str, Any]) -> None:
         """One metrics.jsonl record: {"step": N, "loss": ..., ...}."""
 
-    def finish(self, summary: dict[str, Any], report: str = "") -> None:
-        """The stage's final numbers and the report card (markdown) as it stands after this stage."""
+    def finish(self, summary: dict[str, Any], report: Callable[[], str] | None = None) -> None:
+        """The stage's final numbers, and `report()`: the report card (markdown) as it stands after
+        this stage (a callable, so that the `none` tracker reads nothing)."""
 
 
 class TensorBoardTracker(Tracker):
@@ -73,13 +75,13 @@ class TensorBoardTracker(Tracker):
             self.writer.add_scalar(key, value, record["step"])
         self.writer.flush()  # as durable as the JSONL line just written
 
-    def finish(self, summary: dict[str, Any], report: str = "") -> None:
+    def finish(self, summary: dict[str, Any], report: Callable[[], str] | None = None) -> None:
         if self.writer is None:
             return
         step = int(summary.get("step", 0))
         self.writer.add_text("final", "```json\n" + json.dumps(summary, indent=2) + "\n```", step)
-        if report:
-            self.writer.add_text("report_card", report, step)
+        if report is not None:
+            self.writer.add_text("report_card", report(), step)
         self.writer.close()
         self.writer = None
 
@@ -115,13 +117,13 @@ class WandbTracker(Tracker):
             self._open(record["step"])
         self.run.log(scalars(record), step=record["step"])
 
-    def finish(self, summary: dict[str, Any], report: str = "") -> None:
+    def finish(self, summary: dict[str, Any], report: Callable[[], str] | None = None) -> None:
         if self.run is None:
             return
         self.run.summary.update({f"final/{k}": v for k, v in scalars(summary, skip=()).items()})
-        if report:
+        if report is not None:
             path = Path(self.run.dir) / "report_card.md"
-            atomic_write_text(path, report)
+            atomic_write_text(path, report())
             self.run.save(str(path), base_path=self.run.dir, policy="now")
         self.run.finish()
         self.run = None

@@ -336,7 +336,7 @@ class Trainer:
             checkpoint.save_artifact(self.out_dir, model_sd, meta)
             for p in (self.out_dir / "checkpoints").glob("step_*"):
                 p.unlink(missing_ok=True)  # the artifact supersedes the resume state
-            self.tracker.finish(final, metrics_table(self.out_dir.parent))
+            self.tracker.finish(final, lambda: metrics_table(self.out_dir.parent))
         parallel.barrier()
         print0(f"{self.out_dir.name} done: {self.step} steps, {human(final['tokens'])} tokens in "
                f"{duration(self.elapsed)}; saved to {self.out_dir}")
