@@ -174,3 +174,33 @@ def test_bfloat16_export_is_within_bf16_rounding(tmp_path, tok):
     assert (got - want).abs().mean() < 0.1 * want.abs().mean()  # bf16 keeps ~3 significant digits
     with pytest.raises(Exception, match="unknown --dtype 'fp8'"):
         export_hf("t", tmp_path / "fp8", home=str(tmp_path), dtype="fp8")
+
+
+def test_tokenizer_json_follows_tiktokens_rule_on_random_merge_tables():
+    """Random merge tables over 2-3 letters (the vocabularies where the same bytes are reachable by many
+    cuts, and where listing only each token's creating pair fails in about half the tables)."""
+    import random
+
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from picochat.export.hf_tokenizer import tokenizer_json
+
+    checked = 0
+    for seed in range(120):
+        rng = random.Random(seed)
+        alphabet = [97, 98] if seed % 2 else [97, 98, 99]
+        ids, merges = list(alphabet), []
+        for i in range(rng.randint(3, 25)):
+            merges.append((rng.choice(ids), rng.choice(ids)))
+            ids.append(256 + i)
+        tok = Tokenizer(merges)
+        if not tok._complete:
+            continue  # the same bytes twice: refused by the exporter (tested below)
+        hf = HFTokenizer.from_str(json.dumps(tokenizer_json(tok)))
+        texts = ["".join(chr(rng.choice(alphabet)) for _ in range(rng.randint(1, 30))) for _ in range(100)]
+        got = [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
+        assert got == tok.encode_batch(texts), seed
+        checked += 1
+    assert checked > 30
+    with pytest.raises(ExportError, match="two of this tokenizer's ids have the same bytes"):
+        tokenizer_json(Tokenizer([(97, 98), (256, 99), (98, 99), (97, 258)]))  # "abc" twice
