@@ -131,10 +131,19 @@ def test_greedy_reply_matches_picochats_engine(exported, tok):
     assert got == want
 
 
+def umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_refuses_what_it_cannot_map(tmp_path, tok):
     model = demo_shaped_model(tok.vocab_size, 0)
     make_run(tmp_path, tok, model)
     export_hf("t", tmp_path / "ok", home=str(tmp_path))
+    assert (tmp_path / "ok").stat().st_mode & 0o055 == (~umask() & 0o055)  # not mkdtemp's private 0700
     with pytest.raises(Exception, match="already exists and is not empty"):
         export_hf("t", tmp_path / "ok", home=str(tmp_path))
     export_hf("t", tmp_path / "ok", home=str(tmp_path), force=True)  # --force replaces it

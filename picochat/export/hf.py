@@ -90,6 +90,9 @@ def _write_folder(out: Path, files: dict[str, bytes], force: bool) -> None:
         raise UserError(f"{out} already exists and is not empty; choose a new folder or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the folder is meant to be shared
     try:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
