@@ -144,3 +144,12 @@ def test_old_checkpoints_with_numpy_rng_state_still_resume(tmp_path):
     checkpoint.set_rng_state(state["rng"])
     assert np.array_equal(np.random.get_state()[1], want[1])
     assert pickle.dumps(np.random.random()) == pickle.dumps(np.random.RandomState(5).random())
+
+
+def test_the_base_loaders_real_cursor_passes_the_weights_only_loader(tmp_path, tok):
+    """The cursor contract (JSON-serialisable) is what lets checkpoints load weights-only."""
+    from picochat.data.loader import pretrain_batches
+
+    _, _, cursor = next(iter(pretrain_batches("synthetic", "train", tok, 2, 16, home=str(tmp_path))))
+    checkpoint.save_checkpoint(tmp_path / "base", 1, {"cursors": [cursor]})
+    assert checkpoint.load_latest_checkpoint(tmp_path / "base")["cursors"] == [cursor]
