@@ -213,3 +213,24 @@ def test_tokenizer_json_follows_tiktokens_rule_on_random_merge_tables():
     assert checked > 30
     with pytest.raises(ExportError, match="two of this tokenizer's ids have the same bytes"):
         tokenizer_json(Tokenizer([(97, 98), (256, 99), (98, 99), (97, 258)]))  # "abc" twice
+
+
+@pytest.mark.parametrize("n_head, n_kv_head, softcap", [(6, 2, 15.0), (4, 4, 0.0)], ids=["gqa", "no-softcap"])
+def test_model_mapping_on_grouped_heads_and_without_softcap(n_head, n_kv_head, softcap):
+    """Query head h reads key/value head h // (H / Hkv) on both sides; softcap 0 means none."""
+    from picochat.export.hf_model import hf_config, hf_state_dict
+
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig(sequence_len=32, vocab_size=64, n_layer=2, n_head=n_head, n_kv_head=n_kv_head,
+                         n_embd=32 * n_head, softcap=softcap)).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.normal_(0.0, 1.0 / math.sqrt(p.size(-1)))
+    cfg = ours.config.to_dict()
+    config = transformers.NanoChatConfig(**{k: v for k, v in hf_config(cfg, 0, 1, torch.float32).items()
+                                            if k not in ("architectures", "model_type", "dtype")})
+    theirs = transformers.NanoChatForCausalLM(config).eval()
+    theirs.load_state_dict(hf_state_dict(ours.state_dict(), cfg, torch.float32), strict=True)
+    ids = torch.randint(0, 64, (2, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, ours(ids), rtol=1e-4, atol=1e-4)
