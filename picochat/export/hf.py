@@ -88,8 +88,11 @@ def _write_folder(out: Path, files: dict[str, bytes], force: bool) -> None:
     """Build the folder beside `out`, then move it into place (replacing `out` only with --force)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UserError(f"{out} already exists and is not empty; choose a new folder or pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    except OSError as e:
+        raise UserError(f"cannot create {out} ({e.strerror}); choose a folder you can write to") from None
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the folder is meant to be shared
