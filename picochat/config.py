@@ -109,6 +109,8 @@ class TrainConfig:
     chatcore_max_generative: int = opt(24, "sft: problems per generative task (GSM8K, HumanEval: sampled) in the "
                                            "in-loop ChatCORE")
     chatcore_tasks: str = opt("", "sft: task specs for the in-loop ChatCORE (default: those of `picochat eval chat`)")
+    tracker: str = opt("none", "experiment tracker for the logged metrics: none, tensorboard (<stage>/tensorboard/) "
+                               "or wandb (offline unless WANDB_MODE=online); see common/tracking.py")
 
 
 @dataclass

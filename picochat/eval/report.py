@@ -214,6 +214,14 @@ def metric_rows(stages: dict[str, StageData]) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def metrics_table(run_path: Path) -> str:
+    """The report card's metrics table (markdown) for the run as it stands on disk: what a tracker
+    records at the end of a stage and what an exported model's card shows."""
+    stages = load_run(Path(run_path), [])
+    header = ["metric"] + [s.upper() for s in stages]
+    return markdown_table(header, [[label] + cells for label, cells in metric_rows(stages)])
+
+
 def _num(x) -> float | None:
     return float(x) if isinstance(x, (int, float)) else None
 

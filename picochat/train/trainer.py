@@ -34,7 +34,9 @@ from picochat.common.device import DistInfo, autocast_for, synchronize, uses_bf1
 from picochat.common.errors import UserError
 from picochat.common.io import atomic_write_json, atomic_write_text
 from picochat.common.log import duration, human, is_main_process, print0
+from picochat.common.tracking import open_tracker
 from picochat.config import TrainConfig
+from picochat.eval.report import metrics_table
 from picochat.model.fp8 import check_recipe, enable_fp8_training
 from picochat.optim.groups import build_optimizers
 from picochat.optim.schedule import lr_multiplier, muon_momentum
@@ -152,6 +154,8 @@ class Trainer:
         self.tokens_per_step = tokens_per_micro * self.accum_steps
         self.step, self.cursor, self.elapsed = 0, None, 0.0
         self._stop_requested = False
+        self.tracker = open_tracker(cfg.tracker if dist_info.is_main else "none", self.out_dir,
+                                    {"train": asdict(cfg), "meta": self.meta})
 
     # ---- resume / save ----
 
@@ -201,6 +205,7 @@ class Trainer:
         if self.dist.is_main:
             with open(self.out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.tracker.log(record)  # the same record, to TensorBoard / W&B (common/tracking.py)
 
     def _request_stop(self, signum, frame) -> None:
         if self._stop_requested:  # second Ctrl-C: stop now
@@ -352,6 +357,7 @@ class Trainer:
             checkpoint.save_artifact(self.out_dir, model_sd, meta, optimizer=optim_sd)
             for p in (self.out_dir / "checkpoints").glob("step_*"):
                 p.unlink(missing_ok=True)  # the artifact supersedes the resume state
+            self.tracker.finish(final, lambda: metrics_table(self.out_dir.parent))
         parallel.barrier()
         print0(f"{self.out_dir.name} done: {self.step} steps, {human(final['tokens'])} tokens in "
                f"{duration(self.elapsed)}; saved to {self.out_dir}")
