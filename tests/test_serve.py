@@ -64,7 +64,7 @@ def test_openai_client_non_streaming_and_streaming(server):
 def test_n_samples_and_seed(server):
     url, _ = server
     client = openai.OpenAI(base_url=url + "/v1", api_key="none")
-    kw = dict(model="m", messages=[{"role": "user", "content": "Hello"}], max_tokens=10, n=3, seed=5,
+    kw = dict(model="picochat-test", messages=[{"role": "user", "content": "Hello"}], max_tokens=10, n=3, seed=5,
               temperature=1.0)
     a, b = client.chat.completions.create(**kw), client.chat.completions.create(**kw)
     assert [c.index for c in a.choices] == [0, 1, 2]
@@ -203,7 +203,7 @@ def test_limits_answer_429_and_503(engine, tok, limits, queue, status):
     from fastapi.testclient import TestClient
 
     app = create_app(Batcher(engine, max_rows=2, max_queue=queue), tok, "m", limits)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == status and r.json()["error"]["message"]
 
@@ -268,11 +268,11 @@ def test_logprobs_streaming_and_not(server, engine, tok):
     client = openai.OpenAI(base_url=url + "/v1", api_key="none")
     conv = [{"role": "user", "content": "Numbers: 0 1"}]
     want = engine.generate([render_for_completion(tok, conv)], temperature=0.0, max_tokens=8)[0][0]
-    r = client.chat.completions.create(model="m", messages=conv, max_tokens=8, temperature=0, logprobs=True)
+    r = client.chat.completions.create(model="picochat-test", messages=conv, max_tokens=8, temperature=0, logprobs=True)
     got = r.choices[0].logprobs.content
     assert [e.logprob for e in got] == pytest.approx(want.logprobs, abs=1e-4)
     assert b"".join(bytes(e.bytes) for e in got).decode(errors="replace").startswith(want.text)
-    stream = client.chat.completions.create(model="m", messages=conv, max_tokens=8, temperature=0,
+    stream = client.chat.completions.create(model="picochat-test", messages=conv, max_tokens=8, temperature=0,
                                             logprobs=True, stream=True)
     streamed = [e.logprob for c in stream if c.choices and c.choices[0].logprobs
                 for e in c.choices[0].logprobs.content]
