@@ -18,6 +18,7 @@ the routes (serve/guard.py); each request gets one log line (serve/access_log.py
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -61,6 +62,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _is_location(item: int | str) -> bool:
+    """pydantic's error locations name union members too (`stop.str`, `content.list[Part]`)."""
+    return isinstance(item, int) or not ("[" in item or "(" in item or item in _UNION_TAGS)
+
+
 def parse_request(body: bytes, schema: type[BaseModel]) -> Any:
     """Bytes -> a validated request, or one 400 that names the field and what was wrong."""
     try:
@@ -70,8 +79,9 @@ def parse_request(body: bytes, schema: type[BaseModel]) -> Any:
     try:
         return schema.model_validate(data)
     except ValidationError as e:
-        err = e.errors(include_url=False)[0]
-        where = ".".join(str(x) for x in err["loc"]) or None
+        # The deepest error is the most specific (a union reports every member that failed).
+        err = max(e.errors(include_url=False), key=lambda x: len(x["loc"]))
+        where = ".".join(str(x) for x in err["loc"] if _is_location(x)) or None
         if err["type"] == "extra_forbidden":
             raise ApiError(400, f"unrecognized request argument: {where}", param=where) from None
         msg = err["msg"].removeprefix("Value error, ")
@@ -189,10 +199,11 @@ def _policy(s: Any) -> Policy:
     """The guard's settings from the flags; warns when the API is open beyond this machine."""
     origins = tuple(o.strip().rstrip("/") for o in s.cors_origin.split(",") if o.strip())
     local = is_loopback(s.host)
-    if not local and not s.api_key:
+    api_key = s.api_key or os.environ.get("PICOCHAT_API_KEY", "")
+    if not local and not api_key:
         print(f"picochat: WARNING: listening on {s.host} without --api-key: anyone who can reach this "
               "machine can use the model", file=sys.stderr, flush=True)
-    return Policy(api_key=s.api_key, cors_origins=origins, loopback_only=local)
+    return Policy(api_key=api_key, cors_origins=origins, loopback_only=local)
 
 
 def main(cfg: Any) -> None:

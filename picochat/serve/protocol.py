@@ -36,8 +36,16 @@ class Strict(BaseModel):
 
 class Part(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
-    type: Literal["text", "python", "python_output"]
+    type: str
     text: str
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        if v not in ("text", "python", "python_output"):
+            raise ValueError(f"content parts of type {v!r} are not supported; picochat reads text "
+                             "('text', and 'python' / 'python_output' in assistant turns)")
+        return v
 
 
 class Message(BaseModel):
@@ -146,13 +154,13 @@ class ChatCompletionRequest(SamplingFields):
                                "leave it out or set it to 0")
         return v
 
-    @model_validator(mode="after")
-    def _no_tools(self) -> ChatCompletionRequest:
-        for name in ("tools", "tool_choice", "functions", "function_call"):
-            if getattr(self, name) not in (None, [], "none"):
-                raise _unsupported(name, "picochat's one tool, the python calculator, is built into the "
-                                   "chat format and needs no declaration")
-        return self
+    @field_validator("tools", "tool_choice", "functions", "function_call")
+    @classmethod
+    def _no_tools(cls, v: Any, info: Any) -> Any:
+        if v not in (None, [], "none"):
+            raise _unsupported(info.field_name, "picochat's one tool, the python calculator, is built into the "
+                               "chat format and needs no declaration")
+        return v
 
     @property
     def requested_tokens(self) -> int | None:
