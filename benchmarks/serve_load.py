@@ -52,7 +52,8 @@ def serve_demo(port: int, max_batch: int, run: str, prefill_chunk: int, server_l
     from picochat.serve.app import ServeLimits, create_app
     from picochat.tokenizer.tokenizer import Tokenizer
 
-    if os.environ.get("TT"): torch.set_num_threads(int(os.environ["TT"]))
+    if os.environ.get("TT"):
+        torch.set_num_threads(int(os.environ["TT"]))
     torch.manual_seed(0)
     tok = Tokenizer.train(synthetic.chunk("train", 0), 4096)
     model = GPT(GPTConfig.from_depth(4, head_dim=64, vocab_size=tok.vocab_size, seq_len=256)).eval()

@@ -56,8 +56,10 @@ class Job:
                 t.cancel()  # a no-op for a finished ticket
             self.service.in_flight -= 1
 
-    async def events(self) -> AsyncIterator[tuple[int, TokenEvent]]:
-        """(choice index, event) for every generated token of every prompt, as they arrive."""
+    async def batches(self) -> AsyncIterator[list[tuple[int, TokenEvent]]]:
+        """(choice index, event) for every generated token of every prompt, as they arrive, in
+        batches of whatever has arrived: under load a stream then writes several tokens at once
+        instead of one socket write per token."""
         queue: asyncio.Queue = asyncio.Queue()
 
         async def pump(i: int, ticket: Ticket) -> None:
@@ -72,15 +74,20 @@ class Job:
         try:
             left = len(pumps)
             while left:
-                i, item = await queue.get()
-                if item is None:
-                    left -= 1
-                elif isinstance(item, Exception):
-                    raise item
-                else:
-                    self.stats.token(len(item))
-                    for ev in item:
-                        yield i * self.params.n + ev.sample, ev
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                batch = []
+                for i, item in items:
+                    if item is None:
+                        left -= 1
+                    elif isinstance(item, Exception):
+                        raise item
+                    else:
+                        self.stats.token(len(item))
+                        batch += [(i * self.params.n + ev.sample, ev) for ev in item]
+                if batch:
+                    yield batch
         finally:
             for p in pumps:
                 p.cancel()
@@ -173,8 +180,9 @@ class Service:
         """Run the job to the end, feeding every event to `consume`; a client that hangs up
         meanwhile cancels it (ClientGone)."""
         async def run() -> None:
-            async for index, ev in job.events():
-                consume(index, ev)
+            async for batch in job.batches():
+                for index, ev in batch:
+                    consume(index, ev)
 
         task = asyncio.ensure_future(run())
         try:
@@ -213,14 +221,18 @@ class Service:
         try:
             for i in range(job.params.n):
                 yield one(i, {"role": "assistant", "content": ""})
-            async for index, ev in job.events():
-                # With logprobs, every token gets a chunk (maybe with empty text) carrying its entry.
-                lp = [P.token_logprob(self.tokenizer, ev.id, ev.logprob)] if req.logprobs else None
-                for segment, text in ev.text or ([("text", "")] if lp else []):
-                    yield one(index, {"content": text, "segment": segment}, logprobs=lp)
-                    lp = None
-                if ev.finish:
-                    yield one(index, {}, ev.finish)
+            async for batch in job.batches():
+                out = []
+                for index, ev in batch:
+                    # With logprobs, every token gets a chunk (maybe with empty text) carrying its entry.
+                    lp = [P.token_logprob(self.tokenizer, ev.id, ev.logprob)] if req.logprobs else None
+                    for segment, text in ev.text or ([("text", "")] if lp else []):
+                        out.append(one(index, {"content": text, "segment": segment}, logprobs=lp))
+                        lp = None
+                    if ev.finish:
+                        out.append(one(index, {}, ev.finish))
+                if out:
+                    yield "".join(out)
             if req.include_usage:
                 yield sse(P.chunk(cid, name, created, [], P.usage(job.stats.prompt_tokens,
                                                                    job.stats.completion_tokens)))
@@ -285,16 +297,20 @@ class Service:
             for i, e in enumerate(echo):
                 if e:
                     yield one(i, e)
-            async for index, ev in job.events():
-                text = "".join(t for _, t in ev.text)
-                lp = None
-                if req.logprobs is not None:
-                    lp = P.text_logprobs([self._token_text(ev.id)], [ev.logprob], offsets[index])
-                offsets[index] += len(text)
-                if text or lp:
-                    yield one(index, text, None, lp)
-                if ev.finish:
-                    yield one(index, "", ev.finish)
+            async for batch in job.batches():
+                out = []
+                for index, ev in batch:
+                    text = "".join(t for _, t in ev.text)
+                    lp = None
+                    if req.logprobs is not None:
+                        lp = P.text_logprobs([self._token_text(ev.id)], [ev.logprob], offsets[index])
+                    offsets[index] += len(text)
+                    if text or lp:
+                        out.append(one(index, text, None, lp))
+                    if ev.finish:
+                        out.append(one(index, "", ev.finish))
+                if out:
+                    yield "".join(out)
             if req.include_usage:
                 yield sse(P.text_completion(cid, name, created, [], P.usage(job.stats.prompt_tokens,
                                                                              job.stats.completion_tokens)))
