@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -52,8 +53,6 @@ def serve_demo(port: int, max_batch: int, run: str, prefill_chunk: int, server_l
     from picochat.serve.app import ServeLimits, create_app
     from picochat.tokenizer.tokenizer import Tokenizer
 
-    if os.environ.get("TT"):
-        torch.set_num_threads(int(os.environ["TT"]))
     torch.manual_seed(0)
     tok = Tokenizer.train(synthetic.chunk("train", 0), 4096)
     model = GPT(GPTConfig.from_depth(4, head_dim=64, vocab_size=tok.vocab_size, seq_len=256)).eval()
@@ -71,6 +70,17 @@ def serve_demo(port: int, max_batch: int, run: str, prefill_chunk: int, server_l
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+def tokens_for(i: int, max_tokens: int, spread: float) -> int:
+    """Request i's max_tokens: fixed, or drawn from max_tokens x [1 - spread, 1 + spread] (seeded by i).
+    A random-weight model never ends its turn, so with a fixed max_tokens every stream ends on the
+    same step and all clients send their next request at once (lock-step waves); a spread stands
+    in for replies of different lengths, as a trained model's are."""
+    if not spread:
+        return max_tokens
+    lo, hi = max(1, round(max_tokens * (1 - spread))), round(max_tokens * (1 + spread))
+    return random.Random(i).randint(lo, max(lo, hi))
 
 
 async def one_request(client: httpx.AsyncClient, url: str, i: int, max_tokens: int) -> dict:
@@ -109,7 +119,8 @@ async def one_request(client: httpx.AsyncClient, url: str, i: int, max_tokens: i
     return {"ttft": ttft, "latency": total, "tokens": tokens, "rate": rate, "gaps": gaps}
 
 
-async def load(url: str, concurrency: int, requests: int, max_tokens: int) -> tuple[list[dict], float]:
+async def load(url: str, concurrency: int, requests: int, max_tokens: int,
+               spread: float = 0.0) -> tuple[list[dict], float]:
     counter = iter(range(requests))
     results: list[dict] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -117,7 +128,7 @@ async def load(url: str, concurrency: int, requests: int, max_tokens: int) -> tu
         async def worker() -> None:
             for i in counter:
                 try:
-                    results.append(await one_request(client, url, i, max_tokens))
+                    results.append(await one_request(client, url, i, tokens_for(i, max_tokens, spread)))
                 except httpx.HTTPError as e:
                     results.append({"error": repr(e)})
 
@@ -168,9 +179,11 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--requests", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--spread", type=float, default=0.0,
+                    help="draw each request's max_tokens from max_tokens x [1-spread, 1+spread] (0 = fixed)")
     ap.add_argument("--idle-requests", type=int, default=16, help="requests sent one at a time first (0 = skip)")
     ap.add_argument("--max-batch", type=int, default=64, help="rows of the started server's batch")
-    ap.add_argument("--prefill-chunk", type=int, default=512, help="the started server's --prefill-chunk")
+    ap.add_argument("--prefill-chunk", type=int, default=128, help="the started server's --prefill-chunk")
     ap.add_argument("--server-log", default="", help="the started demo server writes its request log here")
     ap.add_argument("--_serve", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -191,10 +204,10 @@ def main() -> None:
     try:
         results = []
         if args.idle_requests:
-            idle, wall = asyncio.run(load(url, 1, args.idle_requests, args.max_tokens))
+            idle, wall = asyncio.run(load(url, 1, args.idle_requests, args.max_tokens, args.spread))
             idle_p50 = report("idle", idle, wall, 1, args.max_tokens)
             results += idle
-        busy, wall = asyncio.run(load(url, args.concurrency, args.requests, args.max_tokens))
+        busy, wall = asyncio.run(load(url, args.concurrency, args.requests, args.max_tokens, args.spread))
         busy_p50 = report("load", busy, wall, args.concurrency, args.max_tokens)
         results += busy
         if args.idle_requests:
