@@ -202,15 +202,17 @@ class Batcher:
         per_ticket: dict[int, list[TokenEvent]] = {}
         for ev in events:
             per_ticket.setdefault(ev.key, []).append(ev)
+        items: list[tuple[Ticket, object]] = []
         with self._lock:
             for tid, evs in per_ticket.items():
                 t = self._running.get(tid)
                 if t is None:
                     continue
-                _deliver(t, evs)
+                items.append((t, evs))
                 t.unfinished -= sum(ev.finish is not None for ev in evs)
                 if t.unfinished == 0:
-                    self._finish(self._running.pop(tid))
+                    items.append((self._running.pop(tid), None))
+        _deliver_many(items)
 
     @staticmethod
     def _finish(t: Ticket) -> None:
@@ -218,11 +220,26 @@ class Batcher:
 
 
 def _deliver(t: Ticket, item: object) -> None:
-    """Hand `item` to the ticket's event loop; a loop that has closed has no one left to tell."""
-    try:
-        t.loop.call_soon_threadsafe(t.queue.put_nowait, item)
-    except RuntimeError:
-        pass
+    _deliver_many([(t, item)])
+
+
+def _deliver_many(items: list[tuple[Ticket, object]]) -> None:
+    """Hand each item to its ticket's event loop: one wake-up per loop per step, not one per
+    request (each call_soon_threadsafe writes to the loop's self-pipe and takes the GIL to the
+    loop thread). A loop that has closed has no one left to tell."""
+    per_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, object]]] = {}
+    for t, item in items:
+        per_loop.setdefault(t.loop, []).append((t.queue, item))
+    for loop, puts in per_loop.items():
+        try:
+            loop.call_soon_threadsafe(_put_all, puts)
+        except RuntimeError:
+            pass
+
+
+def _put_all(puts: list[tuple[asyncio.Queue, object]]) -> None:
+    for queue, item in puts:
+        queue.put_nowait(item)
 
 
 class Router:
