@@ -89,7 +89,7 @@ def test_cors_origin_flag_allows_listed_origins(make_client):
            "access-control-request-headers": "authorization, content-type"}
     r = c.options("/v1/chat/completions", headers=pre)
     assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "https://app.example"
-    assert "Content-Type" in r.headers["access-control-allow-headers"]
+    assert r.headers["access-control-allow-headers"] == "authorization, content-type"
     r = c.post("/v1/chat/completions", content=BODY, headers={**JSON, "origin": "https://app.example"})
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
     assert r.headers["vary"] == "Origin"
@@ -143,3 +143,33 @@ def test_policy_from_flags_warns_when_open_beyond_localhost(capsys, monkeypatch)
     monkeypatch.setenv("PICOCHAT_API_KEY", "from-env")
     assert _policy(SimpleNamespace(**flags)).api_key == "from-env"
     assert capsys.readouterr().err == ""
+
+
+def test_serve_command_wires_the_flags(tmp_path, monkeypatch, capsys):
+    """`picochat serve` with --api-key, --model-alias, --cors-origin and --host: the app it hands
+    to uvicorn lists both names, wants the key, allows the origin, and the warning is printed."""
+    import uvicorn
+
+    from picochat.cli import main
+    from picochat.tokenizer.tokenizer import Tokenizer
+    from picochat.train.checkpoint import save_artifact
+
+    tok = Tokenizer.train([TEXT], vocab_size=300, native=False)
+    model = random_gpt(tok.vocab_size)
+    tok.save(tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json")
+    save_artifact(tmp_path / "runs" / "t" / "sft", model, {"model_config": model.config.to_dict()})
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--home", str(tmp_path), "--run", "t", "--device", "cpu", "--model-alias", "gpt-x",
+              "--api-key", "k", "--cors-origin", "https://app.example", "--prefill-chunk", "32", "--port", "8123"])
+    assert e.value.code == 0 and served["port"] == 8123 and "gpt-x" in capsys.readouterr().out
+    _policy(SimpleNamespace(api_key="", cors_origin="", host="0.0.0.0"))
+    assert "WARNING" in capsys.readouterr().err
+    with TestClient(served["app"], base_url="http://localhost") as c:
+        assert c.get("/v1/models").status_code == 401
+        key = {"authorization": "Bearer k", "origin": "https://app.example"}
+        r = c.get("/v1/models", headers=key)
+        assert [m["id"] for m in r.json()["data"]] == ["picochat-t-sft", "gpt-x"]
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        assert c.app.state.service.router.batchers[0].prefill_chunk == 32

@@ -85,7 +85,8 @@ class Guard:
         origin = headers.get("origin")
         cross = origin is not None and not self._same_origin(scope, headers, origin)
         if scope["method"] == "OPTIONS" and origin and "access-control-request-method" in headers:
-            await self._preflight(origin, cross)(scope, receive, send)
+            asked = headers.get("access-control-request-headers", "")
+            await self._preflight(origin, cross, asked)(scope, receive, send)
             return
         refusal = self._refusal(scope, headers, origin, cross)
         if refusal is not None:
@@ -108,13 +109,16 @@ class Guard:
     def _same_origin(scope: Scope, headers: Headers, origin: str) -> bool:
         return origin == f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
 
-    def _preflight(self, origin: str, cross: bool) -> Response:
+    def _preflight(self, origin: str, cross: bool, asked: str) -> Response:
         if cross and not self.policy.origin_allowed(origin):
             return _error(403, f"cross-origin requests from {origin} are not allowed; start the server "
                                f"with --cors-origin {origin} to allow them", "origin_not_allowed")
         return Response(status_code=204, headers={
             "Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": ALLOW_METHODS,
-            "Access-Control-Allow-Headers": ALLOW_HEADERS, "Access-Control-Max-Age": "600", "Vary": "Origin"})
+            # An allowed origin may send what its client needs (the official JS client adds
+            # x-stainless-* headers); the origin check, not a header list, is the protection.
+            "Access-Control-Allow-Headers": asked or ALLOW_HEADERS, "Access-Control-Max-Age": "600",
+            "Vary": "Origin"})
 
     def _refusal(self, scope: Scope, headers: Headers, origin: str | None, cross: bool) -> Response | None:
         host = headers.get("host", "")
