@@ -127,7 +127,7 @@ class ServeConfig:
                                "(e.g. https://app.example; '*' = any); same-origin needs none")
     model_alias: str = opt("", "a second model name the API accepts and lists (e.g. gpt-3.5-turbo for a client "
                                "that insists on one)")
-    prefill_chunk: int = opt(128, "prompt tokens per prefill pass; a few passes run between two decode steps "
+    prefill_chunk: int = opt(128, "prompt tokens per prefill pass, one pass between two decode steps "
                                   "(0 = every waiting prompt at once): bounds how long a burst of new prompts "
                                   "stalls running streams")
     quiet: bool = opt(False, "no per-request log lines")

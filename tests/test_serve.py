@@ -283,7 +283,11 @@ def test_logprobs_streaming_and_not(server, engine, tok):
     assert bad.status_code == 400 and "top_logprobs" in bad.json()["error"]["message"]
 
 
-def test_prefill_passes_are_first_come_first_served_and_bounded(engine):
+def test_prefill_passes_are_first_come_first_served_and_bounded(engine, monkeypatch):
+    from picochat.engine import batcher as batcher_module
+
+    monkeypatch.setattr(batcher_module, "PASSES_PER_STEP", 4)
+
     async def go():
         b = Batcher(engine, max_rows=12, max_queue=16, prefill_chunk=64)  # not started: we drive it
         tickets = [b.submit([1] * 30, SamplingParams(max_tokens=4)) for _ in range(10)]
