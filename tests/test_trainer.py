@@ -119,3 +119,15 @@ def test_elapsed_counts_every_training_step_and_no_eval(tmp_path, monkeypatch):
     assert final["elapsed"] == 10.0
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["tok_s"] for r in rows if "tok_s" in r] == [16.0, 16.0, 16.0]  # 16 tokens per 1-s step
+
+
+def test_a_stop_request_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    # rank 1 alone gets SIGTERM during step 7 (2 micro-batches per step); without agreement rank 1
+    # would enter the checkpoint save while rank 0 began step 8, and the job would hang
+    stopped = run(tmp_path, "--term-at", "1:13", torchrun=True)
+    assert stopped.returncode != 0  # a stopped stage exits 130 on every rank
+    assert "stopped at step 7; checkpoint saved" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert [p.name for p in sorted((tmp_path / "checkpoints").glob("step_*.pt"))][-1] == "step_000007.pt"
+    resumed = run(tmp_path, torchrun=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed {tmp_path.name} from step 7/12" in resumed.stdout

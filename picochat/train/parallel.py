@@ -221,3 +221,23 @@ def warm_start_optimizers(par: Parallel, optimizers: list[torch.optim.Optimizer]
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+_flag_group = None  # a gloo group for host-side flags: no device sync, whatever the main backend
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if `flag` is True on any (a collective: every rank must call it).
+
+    A signal reaches the ranks of a job at different moments; if each acted on its own flag, one
+    rank would enter the checkpoint save (a collective) while another started the next step's
+    all-reduce, and the job would hang. Agreeing once per step makes them all stop at one step.
+    """
+    global _flag_group
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return flag
+    if _flag_group is None:
+        _flag_group = dist.new_group(backend="gloo")
+    t = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_flag_group)
+    return bool(t.item())

@@ -329,9 +329,10 @@ class Trainer:
                 self._log_metrics(record)
             if is_last:
                 break
-            if (self.cfg.save_every and self.step % self.cfg.save_every == 0) or self._stop_requested:
+            stop = parallel.any_rank(self._stop_requested)  # every rank stops at the same step
+            if (self.cfg.save_every and self.step % self.cfg.save_every == 0) or stop:
                 self._save()
-                if self._stop_requested:
+                if stop:
                     return None
         return self._finish(last_eval)
 

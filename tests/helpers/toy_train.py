@@ -1,7 +1,8 @@
 """A small deterministic training run through the real Trainer, for the resume and DDP tests.
 
-usage: python toy_train.py OUT_DIR [--kill-at-batch N] [--steps N] [--global-batch N] [--parallel ddp|fsdp]
-                             [--fused-adamw] [--compile] [--compile-optim] [--fp8-cpu tensorwise|rowwise]
+usage: python toy_train.py OUT_DIR [--kill-at-batch N] [--term-at R:N] [--steps N] [--global-batch N]
+                             [--parallel ddp|fsdp] [--fused-adamw] [--compile] [--compile-optim]
+                             [--fp8-cpu tensorwise|rowwise]
 Works under torchrun: each rank takes its share of the rows of every global batch.
 """
 
@@ -24,10 +25,10 @@ class CountingStage:
 
     name = "toy"
 
-    def __init__(self, global_batch: int, micro: int, rank: int, world: int, kill_at: int):
+    def __init__(self, global_batch: int, micro: int, rank: int, world: int, kill_at: int, term_at: int = -1):
         self.global_batch, self.micro, self.rank, self.world = global_batch, micro, rank, world
         self.accum = global_batch // (micro * world)
-        self.kill_at = kill_at
+        self.kill_at, self.term_at = kill_at, term_at
 
     def _rows(self, step: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(1000 + step)
@@ -49,6 +50,8 @@ class CountingStage:
         while True:
             if i == self.kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)  # die mid-step, like a crash
+            if i == self.term_at:
+                os.kill(os.getpid(), signal.SIGTERM)  # a stop request that reaches this rank only
             yield self._batch(i)
             i += 1
 
@@ -60,6 +63,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--kill-at-batch", type=int, default=-1)
+    ap.add_argument("--term-at", default="", help="R:N: rank R alone gets SIGTERM at micro-batch N")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--global-batch", type=int, default=8)
     ap.add_argument("--parallel", default="ddp")
@@ -83,7 +87,9 @@ def main():
                       embedding_lr=0.3, unembedding_lr=0.01, warmdown_frac=0.5,
                       parallel=args.parallel, fused_adamw=args.fused_adamw,
                       compile=args.compile, compile_optim=args.compile_optim)
-    stage = CountingStage(args.global_batch, micro, info.rank, info.world_size, args.kill_at_batch)
+    term_rank, _, term_batch = args.term_at.partition(":")
+    term_at = int(term_batch) if term_rank and int(term_rank) == info.rank else -1
+    stage = CountingStage(args.global_batch, micro, info.rank, info.world_size, args.kill_at_batch, term_at)
     trainer = Trainer(model, cfg, args.out, num_steps=args.steps, device=device, dist_info=info,
                       token_bytes=torch.ones(VOCAB, dtype=torch.long))
     trainer.fit(stage)
