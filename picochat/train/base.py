@@ -3,6 +3,8 @@
 What this stage supplies to the shared loop (train/trainer.py): a model built from scratch at
 the preset's depth, BOS-aligned packed batches from the data loader (resumable by cursor),
 validation batches for loss and bits-per-byte, and the step count from the token budget.
+The text is a named source (`--source`) or the user's own files (`--data`, data/user_corpus.py),
+opened and checked before the model is built, so bad data fails before any training.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from picochat.common.errors import UserError
 from picochat.common.log import banner, human, print0
 from picochat.common.paths import stage_dir
 from picochat.config import ModelConfig, TrainConfig
-from picochat.data.loader import pretrain_batches
+from picochat.data.loader import batches_from_corpus
+from picochat.data.user_corpus import absolute_spec, open_text_corpora
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import checkpoint
@@ -52,11 +55,13 @@ class BaseStage:
     def __init__(self, train: TrainConfig, tokenizer: Tokenizer, seq_len: int, *, rank: int, world_size: int,
                  home: str, mirror: str):
         self.train, self.tokenizer, self.seq_len = train, tokenizer, seq_len
-        self.kw = dict(rank=rank, world_size=world_size, home=home, mirror=mirror)
+        self.rank, self.world_size = rank, world_size
+        kw = dict(data=train.data, text_field=train.text_field, val_data=train.val_data, home=home, mirror=mirror)
+        self.corpora = open_text_corpora(train.source, **kw)
 
     def _batches(self, split: str, cursor: dict | None):
-        for x, y, c in pretrain_batches(self.train.source, split, self.tokenizer, self.train.device_batch_size,
-                                        self.seq_len, cursor=cursor, **self.kw):
+        for x, y, c in batches_from_corpus(self.corpora[split], self.tokenizer, self.train.device_batch_size,
+                                           self.seq_len, rank=self.rank, world_size=self.world_size, cursor=cursor):
             yield Batch(x, y, None, c)
 
     def batches(self, cursor: dict | None):
@@ -80,9 +85,13 @@ def main(cfg) -> None:
     banner(f"base pretraining: run '{cfg.run.run}' on {device}")
     print0(f"model: {human(model.num_params())} params, depth {model.config.n_layer}, width {model.config.n_embd}, "
            f"{model.config.n_head} heads; {num_steps} steps x {human(cfg.train.total_batch_tokens)} tokens")
-    write_config(out, cfg.to_dict())
     stage = BaseStage(cfg.train, tokenizer, model.config.sequence_len, rank=dist_info.rank,
                       world_size=dist_info.world_size, home=cfg.run.home, mirror=cfg.run.mirror)
+    if cfg.train.data:  # the config records where the text came from, as paths valid from anywhere
+        cfg.train.data, cfg.train.val_data = absolute_spec(cfg.train.data), absolute_spec(cfg.train.val_data)
+        print0(f"data: {cfg.train.data} ({stage.corpora['train'].num_chunks()} chunks; validation: "
+               f"{cfg.train.val_data or 'the hash-held-out 1%'})")
+    write_config(out, cfg.to_dict())
     trainer = Trainer(model, cfg.train, out, num_steps=num_steps, device=device, dist_info=dist_info,
                       token_bytes=torch.tensor(tokenizer.token_bytes()), meta={"stage": "base", "run": cfg.run.run})
     trainer.fit(stage)

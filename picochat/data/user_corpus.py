@@ -1,0 +1,496 @@
+"""The user's own text as a pretraining corpus: `--data PATH` (a file, a folder or a glob).
+
+Formats, by file name:
+- `.txt`: UTF-8 text. A blank line (empty or whitespace only) ends a document, so put one
+  between documents (a paragraph is a document if paragraphs are separated by blank lines). A
+  document that grows past `MAX_TXT_DOC_CHARS` ends at the next line break anyway, so a file
+  with no blank lines still streams as documents of bounded size.
+- `.jsonl`, `.jsonl.gz`: one JSON object per line; the document is the string in field
+  `--text-field` (default "text"). Blank lines and empty strings are skipped.
+- `.parquet`: the string column `--text-field`.
+
+A folder is read recursively; a folder or a glob takes the files with those endings (names
+starting with '.' are skipped, other files are listed in a note) in sorted path order, so every
+rank and every run sees the same order.
+
+Chunks (what the loader shards across ranks and its resume cursor points into, see
+data/sources.py), each re-readable on its own without rescanning the file:
+- a plain file (.txt, .jsonl) is cut into byte ranges of `CHUNK_BYTES`; a chunk holds the lines
+  that *start* inside its range (the rule of Hadoop's TextInputFormat). Reading chunk k seeks to
+  its range, skips the partial line there and reads on past the range end to finish its last
+  line, so the file needs no index, only its size. A .txt document never spans two chunks (the
+  chunk boundary also ends a document);
+- a .jsonl.gz file has no byte offsets to seek to, so its chunks are ranges of *compressed*
+  input: the decompressor is fed `GZIP_BLOCK`-byte blocks, and chunk k holds the lines whose
+  first byte came out of blocks [k*GZIP_BLOCKS_PER_CHUNK, (k+1)*GZIP_BLOCKS_PER_CHUNK). That
+  is a pure function of the file, known without decompressing it first; reading goes forward
+  from the last chunk read (a rank's chunks come in increasing order), and restarts from the
+  top only to go back (a resume, a new epoch);
+- a .parquet file: one chunk per row group.
+Memory holds one chunk at a time (plus, per file, its size or row-group count).
+
+Validation split: `--val-data PATH` names it explicitly (then every document of --data trains);
+otherwise one document in `HOLDOUT_EVERY` (100) is held out by a hash of its text: blake2b of
+the UTF-8 text, as an integer, mod 100 == 0. The rule needs no state and no second pass, keeps
+identical documents on the same side, and is the same in the tokenizer trainer, base training
+and `eval bpb`.
+
+Bad input is a UserError naming the file (and line, row or byte offset). Eagerly, before any
+training: the path must match files, every extension must be known, and the first chunk of
+every file is read and checked (so a wrong --text-field, a non-JSON file or a non-UTF-8 file
+fails at once), a parquet file's schema must have a string column --text-field, and the corpus
+must hold at least one document. A bad line further into a file fails when the stream reaches
+it, with its file and line.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import threading
+import zlib
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from picochat.common.errors import UserError
+from picochat.common.log import print0
+
+CHUNK_BYTES = 1 << 20            # byte range of one chunk of a plain file
+GZIP_BLOCK = 1 << 16             # compressed bytes fed to the decompressor at a time
+GZIP_BLOCKS_PER_CHUNK = 4        # ~256 KiB compressed (~1 MiB of text) per chunk
+MAX_LINE_BYTES = 64 << 20        # a longer line is refused: it would have to sit in memory whole
+MAX_TXT_DOC_CHARS = 4000         # a .txt document without a blank line is cut at a line break past this
+HOLDOUT_EVERY = 100              # 1 in 100 documents (by text hash) is the validation split
+SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
+SPLITS = ("train", "val")
+
+
+def file_kind(path: Path) -> str | None:
+    """'txt', 'jsonl', 'jsonl.gz' or 'parquet' from the file name; None for anything else."""
+    name = path.name.lower()
+    return next((s[1:] for s in (".jsonl.gz", ".jsonl", ".txt", ".parquet") if name.endswith(s)), None)
+
+
+def held_out(text: str) -> bool:
+    """True for the documents of the hash-held-out validation split (see the module docstring)."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % HOLDOUT_EVERY == 0
+
+
+# ---------------------------------------------------------------------------- finding files
+
+
+def _walk(folder: Path) -> list[Path]:
+    out = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out.extend(Path(root) / n for n in sorted(names) if not n.startswith("."))
+    return sorted(out)
+
+
+def resolve_files(spec: str, *, flag: str = "--data", log=print0) -> list[Path]:
+    """The data files a path spec names: a file, a folder (recursive) or a glob, sorted."""
+    if not spec.strip():
+        raise UserError(f"{flag} is empty; give a file, a folder or a glob of .txt/.jsonl/.jsonl.gz/.parquet files")
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if file_kind(path) is None:
+            raise UserError(f"{flag} {path} has an unsupported extension; use {', '.join(SUFFIXES)}")
+        return [path]
+    if path.is_dir():
+        found, where = _walk(path), f"folder {path}"
+    elif glob.has_magic(spec):
+        found = sorted(p for p in map(Path, glob.glob(os.path.expanduser(spec), recursive=True)) if p.is_file())
+        where = f"glob '{spec}'"
+        if not found:
+            raise UserError(f"{flag} '{spec}' matches no files; check the pattern (quote it so the shell "
+                            "does not expand it)")
+    else:
+        raise UserError(f"{flag} {path} does not exist; give a file, a folder or a glob")
+    files = [p for p in found if file_kind(p) is not None]
+    others = [p for p in found if file_kind(p) is None]
+    if not files:
+        exts = sorted({p.suffix or p.name for p in others})
+        what = f"only files ending in {', '.join(exts)}" if others else "no files"
+        raise UserError(f"{flag} {where} has {what}; the data files must end in {', '.join(SUFFIXES)}")
+    if others:
+        log(f"  note: {flag} {where}: ignoring {len(others)} files with other extensions "
+            f"(e.g. {others[0]})")
+    return files
+
+
+# ---------------------------------------------------------------------------- reading lines
+
+
+@dataclass
+class Line:
+    offset: int      # byte offset of the line's first byte (in the decompressed stream for .gz)
+    data: bytes      # the line, without its line ending
+    number: int = 0  # 1-based line number when known (gzip); 0: count it on demand
+
+
+def _line_number(path: Path, offset: int) -> int:
+    """1 + the newlines before `offset` (only computed for an error message)."""
+    n = 1
+    with open(path, "rb") as f:
+        while offset > 0:
+            block = f.read(min(offset, 1 << 20))
+            if not block:
+                break
+            n += block.count(b"\n")
+            offset -= len(block)
+    return n
+
+
+def _strip_eol(line: bytes) -> bytes:
+    return line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+
+
+def _too_long(path: Path, offset: int) -> UserError:
+    return UserError(f"{path}: the line at byte offset {offset} is longer than {MAX_LINE_BYTES >> 20} MiB; "
+                     "split it into shorter documents")
+
+
+def plain_chunk_lines(path: Path, start: int, end: int) -> list[Line]:
+    """The lines of a plain file that start in bytes [start, end)."""
+    lines = []
+    with open(path, "rb") as f:
+        if start > 0:
+            f.seek(start - 1)
+            if f.read(1) != b"\n":  # mid-line: that line belongs to the chunk it started in
+                while True:
+                    part = f.readline(1 << 20)
+                    if not part or part.endswith(b"\n"):
+                        break
+        pos = f.tell()
+        while pos < end:
+            line = f.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                break
+            if len(line) > MAX_LINE_BYTES:
+                raise _too_long(path, pos)
+            lines.append(Line(pos, _strip_eol(line)))
+            pos += len(line)
+    return lines
+
+
+class GzipLines:
+    """Forward reader of a gzip file's lines, each tagged with the compressed block it started in.
+
+    Chunk k of the file is the lines whose start block b has b // GZIP_BLOCKS_PER_CHUNK == k. The
+    reader keeps its place, so reading chunks in increasing order decompresses the file once.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lines: Iterator[tuple[int, Line]] | None = None
+        self._peek: tuple[int, Line] | None = None
+        self._last_block = -1  # start block of the last line handed out
+        self._lock = threading.Lock()
+
+    def _stream(self) -> Iterator[tuple[int, Line]]:
+        d = zlib.decompressobj(wbits=31)
+        carry, carry_block, carry_off, pos, number, block = b"", 0, 0, 0, 0, 0
+        with open(self.path, "rb") as f:
+            while raw := f.read(GZIP_BLOCK):
+                try:
+                    out = d.decompress(raw)
+                    while d.eof and d.unused_data:  # a multi-member gzip: the next member follows
+                        rest, d = d.unused_data, zlib.decompressobj(wbits=31)
+                        out += d.decompress(rest)
+                except zlib.error as e:
+                    raise UserError(f"{self.path} is not a valid gzip file ({e}) near compressed byte "
+                                    f"{block * GZIP_BLOCK}; re-create it") from None
+                start = 0
+                while (nl := out.find(b"\n", start)) >= 0:
+                    number += 1
+                    if carry:
+                        line, line_block, off = carry + out[start:nl + 1], carry_block, carry_off
+                        carry = b""
+                    else:
+                        line, line_block, off = out[start:nl + 1], block, pos + start
+                    yield line_block, Line(off, _strip_eol(line), number)
+                    start = nl + 1
+                if start < len(out):
+                    if not carry:
+                        carry_block, carry_off = block, pos + start
+                    carry += out[start:]
+                    if len(carry) > MAX_LINE_BYTES:
+                        raise _too_long(self.path, carry_off)
+                pos += len(out)
+                block += 1
+        if not d.eof:
+            raise UserError(f"{self.path} is a truncated gzip file (it ends mid-stream); re-create or re-copy it")
+        if carry:
+            yield carry_block, Line(carry_off, _strip_eol(carry), number + 1)
+
+    def chunk(self, k: int) -> list[Line]:
+        lo, hi = k * GZIP_BLOCKS_PER_CHUNK, (k + 1) * GZIP_BLOCKS_PER_CHUNK
+        with self._lock:
+            if self._lines is None or self._last_block >= lo:  # going back: start over
+                self._lines, self._peek, self._last_block = self._stream(), None, -1
+            out = []
+            while True:
+                item = self._peek if self._peek is not None else next(self._lines, None)
+                self._peek = None
+                if item is None:  # exhausted: later chunks are empty until a call goes back
+                    self._lines = iter(())
+                    return out
+                if item[0] >= hi:
+                    self._peek = item
+                    return out
+                self._last_block = item[0]
+                if item[0] >= lo:
+                    out.append(item[1])
+
+
+# ---------------------------------------------------------------------------- lines -> documents
+
+
+def _decode(path: Path, line: Line) -> str:
+    data = line.data[3:] if line.offset == 0 and line.data.startswith(b"\xef\xbb\xbf") else line.data  # BOM
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        number = line.number or _line_number(path, line.offset)
+        raise UserError(f"{path} line {number} is not UTF-8 text (byte offset {line.offset + e.start}: "
+                        f"{data[e.start:e.start + 4]!r}); re-encode the file as UTF-8") from None
+
+
+def _where(path: Path, line: Line) -> str:
+    return f"{path} line {line.number or _line_number(path, line.offset)}"
+
+
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null"}
+
+
+def _json_type(value: object) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _jsonl_docs(path: Path, lines: list[Line], field: str) -> list[str]:
+    docs = []
+    for line in lines:
+        text = _decode(path, line)
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            raise UserError(f"{_where(path, line)} is not valid JSON ({getattr(e, 'msg', e)}); each line must be one "
+                            "JSON object") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{_where(path, line)} is {_json_type(obj)}, not a JSON object with a '{field}' field")
+        if field not in obj:
+            keys = ", ".join(list(obj)[:8]) or "none"
+            raise UserError(f"{_where(path, line)} has no '{field}' field (its fields: {keys}); choose the text field "
+                            "with --text-field")
+        value = obj[field]
+        if not isinstance(value, str):
+            raise UserError(f"{_where(path, line)}: field '{field}' is {_json_type(value)}, not a string")
+        if value:
+            docs.append(value)
+    return docs
+
+
+def _txt_docs(path: Path, lines: list[Line]) -> list[str]:
+    docs: list[str] = []
+    block: list[str] = []
+    size = 0
+    for line in lines:
+        text = _decode(path, line)
+        if not text.strip() or (block and size + len(text) > MAX_TXT_DOC_CHARS):
+            if block:
+                docs.append("\n".join(block))
+            block, size = [], 0
+            if not text.strip():
+                continue
+        block.append(text)
+        size += len(text) + 1
+    if block:
+        docs.append("\n".join(block))
+    return docs
+
+
+def _parquet_docs(path: Path, group: int, field: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        values = pf.read_row_group(group, columns=[field]).column(field).to_pylist()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} row group {group}: column '{field}' holds bytes that are not UTF-8 ({e.reason}); "
+                        "re-write the file with UTF-8 text") from None
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise UserError(f"{path} row group {group} cannot be read ({e}); re-create the file") from None
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            row = sum(pf.metadata.row_group(g).num_rows for g in range(group)) + i
+            raise UserError(f"{path} row {row}: column '{field}' is {'null' if v is None else type(v).__name__}, "
+                            "not a string")
+    return [v for v in values if v]
+
+
+# ---------------------------------------------------------------------------- files -> chunks
+
+
+class DataFile:
+    """One file of the user's data: how many chunks it has and how to read one."""
+
+    def __init__(self, path: Path, field: str):
+        self.path, self.field, self.kind = path, field, file_kind(path)
+        self.size = path.stat().st_size
+        self.gzip = GzipLines(path) if self.kind == "jsonl.gz" else None
+        if self.kind == "parquet":
+            self.num_chunks = self._check_parquet()
+        elif self.kind == "jsonl.gz":
+            self.num_chunks = -(-self.size // (GZIP_BLOCK * GZIP_BLOCKS_PER_CHUNK))
+        else:
+            self.num_chunks = -(-self.size // CHUNK_BYTES)
+
+    def _check_parquet(self) -> int:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(self.path)
+            schema = pf.schema_arrow
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            raise UserError(f"{self.path} is not a readable parquet file ({e})") from None
+        if self.field not in schema.names:
+            raise UserError(f"{self.path} has no column '{self.field}' (its columns: {', '.join(schema.names)}); "
+                            "choose the text column with --text-field")
+        kind = schema.field(self.field).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise UserError(f"{self.path}: column '{self.field}' is {kind}, not a string column; choose the "
+                            "text column with --text-field")
+        return pf.num_row_groups
+
+    def docs(self, k: int) -> list[str]:
+        """The documents of this file's chunk k (all of them; the split is applied by the corpus)."""
+        if self.kind == "parquet":
+            return _parquet_docs(self.path, k, self.field)
+        if self.gzip is not None:
+            return _jsonl_docs(self.path, self.gzip.chunk(k), self.field)
+        lines = plain_chunk_lines(self.path, k * CHUNK_BYTES, (k + 1) * CHUNK_BYTES)
+        return _txt_docs(self.path, lines) if self.kind == "txt" else _jsonl_docs(self.path, lines, self.field)
+
+    def has_text(self) -> bool:
+        """Reads chunks until one holds a document (chunk 0 for any file with text at its top)."""
+        return any(self.docs(k) for k in range(self.num_chunks))
+
+
+class UserData:
+    """The files a --data spec names, checked (see the module docstring), as one list of chunks."""
+
+    def __init__(self, spec: str, text_field: str = "text", *, flag: str = "--data", log=print0):
+        if not text_field:
+            raise UserError("--text-field is empty; name the JSON field or parquet column that holds the text")
+        self.spec, self.flag = spec, flag
+        files = [DataFile(p, text_field) for p in resolve_files(spec, flag=flag, log=log)]
+        empty = [f for f in files if not f.has_text()]
+        if len(empty) == len(files):
+            what = f"file {files[0].path} has" if len(files) == 1 else f"{len(files)} files of '{spec}' have"
+            raise UserError(f"{flag}: the {what} no text; give a file with at least one document")
+        if empty:
+            log(f"  note: {flag}: skipping {len(empty)} files with no text (e.g. {empty[0].path})")
+        self.files = [f for f in files if f not in empty]
+        self.ends: list[int] = []
+        for f in self.files:
+            self.ends.append((self.ends[-1] if self.ends else 0) + f.num_chunks)
+        listing = "\n".join(f"{f.path.resolve()}\t{f.size}" for f in self.files)
+        self.fingerprint = hashlib.blake2b(listing.encode(), digest_size=6).hexdigest()
+
+    def num_chunks(self) -> int:
+        return self.ends[-1]
+
+    def docs(self, index: int) -> list[str]:
+        if not 0 <= index < self.num_chunks():
+            raise IndexError(f"chunk {index} is out of range for {self.num_chunks()} chunks")
+        i = bisect_right(self.ends, index)
+        return self.files[i].docs(index - (self.ends[i - 1] if i else 0))
+
+    def corpus(self, split: str, *, holdout: bool) -> UserCorpus:
+        return UserCorpus(self, split, holdout)
+
+
+class UserCorpus:
+    """One split of UserData as a Corpus (data/sources.py): the name carries the path and a
+    fingerprint of the file list and sizes, so a resume cursor is refused on changed data."""
+
+    def __init__(self, data: UserData, split: str, holdout: bool):
+        if split not in SPLITS:
+            raise UserError(f"unknown split '{split}'; use 'train' or 'val'")
+        self.data, self.split, self.holdout = data, split, holdout
+        self.name = f"data:{absolute_spec(data.spec)}@{data.fingerprint}"
+
+    def num_chunks(self) -> int:
+        return self.data.num_chunks()
+
+    def chunk(self, index: int) -> list[str]:
+        docs = self.data.docs(index)
+        if not self.holdout:
+            return docs
+        want_val = self.split == "val"
+        return [d for d in docs if held_out(d) == want_val]
+
+    def documents(self) -> Iterator[str]:
+        return (doc for i in range(self.num_chunks()) for doc in self.chunk(i))
+
+    def check_not_empty(self) -> None:
+        """A UserError if this split has no document (scans only until it finds one)."""
+        if next(iter(self.documents()), None) is not None:
+            return
+        if self.holdout and self.split == "val":
+            raise UserError(f"the validation split of --data '{self.data.spec}' is empty: 1 in {HOLDOUT_EVERY} "
+                            "documents is held out by a hash of its text and none was picked (too few "
+                            "documents); pass held-out text with --val-data")
+        raise UserError(f"the {self.split} split of {self.data.flag} '{self.data.spec}' has no documents")
+
+
+def open_text_corpora(source: str, *, data: str = "", text_field: str = "text", val_data: str = "",
+                      home: str = "", mirror: str = "", log=print0) -> dict:
+    """{"train": corpus, "val": corpus} of the pretraining text: the user's files when `data` is set
+    (opened once for both splits, each checked to hold documents), else the named source."""
+    if not data:
+        from picochat.data.sources import open_corpus
+
+        return {split: open_corpus(source, split, home=home, mirror=mirror) for split in SPLITS}
+    train_data = UserData(data, text_field, log=log)
+    corpora = {"train": train_data.corpus("train", holdout=not val_data),
+               "val": UserData(val_data, text_field, flag="--val-data", log=log).corpus("val", holdout=False)
+               if val_data else train_data.corpus("val", holdout=True)}
+    for corpus in corpora.values():
+        corpus.check_not_empty()
+    return corpora
+
+
+def open_text_corpus(source: str, split: str, *, data: str = "", text_field: str = "text", val_data: str = "",
+                     home: str = "", mirror: str = "", log=print0):
+    """One split of the pretraining text: the user's files when `data` is set, else the named source."""
+    if data:
+        if split == "val" and val_data:
+            corpus = UserData(val_data, text_field, flag="--val-data", log=log).corpus("val", holdout=False)
+        else:
+            corpus = UserData(data, text_field, log=log).corpus(split, holdout=not val_data)
+        corpus.check_not_empty()
+        return corpus
+    from picochat.data.sources import open_corpus
+
+    return open_corpus(source, split, home=home, mirror=mirror)
+
+
+def iter_text(source: str, split: str, **kw) -> Iterator[str]:
+    """Every document of one split, in the loader's order (see `open_text_corpus`)."""
+    corpus = open_text_corpus(source, split, **kw)  # fails here, not at the first next()
+    return (doc for i in range(corpus.num_chunks()) for doc in corpus.chunk(i))
+
+
+def absolute_spec(spec: str) -> str:
+    """A --data spec as an absolute path (or absolute glob), so a run's config names it from anywhere."""
+    return os.path.abspath(os.path.expanduser(spec)) if spec else spec
