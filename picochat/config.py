@@ -96,7 +96,8 @@ class TrainConfig:
     parallel: str = opt("ddp", "under torchrun: ddp (replicate the model) or fsdp (FSDP2: shard params, grads "
                                "and optimizer state; for models that outgrow one GPU)")
     log_every: int = opt(10, "steps between progress lines")
-    mixture: str = opt("", "mid/sft: training conversations, a task mixture 'task[:split[:n]][*passes], ...' "
+    mixture: str = opt("", "mid/sft: training conversations, a task mixture 'task[:split[:n]][*passes], ...'; "
+                           "your own chat file (OpenAI messages JSONL) is the item 'chatfile:PATH[*passes]' "
                            "(see tasks/registry.py)")
     val_mixture: str = opt("", "mid/sft: held-out conversations for the validation loss (same syntax)")
     data: str = opt("", "base: your own text instead of --source: a file, folder or glob of .txt, .jsonl, "

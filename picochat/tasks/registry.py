@@ -7,6 +7,13 @@ A mixture spec is comma-separated task specs, each with an optional `*passes` (d
 "smoltalk:train, gsm8k:train*2, identity*0.5" has every SmolTalk example once, every GSM8K
 example twice and half the identity conversations (the way nanochat oversamples a task by
 listing it twice, but with any real number).
+
+The user's own conversations join a mixture as `chatfile:PATH` (tasks/chatfile.py: a .jsonl or
+.jsonl.gz file of OpenAI-style {"messages": [...]} lines), e.g.
+"chatfile:data/chats.jsonl*2, smoltalk:train". Everything after `chatfile:` up to the item's end
+is the path, so the path may contain ':' (and '*'); only a trailing `*NUMBER` is read as passes,
+and a path cannot contain ',' (the item separator). The whole file is one task (no split or n:
+put held-out conversations in a second file for --val-mixture; use *passes to sub-sample).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from collections.abc import Callable
 
 from picochat.common.errors import UserError
 from picochat.tasks.common import Subset, Task, TaskMixture
+
+CHATFILE = "chatfile:"  # the prefix of a user's chat file in a mixture (see the module docstring)
 
 # name -> (default split, factory(split, n, home, mirror))
 Factory = Callable[[str, "int | None", str, str], Task]
@@ -70,6 +79,10 @@ def task_names() -> list[str]:
 
 def make_task(spec: str, *, home: str = "", mirror: str = "") -> Task:
     """The task a spec `name[:split[:n]]` names (see the module docstring)."""
+    if spec.strip().lower().startswith(CHATFILE):
+        from picochat.tasks.chatfile import ChatFile
+
+        return ChatFile(spec.strip()[len(CHATFILE):].strip())
     fields = [f.strip() for f in spec.strip().split(":")]
     registry = _registry()
     name = fields[0].lower().replace("-", "_")
@@ -91,6 +104,19 @@ def make_task(spec: str, *, home: str = "", mirror: str = "") -> Task:
         raise UserError(f"task spec '{spec}': {e}") from e
 
 
+def _split_passes(item: str) -> tuple[str, str]:
+    """(task spec, passes text) of a mixture item; a chatfile path may itself hold '*'."""
+    if not item.strip().lower().startswith(CHATFILE):
+        task_spec, _, weight = item.partition("*")
+        return task_spec, weight
+    head, star, tail = item.rpartition("*")
+    try:
+        float(tail)
+    except ValueError:
+        return item, ""
+    return (head, tail) if star else (item, "")
+
+
 def make_mixture(spec: str, *, size: int | None = None, seed: int = 0, home: str = "",
                  mirror: str = "") -> TaskMixture:
     """A TaskMixture from "spec[*passes], spec[*passes], ..." (see the module docstring);
@@ -98,7 +124,7 @@ def make_mixture(spec: str, *, size: int | None = None, seed: int = 0, home: str
     tasks: list[Task] = []
     passes: list[float] = []
     for item in [s for s in spec.split(",") if s.strip()]:
-        task_spec, _, weight = item.partition("*")
+        task_spec, weight = _split_passes(item)
         tasks.append(make_task(task_spec, home=home, mirror=mirror))
         try:
             passes.append(float(weight) if weight.strip() else 1.0)
