@@ -45,6 +45,7 @@ it, with its file and line.
 
 from __future__ import annotations
 
+import copy
 import glob
 import hashlib
 import json
@@ -380,6 +381,12 @@ class DataFile:
         lines = plain_chunk_lines(self.path, k * CHUNK_BYTES, (k + 1) * CHUNK_BYTES)
         return _txt_docs(self.path, lines) if self.kind == "txt" else _jsonl_docs(self.path, lines, self.field)
 
+    def fork(self) -> DataFile:
+        """The same file with its own gzip reader (see UserData.corpus)."""
+        other = copy.copy(self)
+        other.gzip = GzipLines(self.path) if self.gzip is not None else None
+        return other
+
     def has_text(self) -> bool:
         """Reads chunks until one holds a document (chunk 0 for any file with text at its top)."""
         return any(self.docs(k) for k in range(self.num_chunks))
@@ -416,7 +423,11 @@ class UserData:
         return self.files[i].docs(index - (self.ends[i - 1] if i else 0))
 
     def corpus(self, split: str, *, holdout: bool) -> UserCorpus:
-        return UserCorpus(self, split, holdout)
+        """One split as a Corpus. Each corpus gets its own gzip readers: the train stream and a val
+        pass interleave, and on one shared forward reader each switch would restart the file."""
+        view = copy.copy(self)
+        view.files = [f.fork() for f in self.files]
+        return UserCorpus(view, split, holdout)
 
 
 class UserCorpus:
