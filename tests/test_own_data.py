@@ -78,6 +78,11 @@ def test_train_base_on_a_folder_of_txt_then_chat(tmp_path):
     record = json.loads((run / "base" / "eval" / "bpb.json").read_text())
     assert record["source"] == f"data:{folder}" and record["documents"] > 0 and 0 < record["bpb"] < 10
 
+    other = subprocess.run(picochat(home, "eval", "bpb", "--data", str(folder), "--val-data", str(folder / "a.txt")),
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    assert other.returncode == 0, other.stderr
+    assert json.loads((run / "base" / "eval" / "bpb.json").read_text())["val_data"] == str(folder / "a.txt")
+
     # SFT on the user's chat file, mixed by weight with a built-in task
     write_chats(tmp_path / "chats.jsonl", 40)
     write_chats(tmp_path / "val chats.jsonl", 8, offset=100)

@@ -169,6 +169,13 @@ def test_explicit_val_data_keeps_every_train_document(tmp_path):
         ["held out one", "held out two"]
 
 
+def test_val_data_or_text_field_without_data_is_refused(tmp_path):
+    with pytest.raises(UserError, match="pass --data too"):
+        open_text_corpora("synthetic", val_data=str(tmp_path))
+    with pytest.raises(UserError, match="pass --data too"):
+        open_text_corpus("synthetic", "train", text_field="body")
+
+
 def test_too_few_documents_for_a_hash_split_says_to_pass_val_data(tmp_path):
     docs = [d for d in make_docs(50) if not held_out(d)]
     path = write(tmp_path / "few.txt", "txt", docs)
@@ -294,3 +301,27 @@ def test_resume_on_changed_data_is_refused(tmp_path):
     changed = open_text_corpora("", data=str(path))["train"]
     with pytest.raises(UserError, match="data cursor has source="):
         next(batches_from_corpus(changed, ByteTok(), 2, 64, cursor=cursor))
+
+
+# ----------------------------------------------------------------------------- the commands
+
+
+def test_tokenizer_train_on_data_records_it_and_reads_the_train_split(tmp_path):
+    docs = make_docs(400)
+    write(tmp_path / "texts" / "a.txt", "txt", docs[:200])
+    write(tmp_path / "texts" / "b.jsonl", "jsonl", docs[200:])
+    argv = [sys.executable, "-m", "picochat", "tokenizer", "train", "--data", str(tmp_path / "texts"), "--home",
+            str(tmp_path / "home"), "--run", "r", "--vocab-size", "300"]
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    config = json.loads((tmp_path / "home" / "runs" / "r" / "tokenizer" / "config.json").read_text())
+    assert config["tokenizer"]["data"] == str(tmp_path / "texts") and config["tokenizer"]["source"] == "data"
+    n_train = sum(1 for d in docs if not held_out(d))
+    assert f"from {n_train} documents" in first.stdout  # the held-out documents are not read
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "already trained" in again.stdout
+    other = subprocess.run([*argv, "--text-field", "body"], capture_output=True, text=True, timeout=120)
+    assert other.returncode == 2 and "different settings" in other.stderr
+    ev = subprocess.run([sys.executable, "-m", "picochat", "tokenizer", "eval", "--data", str(tmp_path / "texts"),
+                         "--home", str(tmp_path / "home"), "--run", "r"], capture_output=True, text=True, timeout=120)
+    assert ev.returncode == 0 and "held-out chars of --data" in ev.stdout, ev.stderr

@@ -77,7 +77,7 @@ def _text_to_score(cfg) -> dict:
     """What bpb scores: --data or --source if given, else what the base stage trained on (its saved
     config), else 'synthetic'."""
     e = cfg.eval
-    if e.data or e.source:
+    if e.data or e.source or e.val_data or e.text_field != "text":  # (the last two need --data: an error)
         return {"source": e.source, "data": e.data, "text_field": e.text_field, "val_data": e.val_data}
     path = stage_dir(cfg.run.run, "base", cfg.run.home) / "config.json"
     try:
