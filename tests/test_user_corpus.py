@@ -9,6 +9,7 @@ resume of the real loader on a user corpus, and the CLI commands that take --dat
 import gzip
 import itertools
 import json
+import os
 import random
 import subprocess
 import sys
@@ -125,7 +126,9 @@ def test_folder_is_recursive_sorted_and_skips_hidden_and_other_files(tmp_path, c
 def test_text_field_selects_the_field_and_column(tmp_path):
     write(tmp_path / "a.jsonl", "jsonl", ["one", "two"], field="body")
     write(tmp_path / "b.parquet", "parquet", ["three"], field="body")
-    assert all_docs(UserData(str(tmp_path), "body")) == ["one", "two", "three"]
+    categorical = pa.table({"body": pa.array(["four", "four", "five"]).dictionary_encode()})
+    pq.write_table(categorical, tmp_path / "c.parquet")  # what pandas writes for a categorical column
+    assert all_docs(UserData(str(tmp_path), "body")) == ["one", "two", "three", "four", "four", "five"]
 
 
 def test_reading_a_chunk_of_a_big_file_holds_one_chunk_in_memory(tmp_path):
@@ -201,6 +204,13 @@ def _gz(tmp_path, name, content: bytes):
     return _file(tmp_path, name, gzip.compress(content))
 
 
+def _dangling(tmp_path):
+    """A folder holding a good file and a link to a file that is gone (stands in for any OSError)."""
+    _file(tmp_path, "d/ok.txt", "fine")
+    os.symlink(tmp_path / "nowhere.txt", tmp_path / "d" / "gone.txt")
+    return str(tmp_path / "d")
+
+
 # name -> (build(tmp_path) -> --data spec, fragments the one sentence must contain)
 BAD = {
     "no-match": (lambda t: str(t / "nothing" / "*.txt"), ["matches no files"]),
@@ -231,6 +241,9 @@ BAD = {
                                   or str(t / "i.parquet"), ["'text' is int64"]),
     "parquet-null": (lambda t: pq.write_table(pa.table({"text": ["a", None]}), t / "n.parquet")
                      or str(t / "n.parquet"), ["n.parquet row 1", "null"]),
+    "deeply-nested-json": (lambda t: _file(t, "deep.jsonl", "[" * 100_000 + "\n"),
+                           ["deep.jsonl line 1", "not valid JSON"]),
+    "unreadable-file": (lambda t: _dangling(t), ["cannot read", "gone.txt"]),
     "parquet-damaged": (lambda t: _file(t, "j.parquet", b"PAR1 not really"), ["not a readable parquet file"]),
 }
 
@@ -325,3 +338,15 @@ def test_tokenizer_train_on_data_records_it_and_reads_the_train_split(tmp_path):
     ev = subprocess.run([sys.executable, "-m", "picochat", "tokenizer", "eval", "--data", str(tmp_path / "texts"),
                          "--home", str(tmp_path / "home"), "--run", "r"], capture_output=True, text=True, timeout=120)
     assert ev.returncode == 0 and "held-out chars of --data" in ev.stdout, ev.stderr
+
+
+def test_speedrun_hands_data_to_the_tokenizer_and_base_only(tmp_path):
+    from picochat.cli import build_parser, resolve
+    from picochat.speedrun import PLAN, resolve_step
+
+    ns = build_parser().parse_args(["speedrun", "--data", "texts/", "--text-field", "body", "--val-data", "v.txt"])
+    cfg = resolve(ns._command, ns)
+    steps = {s.name: resolve_step(s, cfg) for s in PLAN if s.name in ("tokenizer", "base", "mid", "bpb-base")}
+    assert (steps["tokenizer"].tokenizer.data, steps["tokenizer"].tokenizer.text_field) == ("texts/", "body")
+    assert (steps["base"].train.data, steps["base"].train.val_data) == ("texts/", "v.txt")
+    assert steps["mid"].train.data == "" and steps["bpb-base"].eval.data == ""  # bpb reads base's config

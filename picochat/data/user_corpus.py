@@ -295,7 +295,7 @@ def _jsonl_docs(span: Span, field: str) -> list[str]:
             obj = json.loads(line)
         except UnicodeDecodeError as e:
             raise _not_utf8(span, here + e.start) from None
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nested thousands of levels deep
             raise UserError(f"{span.where(here)} is not valid JSON ({getattr(e, 'msg', e)}); each line must be "
                             "one JSON object") from None
         if not isinstance(obj, dict):
@@ -364,7 +364,10 @@ class DataFile:
 
     def __init__(self, path: Path, field: str):
         self.path, self.field, self.kind = path, field, file_kind(path)
-        self.size = path.stat().st_size
+        try:
+            self.size = path.stat().st_size
+        except OSError as e:
+            raise UserError(f"cannot read {path} ({e.strerror or e})") from None
         self.gzip = GzipLines(path) if self.kind == "jsonl.gz" else None
         if self.kind == "parquet":
             self.num_chunks = self._check_parquet()
@@ -386,13 +389,23 @@ class DataFile:
             raise UserError(f"{self.path} has no column '{self.field}' (its columns: {', '.join(schema.names)}); "
                             "choose the text column with --text-field")
         kind = schema.field(self.field).type
-        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        if pa.types.is_dictionary(kind):  # e.g. a pandas categorical column
+            kind = kind.value_type
+        is_view = getattr(pa.types, "is_string_view", lambda t: False)  # pyarrow >= 16
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or is_view(kind)):
             raise UserError(f"{self.path}: column '{self.field}' is {kind}, not a string column; choose the "
                             "text column with --text-field")
         return pf.num_row_groups
 
     def docs(self, k: int) -> list[str]:
         """The documents of this file's chunk k (all of them; the split is applied by the corpus)."""
+        try:
+            return self._docs(k)
+        except OSError as e:  # unreadable, or moved/deleted while training
+            raise UserError(f"cannot read {self.path} ({e.strerror or e}); check that the file is still there "
+                            "and readable") from None
+
+    def _docs(self, k: int) -> list[str]:
         if self.kind == "parquet":
             return _parquet_docs(self.path, k, self.field)
         if self.gzip is not None:

@@ -110,7 +110,7 @@ class ChatFile(Task):
                                 "re-encode the file as UTF-8") from None
             try:
                 check_conversation(json.loads(text))
-            except (ValueError, ConversationError) as e:
+            except (ValueError, RecursionError, ConversationError) as e:
                 msg = e if isinstance(e, ConversationError) else f"not valid JSON ({getattr(e, 'msg', e)})"
                 raise UserError(f"{self.path} line {number}: {msg}") from None
             offsets.append(offset)
