@@ -111,6 +111,18 @@ def test_multi_member_gzip_and_lines_straddling_blocks(tmp_path, small_chunks):
     assert all_docs(UserData(str(path))) == docs
 
 
+def test_a_stream_over_many_gzip_files_keeps_few_files_open(tmp_path, small_chunks):
+    for k in range(30):
+        write(tmp_path / f"part{k:02d}.jsonl.gz", "jsonl.gz", make_docs(60, seed=k))
+    fd_dir = Path("/proc/self/fd")
+    before = len(list(fd_dir.iterdir()))
+    corpus = UserData(str(tmp_path)).corpus("train", holdout=False)  # checking reads every file's top
+    assert len(list(fd_dir.iterdir())) <= before + 1
+    for i in range(0, corpus.num_chunks(), 2):  # a rank of two reads every other chunk, never a file's end
+        corpus.chunk(i)
+    assert len(list(fd_dir.iterdir())) <= before + 2
+
+
 def test_folder_is_recursive_sorted_and_skips_hidden_and_other_files(tmp_path, capsys):
     write(tmp_path / "b" / "z.txt", "txt", ["from b/z"])
     write(tmp_path / "a.jsonl", "jsonl", ["from a"])

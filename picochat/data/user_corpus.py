@@ -236,6 +236,12 @@ class GzipLines:
         if carry:
             yield carry_block, carry_off, number + 1, carry
 
+    def close(self) -> None:
+        """Drop the reader's place (and its open file); the next chunk starts from the top."""
+        with self._lock:
+            getattr(self._lines, "close", lambda: None)()
+            self._lines, self._peek, self._last_block = None, None, -1
+
     def chunk(self, k: int) -> Span:
         lo, hi = k * GZIP_BLOCKS_PER_CHUNK, (k + 1) * GZIP_BLOCKS_PER_CHUNK
         with self._lock:
@@ -421,7 +427,11 @@ class DataFile:
 
     def has_text(self) -> bool:
         """Reads chunks until one holds a document (chunk 0 for any file with text at its top)."""
-        return any(self.docs(k) for k in range(self.num_chunks))
+        try:
+            return any(self.docs(k) for k in range(self.num_chunks))
+        finally:
+            if self.gzip is not None:
+                self.gzip.close()  # checking thousands of files must not leave thousands open
 
 
 class UserData:
@@ -439,6 +449,7 @@ class UserData:
         if empty:
             log(f"  note: {flag}: skipping {len(empty)} files with no text (e.g. {empty[0].path})")
         self.files = [f for f in files if f not in empty]
+        self._last_file = 0
         self.ends: list[int] = []
         for f in self.files:
             self.ends.append((self.ends[-1] if self.ends else 0) + f.num_chunks)
@@ -452,6 +463,11 @@ class UserData:
         if not 0 <= index < self.num_chunks():
             raise IndexError(f"chunk {index} is out of range for {self.num_chunks()} chunks")
         i = bisect_right(self.ends, index)
+        last, self._last_file = self._last_file, i
+        if last != i and self.files[last].gzip is not None:
+            # a stream moves through the files in order: close the gzip reader it left, so that a
+            # corpus of thousands of .jsonl.gz files does not hold thousands of open files
+            self.files[last].gzip.close()
         return self.files[i].docs(index - (self.ends[i - 1] if i else 0))
 
     def corpus(self, split: str, *, holdout: bool) -> UserCorpus:
