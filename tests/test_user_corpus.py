@@ -22,6 +22,7 @@ import pytest
 
 import picochat.data.user_corpus as U
 from picochat.common.errors import UserError
+from picochat.data import line_chunks
 from picochat.data.loader import batches_from_corpus
 from picochat.data.user_corpus import UserData, held_out, open_text_corpora, open_text_corpus
 
@@ -51,9 +52,9 @@ def write(path, fmt, docs, field="text"):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of a few hundred bytes, so that small test files span many chunks."""
-    monkeypatch.setattr(U, "CHUNK_BYTES", 512)
-    monkeypatch.setattr(U, "GZIP_BLOCK", 128)
-    monkeypatch.setattr(U, "GZIP_BLOCKS_PER_CHUNK", 2)
+    monkeypatch.setattr(line_chunks, "CHUNK_BYTES", 512)
+    monkeypatch.setattr(line_chunks, "GZIP_BLOCK", 128)
+    monkeypatch.setattr(line_chunks, "GZIP_BLOCKS_PER_CHUNK", 2)
 
 
 def all_docs(data):
@@ -156,7 +157,7 @@ def test_reading_a_chunk_of_a_big_file_holds_one_chunk_in_memory(tmp_path):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     # one chunk's bytes, lines, decoded strings and parsed objects (~3.5 MB); the file is 18 MB
-    assert middle and peak < 5 * U.CHUNK_BYTES, peak
+    assert middle and peak < 5 * line_chunks.CHUNK_BYTES, peak
 
 
 # ----------------------------------------------------------------------------- validation split

@@ -15,17 +15,13 @@ rank and every run sees the same order.
 
 Chunks (what the loader shards across ranks and its resume cursor points into, see
 data/sources.py), each re-readable on its own without rescanning the file:
-- a plain file (.txt, .jsonl) is cut into byte ranges of `CHUNK_BYTES`; a chunk holds the lines
-  that *start* inside its range (the rule of Hadoop's TextInputFormat). Reading chunk k seeks to
-  its range, skips the partial line there and reads on past the range end to finish its last
-  line, so the file needs no index, only its size. A .txt document never spans two chunks (the
-  chunk boundary also ends a document);
+- a plain file (.txt, .jsonl) is cut into 1 MiB byte ranges; a chunk holds the lines that
+  *start* inside its range, so it is found by seeking, with no index (data/line_chunks.py). A
+  .txt document never spans two chunks (the chunk boundary also ends a document);
 - a .jsonl.gz file has no byte offsets to seek to, so its chunks are ranges of *compressed*
-  input: the decompressor is fed `GZIP_BLOCK`-byte blocks, and chunk k holds the lines whose
-  first byte came out of blocks [k*GZIP_BLOCKS_PER_CHUNK, (k+1)*GZIP_BLOCKS_PER_CHUNK). That
-  is a pure function of the file, known without decompressing it first; reading goes forward
-  from the last chunk read (a rank's chunks come in increasing order), and restarts from the
-  top only to go back (a resume, a new epoch);
+  input (~256 KiB): the lines whose first byte the decompressor produced from that range.
+  Reading goes forward from the last chunk read (a rank's chunks come in increasing order),
+  and restarts from the top only to go back (a resume, a new epoch);
 - a .parquet file: one chunk per row group.
 Memory holds one chunk at a time (plus, per file, its size or row-group count).
 
@@ -51,20 +47,15 @@ import hashlib
 import json
 import os
 import re
-import threading
-import zlib
 from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from picochat.common.errors import UserError
 from picochat.common.log import print0
+from picochat.data import line_chunks as lc
+from picochat.data.line_chunks import GzipLines, Span, plain_chunk
 
-CHUNK_BYTES = 1 << 20            # byte range of one chunk of a plain file
-GZIP_BLOCK = 1 << 16             # compressed bytes fed to the decompressor at a time
-GZIP_BLOCKS_PER_CHUNK = 4        # ~256 KiB compressed (~1 MiB of text) per chunk
-MAX_LINE_BYTES = 64 << 20        # a longer line is refused: it would have to sit in memory whole
 MAX_TXT_DOC_CHARS = 4000         # a .txt document without a blank line is cut at a line break past this
 HOLDOUT_EVERY = 100              # 1 in 100 documents (by text hash) is the validation split
 SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
@@ -123,147 +114,6 @@ def resolve_files(spec: str, *, flag: str = "--data", log=print0) -> list[Path]:
         log(f"  note: {flag} {where}: ignoring {len(others)} files with other extensions "
             f"(e.g. {others[0]})")
     return files
-
-
-# ---------------------------------------------------------------------------- reading lines
-
-
-@dataclass
-class Span:
-    """Whole lines of one file, read as one block (parsing a block at once is ~3x cheaper than
-    line by line), and where they are, for error messages."""
-
-    path: Path
-    offset: int      # byte offset of data[0] (in the decompressed stream for .gz)
-    data: bytes      # the lines, line endings included
-    first_line: int = 0  # 1-based number of the first line when known (gzip); 0: count on demand
-
-    def where(self, pos: int) -> str:
-        """'FILE line N' for the byte data[pos]."""
-        if self.first_line:
-            number = self.first_line + self.data.count(b"\n", 0, pos)
-        else:
-            number = _line_number(self.path, self.offset + pos)
-        return f"{self.path} line {number}"
-
-
-def _line_number(path: Path, offset: int) -> int:
-    """1 + the newlines before `offset` (only computed for an error message)."""
-    n = 1
-    with open(path, "rb") as f:
-        while offset > 0:
-            block = f.read(min(offset, 1 << 20))
-            if not block:
-                break
-            n += block.count(b"\n")
-            offset -= len(block)
-    return n
-
-
-def _too_long(path: Path, offset: int) -> UserError:
-    return UserError(f"{path}: the line at byte offset {offset} is longer than {MAX_LINE_BYTES >> 20} MiB; "
-                     "split it into shorter documents")
-
-
-def plain_chunk(path: Path, start: int, end: int) -> Span:
-    """The lines of a plain file that start in bytes [start, end)."""
-    with open(path, "rb") as f:
-        if start > 0:
-            f.seek(start - 1)
-            if f.read(1) != b"\n":  # mid-line: that line belongs to the chunk it started in
-                while (part := f.readline(1 << 20)) and not part.endswith(b"\n"):
-                    pass
-        first = f.tell()
-        if first >= end:
-            return Span(path, first, b"")
-        parts = [f.read(end - first)]
-        size = 0
-        while not parts[-1].endswith(b"\n") and (part := f.readline(1 << 20)):  # finish the last line
-            parts.append(part)
-            size += len(part)
-            if size > MAX_LINE_BYTES:
-                raise _too_long(path, end)
-    return Span(path, first, b"".join(parts))
-
-
-class GzipLines:
-    """Forward reader of a gzip file's lines, each tagged with the compressed block it started in.
-
-    Chunk k of the file is the lines whose start block b has b // GZIP_BLOCKS_PER_CHUNK == k. The
-    reader keeps its place, so reading chunks in increasing order decompresses the file once.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lines: Iterator[tuple[int, int, int, bytes]] | None = None
-        self._peek: tuple[int, int, int, bytes] | None = None
-        self._last_block = -1  # start block of the last line handed out
-        self._lock = threading.Lock()
-
-    def _stream(self) -> Iterator[tuple[int, int, int, bytes]]:
-        """(start block, byte offset, line number, line with its ending) of every line."""
-        d = zlib.decompressobj(wbits=31)
-        carry, carry_block, carry_off, pos, number, block = b"", 0, 0, 0, 0, 0
-        with open(self.path, "rb") as f:
-            while raw := f.read(GZIP_BLOCK):
-                try:
-                    out = d.decompress(raw)
-                    while d.eof and d.unused_data:  # a multi-member gzip: the next member follows
-                        rest, d = d.unused_data, zlib.decompressobj(wbits=31)
-                        out += d.decompress(rest)
-                except zlib.error as e:
-                    raise UserError(f"{self.path} is not a valid gzip file ({e}) near compressed byte "
-                                    f"{block * GZIP_BLOCK}; re-create it") from None
-                start = 0
-                while (nl := out.find(b"\n", start)) >= 0:
-                    number += 1
-                    if carry:
-                        yield carry_block, carry_off, number, carry + out[start:nl + 1]
-                        carry = b""
-                    else:
-                        yield block, pos + start, number, out[start:nl + 1]
-                    start = nl + 1
-                if start < len(out):
-                    if not carry:
-                        carry_block, carry_off = block, pos + start
-                    carry += out[start:]
-                    if len(carry) > MAX_LINE_BYTES:
-                        raise _too_long(self.path, carry_off)
-                pos += len(out)
-                block += 1
-        if not d.eof:
-            raise UserError(f"{self.path} is a truncated gzip file (it ends mid-stream); re-create or re-copy it")
-        if carry:
-            yield carry_block, carry_off, number + 1, carry
-
-    def close(self) -> None:
-        """Drop the reader's place (and its open file); the next chunk starts from the top."""
-        with self._lock:
-            getattr(self._lines, "close", lambda: None)()
-            self._lines, self._peek, self._last_block = None, None, -1
-
-    def chunk(self, k: int) -> Span:
-        lo, hi = k * GZIP_BLOCKS_PER_CHUNK, (k + 1) * GZIP_BLOCKS_PER_CHUNK
-        with self._lock:
-            if self._lines is None or self._last_block >= lo:  # going back: start over
-                self._lines, self._peek, self._last_block = self._stream(), None, -1
-            lines: list[bytes] = []
-            offset = number = 0
-            while True:
-                item = self._peek if self._peek is not None else next(self._lines, None)
-                self._peek = None
-                if item is None:  # exhausted: later chunks are empty until a call goes back
-                    self._lines = iter(())
-                    break
-                if item[0] >= hi:
-                    self._peek = item
-                    break
-                self._last_block = item[0]
-                if item[0] >= lo:
-                    if not lines:
-                        offset, number = item[1], item[2]
-                    lines.append(item[3])
-            return Span(self.path, offset, b"".join(lines), number)
 
 
 # ---------------------------------------------------------------------------- lines -> documents
@@ -378,9 +228,9 @@ class DataFile:
         if self.kind == "parquet":
             self.num_chunks = self._check_parquet()
         elif self.kind == "jsonl.gz":
-            self.num_chunks = -(-self.size // (GZIP_BLOCK * GZIP_BLOCKS_PER_CHUNK))
+            self.num_chunks = -(-self.size // (lc.GZIP_BLOCK * lc.GZIP_BLOCKS_PER_CHUNK))
         else:
-            self.num_chunks = -(-self.size // CHUNK_BYTES)
+            self.num_chunks = -(-self.size // lc.CHUNK_BYTES)
 
     def _check_parquet(self) -> int:
         import pyarrow as pa
@@ -416,7 +266,7 @@ class DataFile:
             return _parquet_docs(self.path, k, self.field)
         if self.gzip is not None:
             return _jsonl_docs(self.gzip.chunk(k), self.field)
-        span = plain_chunk(self.path, k * CHUNK_BYTES, (k + 1) * CHUNK_BYTES)
+        span = plain_chunk(self.path, k * lc.CHUNK_BYTES, (k + 1) * lc.CHUNK_BYTES)
         return _txt_docs(span) if self.kind == "txt" else _jsonl_docs(span, self.field)
 
     def fork(self) -> DataFile:
