@@ -88,6 +88,17 @@ def test_chunks_reread_on_their_own_in_any_order(tmp_path, small_chunks, fmt):
         assert UserData(path).docs(i) == sequential[i]  # a fresh process (a resume) reads the same
 
 
+@pytest.mark.parametrize("fmt", ["jsonl.gz", "parquet"])
+def test_read_ahead_never_returns_a_wrong_chunk(tmp_path, small_chunks, fmt):
+    data = UserData(str(write(tmp_path / f"c.{fmt}", fmt, make_docs())))
+    truth = [data.docs(i) for i in range(data.num_chunks())]
+    corpus = data.corpus("train", holdout=False)
+    n = corpus.num_chunks()
+    order = [*range(1, n, 2), *range(0, n, 3), *(i % n for i in (5, 4, 3, 6, 2)), *range(n)]  # strides, misses
+    assert all(corpus.chunk(i) == truth[i] for i in order)
+    assert corpus._ahead is None or corpus._ahead[1].result() == truth[corpus._ahead[0]]
+
+
 def test_txt_documents_are_blank_line_blocks(tmp_path):
     text = "\ufeffFirst line\r\nsame doc\r\n\r\n  \n\nsecond\n\n\n\nthird\nthird b"  # BOM, CRLF, runs of blanks
     (tmp_path / "a.txt").write_bytes(text.encode())
@@ -101,6 +112,14 @@ def test_txt_without_blank_lines_is_cut_into_bounded_documents(tmp_path):
     docs = all_docs(UserData(str(tmp_path / "a.txt")))
     assert len(docs) > 10 and all(len(d) <= U.MAX_TXT_DOC_CHARS for d in docs)
     assert "\n".join(docs).split("\n") == lines  # cut at line breaks only; nothing lost
+
+
+def test_txt_paragraphs_across_chunk_boundaries_lose_and_repeat_no_line(tmp_path, small_chunks):
+    paragraphs = ["\n".join(f"p{i} line {j} " + "w" * (i % 7) for j in range(1 + i % 5)) for i in range(200)]
+    (tmp_path / "a.txt").write_text("\n\n".join(paragraphs) + "\n")
+    docs = all_docs(UserData(str(tmp_path / "a.txt")))
+    assert "\n".join(docs).split("\n") == "\n".join(paragraphs).split("\n")  # every line once, in order
+    assert len(paragraphs) < len(docs) < len(paragraphs) * 1.5  # a paragraph cut by a boundary is two docs
 
 
 def test_multi_member_gzip_and_lines_straddling_blocks(tmp_path, small_chunks):

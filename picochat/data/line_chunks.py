@@ -103,9 +103,11 @@ class GzipLines:
         self._lock = threading.Lock()
 
     def _stream(self) -> Iterator[tuple[int, int, int, bytes]]:
-        """(start block, byte offset, line number, line with its ending) of every line."""
+        """(start block, byte offset, number of the first line, whole lines with their endings),
+        in order: per compressed block, the line finished there that started in an earlier block,
+        then every line that starts in it (in one piece: a block's lines share their start block)."""
         d = zlib.decompressobj(wbits=31)
-        carry, carry_block, carry_off, pos, number, block = b"", 0, 0, 0, 0, 0
+        carry, carry_block, carry_off, pos, number, block = b"", 0, 0, 0, 1, 0
         with open(self.path, "rb") as f:
             while raw := f.read(GZIP_BLOCK):
                 try:
@@ -116,19 +118,18 @@ class GzipLines:
                 except zlib.error as e:
                     raise UserError(f"{self.path} is not a valid gzip file ({e}) near compressed byte "
                                     f"{block * GZIP_BLOCK}; re-create it") from None
-                start = 0
-                while (nl := out.find(b"\n", start)) >= 0:
-                    number += 1
-                    if carry:
-                        yield carry_block, carry_off, number, carry + out[start:nl + 1]
-                        carry = b""
-                    else:
-                        yield block, pos + start, number, out[start:nl + 1]
-                    start = nl + 1
-                if start < len(out):
+                start, last = 0, out.rfind(b"\n") + 1  # out[:last] ends at a line end
+                if carry and last:  # the carried line ends in this block
+                    start = out.find(b"\n") + 1
+                    yield carry_block, carry_off, number, carry + out[:start]
+                    carry, number = b"", number + 1
+                if start < last:
+                    yield block, pos + start, number, out[start:last]
+                    number += out.count(b"\n", start, last)
+                if last < len(out):
                     if not carry:
-                        carry_block, carry_off = block, pos + start
-                    carry += out[start:]
+                        carry_block, carry_off = block, pos + max(start, last)
+                    carry += out[max(start, last):]
                     if len(carry) > MAX_LINE_BYTES:
                         raise _too_long(self.path, carry_off)
                 pos += len(out)
@@ -136,7 +137,7 @@ class GzipLines:
         if not d.eof:
             raise UserError(f"{self.path} is a truncated gzip file (it ends mid-stream); re-create or re-copy it")
         if carry:
-            yield carry_block, carry_off, number + 1, carry
+            yield carry_block, carry_off, number, carry
 
     def close(self) -> None:
         """Drop the reader's place (and its open file); the next chunk starts from the top."""

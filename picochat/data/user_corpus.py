@@ -47,8 +47,10 @@ import hashlib
 import json
 import os
 import re
+import threading
 from bisect import bisect_right
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from picochat.common.errors import UserError
@@ -330,23 +332,44 @@ class UserData:
 
 class UserCorpus:
     """One split of UserData as a Corpus (data/sources.py): the name carries the path and a
-    fingerprint of the file list and sizes, so a resume cursor is refused on changed data."""
+    fingerprint of the file list and sizes, so a resume cursor is refused on changed data.
+
+    Read-ahead: the loader tokenizes a chunk right after reading it, on the same thread, so
+    reading and parsing would idle the tokenizer threads. Once two calls show the stride (a
+    rank reads chunks r, r+W, r+2W, ...), the next chunk is read on a background thread while
+    the current one is tokenized (file reads, gzip and tokenization release the GIL). A wrong
+    guess costs one wasted read, never a wrong chunk; a read error surfaces when its chunk is
+    asked for."""
 
     def __init__(self, data: UserData, split: str, holdout: bool):
         if split not in SPLITS:
             raise UserError(f"unknown split '{split}'; use 'train' or 'val'")
         self.data, self.split, self.holdout = data, split, holdout
         self.name = f"data:{absolute_spec(data.spec)}@{data.fingerprint}"
+        self._prev: int | None = None
+        self._ahead: tuple[int, Future] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def num_chunks(self) -> int:
         return self.data.num_chunks()
 
-    def chunk(self, index: int) -> list[str]:
+    def _read(self, index: int) -> list[str]:
         docs = self.data.docs(index)
         if not self.holdout:
             return docs
         want_val = self.split == "val"
         return [d for d in docs if held_out(d) == want_val]
+
+    def chunk(self, index: int) -> list[str]:
+        with self._lock:
+            ahead, self._ahead = self._ahead, None
+            step = index - self._prev if self._prev is not None else 0
+            self._prev = index
+            if 0 < step and index + step < self.num_chunks():
+                self._pool = self._pool or ThreadPoolExecutor(1, thread_name_prefix="picochat-read-ahead")
+                self._ahead = (index + step, self._pool.submit(self._read, index + step))
+        return ahead[1].result() if ahead is not None and ahead[0] == index else self._read(index)
 
     def documents(self) -> Iterator[str]:
         return (doc for i in range(self.num_chunks()) for doc in self.chunk(i))
