@@ -4,7 +4,7 @@ What this stage supplies to the shared loop (train/trainer.py): a model built fr
 the preset's depth, BOS-aligned packed batches from the data loader (resumable by cursor),
 validation batches for loss and bits-per-byte, and the step count from the token budget.
 The text is a named source (`--source`) or the user's own files (`--data`, data/user_corpus.py),
-opened and checked before the model is built, so bad data fails before any training.
+opened and checked before the first step, so bad data fails before any training.
 """
 
 from __future__ import annotations
