@@ -1,5 +1,6 @@
-"""End to end on the user's own data: a folder of .txt -> tokenizer -> base (killed and resumed
-inside the user corpus) -> bpb -> SFT on a chat file mixed with a built-in task -> `picochat chat`.
+"""End to end on the user's own data: `picochat train base --data FOLDER_OF_TXT --preset demo` on a
+fresh run (tokenizer trained on the same text, base killed and resumed inside the user corpus) ->
+bpb -> SFT on a chat file mixed with a built-in task -> `picochat chat`.
 Marked slow (about a minute on 2 quiet cores); runs in CI."""
 
 import json
@@ -47,12 +48,8 @@ def test_train_base_on_a_folder_of_txt_then_chat(tmp_path):
     write_txt_folder(folder)
     run = home / "runs" / "own"
 
-    tok = subprocess.run(picochat(home, "tokenizer", "train", "--data", str(folder), "--vocab-size", "512",
-                                  "--max-chars", "400000"), env=ENV, capture_output=True, text=True, timeout=300)
-    assert tok.returncode == 0, tok.stderr
-    assert json.loads((run / "tokenizer" / "config.json").read_text())["tokenizer"]["data"] == str(folder)
-
-    # base: SIGKILL once a checkpoint exists, then the same command resumes inside the user corpus
+    # base from a fresh run: it trains the tokenizer on the same folder first; SIGKILL it once a
+    # checkpoint exists, then the same command resumes inside the user corpus
     proc = subprocess.Popen(picochat(home, "train", "base", "--data", str(folder), *TINY_BASE), env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
@@ -62,6 +59,8 @@ def test_train_base_on_a_folder_of_txt_then_chat(tmp_path):
         time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    tokenizer = json.loads((run / "tokenizer" / "config.json").read_text())["tokenizer"]
+    assert tokenizer["data"] == str(folder) and tokenizer["vocab_size"] == 512
     state = checkpoint.load_latest_checkpoint(run / "base")
     cursor = state["cursors"][0]
     assert cursor["source"].startswith(f"data:{folder}@") and cursor["next"][1] >= 0 and state["step"] < 16

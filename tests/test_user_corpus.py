@@ -382,3 +382,15 @@ def test_speedrun_hands_data_to_the_tokenizer_and_base_only(tmp_path):
     assert (steps["tokenizer"].tokenizer.data, steps["tokenizer"].tokenizer.text_field) == ("texts/", "body")
     assert (steps["base"].train.data, steps["base"].train.val_data) == ("texts/", "v.txt")
     assert steps["mid"].train.data == "" and steps["bpb-base"].eval.data == ""  # bpb reads base's config
+
+
+def test_base_without_a_tokenizer_under_torchrun_names_the_data_flags(tmp_path):
+    from types import SimpleNamespace
+
+    from picochat.config import ModelConfig, RunConfig, TrainConfig
+    from picochat.train.base import tokenizer_for
+
+    cfg = SimpleNamespace(run=RunConfig(run="r", home=str(tmp_path)), model=ModelConfig(vocab_size=300),
+                          train=TrainConfig(data="my texts/", text_field="body"))
+    with pytest.raises(UserError, match="tokenizer train --run r --data my texts/ --text-field body"):
+        tokenizer_for(cfg, world_size=2)

@@ -9,16 +9,21 @@ opened and checked before the first step, so bad data fails before any training.
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import replace
+from types import SimpleNamespace
+
 import torch
 
 from picochat.common.device import init_distributed
 from picochat.common.errors import UserError
 from picochat.common.log import banner, human, print0
 from picochat.common.paths import stage_dir
-from picochat.config import ModelConfig, TrainConfig
+from picochat.config import ModelConfig, TrainConfig, get_preset
 from picochat.data.loader import batches_from_corpus
 from picochat.data.user_corpus import absolute_spec, open_text_corpora
 from picochat.model.gpt import GPT, GPTConfig
+from picochat.tokenizer.commands import train_main as train_tokenizer
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import checkpoint
 from picochat.train.trainer import Batch, Trainer, write_config
@@ -30,6 +35,25 @@ def load_tokenizer(run: str, home: str = "") -> Tokenizer:
         raise UserError(f"run '{run}' has no tokenizer at {path}; train one first with "
                         f"`picochat tokenizer train --run {run}`")
     return Tokenizer.load(path)
+
+
+def tokenizer_for(cfg, world_size: int) -> Tokenizer:
+    """The run's tokenizer. With --data and none trained yet, one is trained first on the same
+    files (the preset's tokenizer settings, vocab --vocab-size), so `picochat train base --data DIR`
+    alone goes from the user's text to a model; under torchrun that is left to one explicit command."""
+    t = cfg.train
+    path = stage_dir(cfg.run.run, "tokenizer", cfg.run.home) / "tokenizer.json"
+    if t.data and not path.exists():
+        flags = f"--data {t.data}" + (f" --text-field {t.text_field}" if t.text_field != "text" else "")
+        if world_size > 1:
+            raise UserError(f"run '{cfg.run.run}' has no tokenizer; train it on your data first with "
+                            f"`picochat tokenizer train --run {cfg.run.run} {flags}`")
+        print0(f"run '{cfg.run.run}' has no tokenizer: training one on the same text first "
+               f"(as `picochat tokenizer train {flags}` does)")
+        tok_cfg = replace(get_preset(cfg.run.preset).tokenizer, vocab_size=cfg.model.vocab_size, data=t.data,
+                          text_field=t.text_field, val_data=t.val_data)
+        train_tokenizer(SimpleNamespace(run=cfg.run, tokenizer=tok_cfg, args=argparse.Namespace(force=False)))
+    return load_tokenizer(cfg.run.run, cfg.run.home)
 
 
 def build_model(model_cfg: ModelConfig, vocab_size: int) -> GPT:
@@ -79,7 +103,7 @@ def main(cfg) -> None:
         return
     dist_info, device = init_distributed(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
-    tokenizer = load_tokenizer(cfg.run.run, cfg.run.home)
+    tokenizer = tokenizer_for(cfg, dist_info.world_size)
     model = build_model(cfg.model, tokenizer.vocab_size).to(device)
     num_steps = steps_for_budget(model, cfg.train)
     banner(f"base pretraining: run '{cfg.run.run}' on {device}")
