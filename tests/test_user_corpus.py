@@ -276,6 +276,8 @@ BAD = {
     "deeply-nested-json": (lambda t: _file(t, "deep.jsonl", "[" * 100_000 + "\n"),
                            ["deep.jsonl line 1", "not valid JSON"]),
     "unreadable-file": (lambda t: _dangling(t), ["cannot read", "gone.txt"]),
+    "parquet-empty": (lambda t: pq.write_table(pa.table({"text": pa.array([], pa.string())}), t / "e.parquet")
+                      or str(t / "e.parquet"), ["e.parquet has no text"]),
     "parquet-damaged": (lambda t: _file(t, "j.parquet", b"PAR1 not really"), ["not a readable parquet file"]),
 }
 
