@@ -112,3 +112,11 @@ def test_bad_chat_file_on_the_command_line_exits_2_without_traceback(tmp_path):
                         "--home", str(tmp_path / "home")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and f"{path} line 2" in r.stderr and "unknown role" in r.stderr, r.stderr
+
+
+def test_data_flag_on_a_chat_stage_points_to_chatfile(tmp_path):
+    from picochat.config import TrainConfig
+    from picochat.train.chat_stage import build_mixtures
+
+    with pytest.raises(UserError, match="chatfile:PATH"):
+        build_mixtures(TrainConfig(mixture="identity:train:5", data=str(tmp_path)), "sft", 0, "", "")
