@@ -211,6 +211,17 @@ def test_val_data_or_text_field_without_data_is_refused(tmp_path):
         open_text_corpus("synthetic", "train", text_field="body")
 
 
+def test_val_data_inside_the_data_folder_is_left_out_of_training(tmp_path, capsys):
+    write(tmp_path / "corpus" / "train.jsonl", "jsonl", ["train one", "train two"])
+    write(tmp_path / "corpus" / "val.jsonl", "jsonl", ["val one"])
+    corpora = open_text_corpora("", data=str(tmp_path / "corpus"), val_data=str(tmp_path / "corpus" / "val.jsonl"))
+    assert list(corpora["train"].documents()) == ["train one", "train two"]
+    assert list(corpora["val"].documents()) == ["val one"]
+    assert "leaving out 1 files that are --val-data" in capsys.readouterr().out
+    with pytest.raises(UserError, match="every file of --data .* is also in --val-data"):
+        open_text_corpus("", "train", data=str(tmp_path / "corpus" / "val.jsonl"), val_data=str(tmp_path / "corpus"))
+
+
 def test_too_few_documents_for_a_hash_split_says_to_pass_val_data(tmp_path):
     docs = [d for d in make_docs(50) if not held_out(d)]
     path = write(tmp_path / "few.txt", "txt", docs)

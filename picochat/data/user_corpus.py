@@ -294,11 +294,19 @@ class DataFile:
 class UserData:
     """The files a --data spec names, checked (see the module docstring), as one list of chunks."""
 
-    def __init__(self, spec: str, text_field: str = "text", *, flag: str = "--data", log=print0):
+    def __init__(self, spec: str, text_field: str = "text", *, flag: str = "--data", log=print0,
+                 exclude: frozenset[Path] = frozenset()):
         if not text_field:
             raise UserError("--text-field is empty; name the JSON field or parquet column that holds the text")
         self.spec, self.flag = spec, flag
-        files = [DataFile(p, text_field) for p in resolve_files(spec, flag=flag, log=log)]
+        paths = resolve_files(spec, flag=flag, log=log)
+        kept = [p for p in paths if p.resolve() not in exclude]
+        if len(kept) < len(paths):  # e.g. --data corpus/ --val-data corpus/val.jsonl: never train on val
+            if not kept:
+                raise UserError(f"every file of {flag} '{spec}' is also in --val-data; give training text apart "
+                                "from the held-out text")
+            log(f"  note: {flag}: leaving out {len(paths) - len(kept)} files that are --val-data")
+        files = [DataFile(p, text_field) for p in kept]
         empty = [f for f in files if not f.has_text()]
         if len(empty) == len(files):
             what = f"file {files[0].path} has" if len(files) == 1 else f"{len(files)} files of '{spec}' have"
@@ -399,6 +407,13 @@ def _check_flags(data: str, text_field: str, val_data: str) -> None:
         raise UserError("--text-field names the text of --data files; pass --data too")
 
 
+def _val_paths(val_data: str) -> frozenset[Path]:
+    """The resolved files of --val-data (left out of --data when they are also in it)."""
+    if not val_data:
+        return frozenset()
+    return frozenset(p.resolve() for p in resolve_files(val_data, flag="--val-data", log=lambda *a: None))
+
+
 def open_text_corpora(source: str, *, data: str = "", text_field: str = "text", val_data: str = "",
                       home: str = "", mirror: str = "", log=print0) -> dict:
     """{"train": corpus, "val": corpus} of the pretraining text: the user's files when `data` is set
@@ -408,7 +423,7 @@ def open_text_corpora(source: str, *, data: str = "", text_field: str = "text", 
         from picochat.data.sources import open_corpus
 
         return {split: open_corpus(source, split, home=home, mirror=mirror) for split in SPLITS}
-    train_data = UserData(data, text_field, log=log)
+    train_data = UserData(data, text_field, log=log, exclude=_val_paths(val_data))
     corpora = {"train": train_data.corpus("train", holdout=not val_data),
                "val": UserData(val_data, text_field, flag="--val-data", log=log).corpus("val", holdout=False)
                if val_data else train_data.corpus("val", holdout=True)}
@@ -425,7 +440,8 @@ def open_text_corpus(source: str, split: str, *, data: str = "", text_field: str
         if split == "val" and val_data:
             corpus = UserData(val_data, text_field, flag="--val-data", log=log).corpus("val", holdout=False)
         else:
-            corpus = UserData(data, text_field, log=log).corpus(split, holdout=not val_data)
+            corpus = UserData(data, text_field, log=log, exclude=_val_paths(val_data)).corpus(
+                split, holdout=not val_data)
         corpus.check_not_empty()
         return corpus
     from picochat.data.sources import open_corpus
