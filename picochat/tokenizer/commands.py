@@ -87,10 +87,10 @@ def train_main(cfg) -> int:
             return 0
         raise UserError(f"{path} was trained with different settings ({done}); pass --force to retrain "
                         "it (later stages of this run would then need retraining too)")
+    docs = _documents(cfg, "train")  # opens (and checks) the text before anything is printed
     banner(f"tokenizer train: run '{cfg.run.run}', vocab {settings['vocab_size']}, {_what(cfg)}")
     if not fast.available():
         print0("  note: native BPE core not built; the pure-Python trainer is much slower")
-    docs = _documents(cfg, "train")
     t0 = time.time()
     tok = Tokenizer.train(capped(docs, cfg.tokenizer.doc_cap, cfg.tokenizer.max_chars), cfg.tokenizer.vocab_size)
     seconds = time.time() - t0

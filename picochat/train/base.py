@@ -73,15 +73,20 @@ def steps_for_budget(model: GPT, train: TrainConfig) -> int:
     return max(1, round(train.param_data_ratio * model.num_params() / train.total_batch_tokens))
 
 
+def open_corpora(train: TrainConfig, home: str, mirror: str) -> dict:
+    """{"train", "val"} corpora of --source or --data (the user's files, checked here)."""
+    return open_text_corpora(train.source, data=train.data, text_field=train.text_field, val_data=train.val_data,
+                             home=home, mirror=mirror)
+
+
 class BaseStage:
     name = "base"
 
     def __init__(self, train: TrainConfig, tokenizer: Tokenizer, seq_len: int, *, rank: int, world_size: int,
-                 home: str, mirror: str):
+                 home: str, mirror: str, corpora: dict | None = None):
         self.train, self.tokenizer, self.seq_len = train, tokenizer, seq_len
         self.rank, self.world_size = rank, world_size
-        kw = dict(data=train.data, text_field=train.text_field, val_data=train.val_data, home=home, mirror=mirror)
-        self.corpora = open_text_corpora(train.source, **kw)
+        self.corpora = corpora or open_corpora(train, home, mirror)
 
     def _batches(self, split: str, cursor: dict | None):
         for x, y, c in batches_from_corpus(self.corpora[split], self.tokenizer, self.train.device_batch_size,
@@ -103,6 +108,7 @@ def main(cfg) -> None:
         return
     dist_info, device = init_distributed(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
+    corpora = open_corpora(cfg.train, cfg.run.home, cfg.run.mirror)  # bad data fails before anything is trained
     tokenizer = tokenizer_for(cfg, dist_info.world_size)
     model = build_model(cfg.model, tokenizer.vocab_size).to(device)
     num_steps = steps_for_budget(model, cfg.train)
@@ -110,7 +116,7 @@ def main(cfg) -> None:
     print0(f"model: {human(model.num_params())} params, depth {model.config.n_layer}, width {model.config.n_embd}, "
            f"{model.config.n_head} heads; {num_steps} steps x {human(cfg.train.total_batch_tokens)} tokens")
     stage = BaseStage(cfg.train, tokenizer, model.config.sequence_len, rank=dist_info.rank,
-                      world_size=dist_info.world_size, home=cfg.run.home, mirror=cfg.run.mirror)
+                      world_size=dist_info.world_size, home=cfg.run.home, mirror=cfg.run.mirror, corpora=corpora)
     if cfg.train.data:  # the config records where the text came from, as paths valid from anywhere
         cfg.train.data, cfg.train.val_data = absolute_spec(cfg.train.data), absolute_spec(cfg.train.val_data)
         print0(f"data: {cfg.train.data} ({stage.corpora['train'].num_chunks()} chunks; validation: "
