@@ -10,9 +10,18 @@
 #               base stage on the same Gutenberg text, 96 steps of 524,288 tokens, time to reach
 #               nanochat's final val bpb; needs the dataset mirror (PICOCHAT_MIRROR) and nanochat's
 #               tokenizer dependency rustbpe. Not in the default list: it takes ~5-6 minutes.
+#   fp8-tests   tests/test_fp8.py's CUDA tests (issue #23): the real FP8 kernels (cuBLAS tensorwise,
+#               CUTLASS/cuBLAS rowwise) against an fp32 reference of the same fp8 operands, and a
+#               compiled fp8 GPT that trains, for both recipes. Not in the default list (~1 minute).
+#   fp8-step    benchmarks/fp8_step.py at d24 (seq 2048, batch 16, compiled): picochat bf16 vs picochat
+#               fp8 tensorwise and rowwise (and torchao's tensorwise where torchao is installed), and
+#               nanochat's --fp8 (NANOCHAT_DIR); tokens/s, MFU, peak memory and the ratios, interleaved
+#               rounds, all variants held at once (~40 GB resident + one step's activations). Not in
+#               the default list (~4-6 minutes: four or five d24 compiles).
 #
 #   NANOCHAT_DIR=/path/to/nanochat bash benchmarks/gpu_check.sh [OUTDIR] [BUDGET_SECONDS]
 #   CHECKS="quality-d12" NANOCHAT_DIR=... PICOCHAT_MIRROR=... bash benchmarks/gpu_check.sh OUTDIR 540
+#   CHECKS="fp8-tests fp8-step" NANOCHAT_DIR=... bash benchmarks/gpu_check.sh OUTDIR 480
 #
 # Runs from the repository root with whatever python3 holds a CUDA torch (PYTHON overrides it);
 # the package is used in place (PYTHONPATH), with the native tokenizer core built in place.
@@ -62,4 +71,9 @@ check quality-d12 500 "$py" benchmarks/quality.py --nanochat "$NANOCHAT_DIR" --m
     --steps 96 --eval-every 4 --eval-tokens 262144 --work /tmp/picochat_quality_d12 \
     --png "$out/quality_d12.png" --json "$out/quality_d12.json" --record "$out/quality_d12.md"
 cp /tmp/picochat_quality_d12/*.log "$out/" 2>/dev/null
+check fp8-tests 120 "$py" -m pytest -q -p no:cacheprovider tests/test_fp8.py -k cuda
+fp8_variants=bf16,tensorwise,rowwise  # plus torchao's conversion of the same layers where torchao is installed
+"$py" -c "import torchao.float8" 2>/dev/null && fp8_variants=$fp8_variants,torchao-tensorwise
+check fp8-step 360 "$py" benchmarks/fp8_step.py --nanochat "$NANOCHAT_DIR" --variants "$fp8_variants" --depth 24 \
+    --batch 16 --seq-len 2048 --vocab 32768 --compile --steps 5 --rounds 3
 echo "gpu_check done in $((SECONDS - start))s"

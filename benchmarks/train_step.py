@@ -56,7 +56,8 @@ def make_step(model, optimizers, ctx, compile_: bool):
     return step
 
 
-def nanochat_step_fn(nanochat_dir: str, cfg: GPTConfig, device, dtype: str, compile_: bool):
+def nanochat_model(nanochat_dir: str, cfg: GPTConfig, device):
+    """nanochat's GPT at picochat's shape, initialised on `device`."""
     sys.path.insert(0, nanochat_dir)
     from nanochat.gpt import GPT as NGPT
     from nanochat.gpt import GPTConfig as NConfig
@@ -67,6 +68,11 @@ def nanochat_step_fn(nanochat_dir: str, cfg: GPTConfig, device, dtype: str, comp
         model = NGPT(ncfg)
     model.to_empty(device=device)
     model.init_weights()
+    return model
+
+
+def nanochat_step_fn(nanochat_dir: str, cfg: GPTConfig, device, dtype: str, compile_: bool):
+    model = nanochat_model(nanochat_dir, cfg, device)
     # nanochat needs no autocast: it keeps fp32 master weights and casts them to its COMPUTE_DTYPE
     # (bf16 on CUDA) inside its own Linear, so its step runs exactly as in its base_train.py.
     return make_step(model, [model.setup_optimizer()], nullcontext(), compile_), model

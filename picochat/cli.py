@@ -84,6 +84,12 @@ COMMANDS: list[Command] = [
             "picochat.eval.report:main", (C.RunConfig, C.ReportConfig)),
     Command(("eval", "bpb"), "bits per byte of a trained model on held-out text (tokenizer-independent)",
             "picochat.eval.commands:bpb_main", (C.RunConfig, C.EvalConfig)),
+    Command(("export", "hf"), "write a finished model as a Hugging Face folder (safetensors, NanoChat config, "
+            "tokenizer + chat template, model card)", "picochat.export.hf:main", (C.RunConfig,),
+            extra=((("out",), {"metavar": "OUT", "help": "folder to write (must be new or empty unless --force)"}),
+                   (("--stage",), {"default": "", "help": "rl, sft, mid or base (default: the latest finished)"}),
+                   (("--dtype",), {"default": "float32", "help": "float32 (the weights as trained) or bfloat16"}),
+                   (("--force",), {"action": "store_true", "help": "replace OUT if it exists"}))),
     Command(("data", "list"), "list the data sources: license, size, and whether they are here",
             "picochat.data.commands:list_main", (C.RunConfig,),
             extra=((("-v", "--verbose"), {"action": "store_true", "help": "also show URLs and files"}),)),

@@ -100,6 +100,23 @@ class TrainConfig:
                            "your own chat file (OpenAI messages JSONL) is the item 'chatfile:PATH[*passes]' "
                            "(see tasks/registry.py)")
     val_mixture: str = opt("", "mid/sft: held-out conversations for the validation loss (same syntax)")
+    warm_start_optim: bool = opt(False, "mid/sft: start the optimizer from the previous stage's state (Muon "
+                                        "momentum, AdamW moments) instead of zeros; rates and settings stay this "
+                                        "stage's")
+    fp8: bool = opt(False, "train the blocks' Linear layers with FP8 matmuls (GPUs with compute capability "
+                           "8.9+: H100/H200, Ada, Blackwell; elsewhere one line says so and training runs without)")
+    fp8_recipe: str = opt("tensorwise", "fp8 scaling: tensorwise (one scale per tensor; fastest) or rowwise "
+                                        "(one per row; robust to outliers, slower)")
+    core_every: int = opt(0, "base: steps between in-loop CORE evals and greedy samples (0 = off)")
+    core_max_per_task: int = opt(500, "base: examples per CORE task in the in-loop eval (the same shuffled subset)")
+    chatcore_every: int = opt(0, "mid/sft: steps between in-loop ChatCORE evals (0 = off)")
+    chatcore_max_categorical: int = opt(-1, "sft: problems per categorical task (ARC, MMLU: one forward pass "
+                                            "each) in the in-loop ChatCORE (-1 = all)")
+    chatcore_max_generative: int = opt(24, "sft: problems per generative task (GSM8K, HumanEval: sampled) in the "
+                                           "in-loop ChatCORE")
+    chatcore_tasks: str = opt("", "sft: task specs for the in-loop ChatCORE (default: those of `picochat eval chat`)")
+    tracker: str = opt("none", "experiment tracker for the logged metrics: none, tensorboard (<stage>/tensorboard/) "
+                               "or wandb (offline unless WANDB_MODE=online); see common/tracking.py")
     data: str = opt("", "base: your own text instead of --source: a file, folder or glob of .txt, .jsonl, "
                         ".jsonl.gz or .parquet (see data/user_corpus.py)")
     text_field: str = opt("text", "base, with --data: the JSON field / parquet column that holds the text")
@@ -168,6 +185,8 @@ class ChatEvalConfig:
     temperature: float = opt(0.0, "generative: sampling temperature (0 = greedy)")
     top_k: int = opt(50, "generative: sample among the k most likely tokens (0 = all)")
     dtype: str = opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
+    unsafe_sandbox: bool = opt(False, "grade model-written code (HumanEval) even where the sandbox lacks a "
+                                      "required isolation layer (see picochat/sandbox/)")
 
 
 @dataclass
@@ -198,6 +217,8 @@ class GRPOConfig:
     pass_k: int = opt(8, "samples per held-out problem: pass@1 and pass@k use them (unbiased estimator)")
     eval_temperature: float = opt(1.0, "sampling temperature of the evaluation samples")
     max_rows: int = opt(64, "rows decoded together while sampling")
+    unsafe_sandbox: bool = opt(False, "reward model-written code (HumanEval) even where the sandbox lacks a "
+                                      "required isolation layer (see picochat/sandbox/)")
 
 
 @dataclass
@@ -245,16 +266,26 @@ def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
     return Preset(
         name=name,
         model=_d(depth),
-        tokenizer=TokenizerConfig(source="fineweb-edu"),
+        tokenizer=TokenizerConfig(source="climbmix"),
         stages={
-            "base": replace(base, source="fineweb-edu", weight_decay=PRETRAIN_WEIGHT_DECAY),
+            # in-loop CORE + samples as nanochat's base_train (every 2000 steps, 500 examples per task)
+            "base": replace(base, source="climbmix", weight_decay=PRETRAIN_WEIGHT_DECAY, core_every=2000,
+                            core_max_per_task=500),
+            # warm_start_optim: mid is the stage right after pretraining, the role nanochat's SFT has
+            # today (it trains on the same SmolTalk + MMLU + GSM8K mixture), and nanochat's SFT
+            # loads base's optimizer state by default (`--load-optimizer 1`, chosen by its sweeps:
+            # commit 8180e1d "load optimizer by default when SFT"). Our SFT, after mid, has no such
+            # measurement behind it and starts fresh, as nanochat's SFT after its mid stage did.
             "mid": replace(base, source="mid-mixture", num_steps=0, param_data_ratio=0,
                            warmdown_frac=0.2, eval_every=150, save_every=0,
-                           mixture=GPU_MID_MIXTURE, val_mixture=GPU_MID_VAL),
+                           mixture=GPU_MID_MIXTURE, val_mixture=GPU_MID_VAL, warm_start_optim=True),
             "sft": replace(base, source="sft-mixture", device_batch_size=4, total_batch_tokens=65536,
                            num_steps=0, param_data_ratio=0, matrix_lr=0.002, embedding_lr=0.02,
                            unembedding_lr=0.0004, warmdown_frac=1.0, eval_every=100, save_every=0,
-                           mixture=GPU_SFT_MIXTURE, val_mixture=GPU_SFT_VAL),
+                           mixture=GPU_SFT_MIXTURE, val_mixture=GPU_SFT_VAL,
+                           # in-loop ChatCORE on nanochat's chat_sft sample (categorical tasks whole,
+                           # 24 generative problems each); one pass is a few hundred steps here
+                           chatcore_every=100, chatcore_max_categorical=-1, chatcore_max_generative=24),
             # RL (train/rl.py): nanochat's chat_rl trains at 5% of the base learning rates, decayed
             # linearly to 0 over one pass of GSM8K train; rows per forward pass = device_batch_size
             "rl": replace(base, source="rollouts", device_batch_size=8, num_steps=0, param_data_ratio=0,
@@ -381,10 +412,6 @@ def apply_tables(sections: dict[str, Any], data: dict[str, Any], path: str, *, o
             if key not in names:
                 raise ConfigError(f"unknown key '{key}' in [{table}] of '{path}'{_suggest(key, names)}")
             setattr(obj, key, coerce(type(obj), key, value))
-
-
-def apply_toml(sections: dict[str, Any], path: str) -> None:
-    apply_tables(sections, load_toml(path), path)
 
 
 def to_dict(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -10,9 +10,10 @@ PRESET="${PRESET:-d20}"
 RUN="${RUN:-$PRESET}"
 NPROC="${NPROC:-$(python -c 'import torch; print(max(torch.cuda.device_count(), 1))')}"
 echo "speedrun: preset $PRESET, run $RUN, $NPROC process(es)"
-# Pretraining data: FineWeb-Edu shards (~250M characters each; d20 reads ~240 of them). Already
-# complete shards are kept; --mirror / PICOCHAT_MIRROR reads them from a local copy instead.
-picochat data download fineweb-edu --shards "${SHARDS:-0-239}"
+# Every dataset the preset needs, before any GPU time is spent: ClimbMix shards (~250M characters
+# each, like the FineWeb-Edu ones; d20 reads up to ~240), the chat and eval tasks, the CORE bundle.
+# Complete files are kept; --mirror / PICOCHAT_MIRROR reads them from a local copy instead.
+picochat data download "$PRESET" --shards "${SHARDS:-0-239}"
 # The tokenizer is trained once, by one process; every rank then finds it complete and skips it.
 picochat tokenizer train --preset "$PRESET" --run "$RUN"
 if [ "$NPROC" -gt 1 ]; then

@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from picochat.common.errors import UserError
 from picochat.data.loader import _DocBuffer, _pack_row, batches_from_corpus, pretrain_batches, waste_fraction
+from picochat.data.reshard import reshard_cursors
 from picochat.data.sources import ListCorpus
 
 BOS = 1
@@ -109,8 +111,12 @@ def test_resume_on_rank_with_gathered_cursor():
     assert all(torch.equal(a[0], b[0]) for a, b in zip(full[5:], resumed))
     with pytest.raises(UserError, match="rank"):
         run(corpus, steps=1, rank=0, world_size=2, cursor=full[4][2])
-    with pytest.raises(UserError, match="ranks"):
-        run(corpus, steps=1, rank=0, world_size=3, cursor=gathered)
+    other_source = {"ranks": [{**c, "source": "other"} for c in gathered["ranks"]]}
+    with pytest.raises(UserError, match="source"):  # on another world size too
+        run(corpus, steps=1, rank=0, world_size=3, cursor=other_source)
+    swapped = {"ranks": gathered["ranks"][::-1]}
+    with pytest.raises(UserError, match="inconsistent"):
+        run(corpus, steps=1, rank=0, world_size=3, cursor=swapped)
 
 
 def test_waste_accounting_matches_the_rows():
@@ -203,3 +209,97 @@ def test_resume_with_the_real_tokenizer_on_synthetic():
     for (x1, y1, _), (x2, y2, _) in zip(full[7:], resumed):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
     assert (full[0][0][:, 0] == tok.bos_id).all()
+
+
+# ----------------------------------------------------------------------------- resume on another world size
+
+
+def packed_docs(batches) -> Counter:
+    """Documents packed into these batches: every BOS followed by a document's id (>= 1000), over the
+    whole row (inputs plus the last target, so a document starting at the row's end counts too)."""
+    ids: Counter = Counter()
+    for x, y, _ in batches:
+        for row in torch.cat([x, y[:, -1:]], dim=1).tolist():
+            ids.update(row[i + 1] for i in range(len(row) - 1) if row[i] == BOS and row[i + 1] >= 1000)
+    return ids
+
+
+def pending_docs(corpus, cursors) -> Counter:
+    return Counter(1000 + c * corpus.per_chunk + i for cur in cursors for c, i in cur["pending"])
+
+
+def expected_reads(corpus, cursors) -> Counter:
+    """How often each document has entered some rank's buffer when the ranks stand at these plain
+    stride cursors: document i of chunk c is rank (c mod W)'s, read once in every epoch before the
+    rank's, and once more if (c, i) comes before the rank's position in its current epoch."""
+    world = len(cursors)
+    counts: Counter = Counter()
+    for g in range(len(corpus.docs)):
+        c, i = divmod(g, corpus.per_chunk)
+        epoch, chunk, offset = cursors[c % world]["next"]
+        counts[1000 + g] = epoch + ((c, i) < (chunk, offset))
+    return +counts
+
+
+def run_ranks(corpus, world_size, steps, cursors=None, **kw):
+    """Every rank's batches, as lists (cursors: each rank's, or the gathered cursor of another world)."""
+    return [run(corpus, steps=steps, rank=r, world_size=world_size, buffer_size=24,
+                cursor=cursors if cursors is None or "ranks" in cursors else cursors[r], **kw)
+            for r in range(world_size)]
+
+
+@pytest.mark.parametrize("new_world", [1, 3])
+@pytest.mark.parametrize("steps", [(5, 5), (3, 9)])
+def test_resume_on_another_world_size_packs_every_document_once(new_world, steps):
+    """Two ranks stop, their cursors are re-sharded to 1 or 3 ranks, and those run to the end of the
+    split: before + after is every document exactly once. Chunks of 100 documents are read in
+    slices of 64, so ranks stop inside a chunk and its rest must be handed over too."""
+    corpus = numbered_corpus("val", n_docs=1000, per_chunk=100)
+    before = [run(corpus, steps=k, rank=r, world_size=2, buffer_size=24) for r, k in enumerate(steps)]
+    gathered = {"ranks": [json.loads(json.dumps(b[-1][2])) for b in before]}
+    assert any(c["next"][2] > 0 for c in gathered["ranks"]), "a rank stopped inside a chunk"
+    shards = reshard_cursors(gathered["ranks"], new_world, corpus.num_chunks())
+    assert any(seg[2] > 0 for c in shards for seg in c.get("leftover", [])), "a partial chunk is handed over"
+    after = run_ranks(corpus, new_world, None, gathered)
+    consumed = sum((packed_docs(b) for b in before + after), Counter())
+    assert consumed == Counter(range(1000, 2000))
+    assert all(b[-1][2]["next"][1] >= corpus.num_chunks() for b in after)
+
+
+def test_resharding_twice_then_back_still_packs_every_document_once():
+    corpus = numbered_corpus("val", n_docs=1800, per_chunk=300)
+    first = run_ranks(corpus, 2, 4)
+    second = run_ranks(corpus, 3, 1, {"ranks": [b[-1][2] for b in first]})
+    assert any("leftover" in b[-1][2] for b in second), "stopped again before the leftovers were read"
+    third = run_ranks(corpus, 2, None, {"ranks": [b[-1][2] for b in second]})
+    consumed = sum((packed_docs(b) for b in first + second + third), Counter())
+    assert consumed == Counter(range(1000, 2800))
+
+
+@pytest.mark.parametrize("new_world", [1, 3])
+def test_resume_on_another_world_size_across_epochs(new_world):
+    """The train split wraps: 7 chunks on 2 ranks are 4 + 3 per epoch, so the ranks drift into
+    different epochs. After 2 -> W' ranks, what was packed plus what is pending must be exactly what
+    the final cursors say was read (each document once per epoch passed), nothing more or less."""
+    corpus = numbered_corpus("train", n_docs=280, per_chunk=40)
+    before = run_ranks(corpus, 2, 30)
+    old = [b[-1][2] for b in before]
+    packed_before = packed_docs(a for b in before for a in b)
+    assert packed_before + pending_docs(corpus, old) == expected_reads(corpus, old)
+    assert old[0]["next"][0] != old[1]["next"][0], "the ranks are in different epochs"
+    after = run_ranks(corpus, new_world, 40, {"ranks": old})
+    new = [b[-1][2] for b in after]
+    assert all("leftover" not in c and c["next"][0] >= 3 for c in new)
+    read = packed_before + packed_docs(a for b in after for a in b) + pending_docs(corpus, new)
+    assert read == expected_reads(corpus, new)
+
+
+def test_same_world_size_never_reshards():
+    """Resuming on the same number of ranks takes each rank's own cursor: exact, as before."""
+    corpus = numbered_corpus("train", n_docs=200)
+    full = run_ranks(corpus, 2, 10)
+    gathered = {"ranks": [b[4][2] for b in full]}
+    resumed = run_ranks(corpus, 2, 5, gathered)
+    for a, b in zip(full, resumed):
+        assert all(torch.equal(x[0], y[0]) and x[2] == y[2] for x, y in zip(a[5:], b))
+        assert "leftover" not in b[-1][2]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from dataclasses import replace
 
 import pytest
@@ -335,4 +334,5 @@ def test_bad_options_are_user_errors():
                 replace(GRPO, kl_coef=-1.0)):
         with pytest.raises(UserError):
             rl.check_config(bad)
-    assert math.isfinite(pass_at_k(8, 0, 8))
+    with pytest.raises(ValueError):  # more passing samples than samples
+        pass_at_k(8, 9, 1)

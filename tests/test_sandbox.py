@@ -1,27 +1,59 @@
-"""The sandbox must run honest code and contain dishonest code, always within a bounded time."""
+"""The sandbox (picochat/sandbox/): runs honest code, contains dishonest code with the kernel
+layers alone (the audit hook off), reports its layers truthfully, always in bounded time; as
+the user that runs the suite (root here and on CI) and as a non-root user (uid 65534)."""
 
 from __future__ import annotations
 
+import json
 import os
-import socket
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
+from helpers import escapes
 
-from picochat.eval import sandbox
-from picochat.eval.sandbox import calculator, run_python
+from picochat.common.errors import UserError
+from picochat.sandbox import calculator, jail, require_isolation, run_python, unmet_requirements
 
-pytestmark = [pytest.mark.timeout(60),
+pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sandbox targets Linux")]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_runs_honest_code_and_captures_output():
-    r = run_python("import math, collections, typing\nprint(math.factorial(5))\n"
+    r = run_python("import math, collections, typing, hashlib, json, re, random\nprint(math.factorial(5))\n"
                    "import sys; print('warn', file=sys.stderr)")
-    assert r.status == "ok" and r.ok
+    assert r.status == "ok" and r.ok, r
     assert r.stdout == "120\n" and r.stderr == "warn\n"
     assert r.returncode == 0 and "rlimits" in r.isolation and "audit-hook" in r.isolation
+
+
+def test_this_machine_gives_the_required_layers():
+    """Root here and on CI (pyenv under /root, unreadable by nobody): the private root makes the
+    drop to nobody possible, and every required layer is active."""
+    r = run_python("import os\nprint(os.getuid(), os.getpid())")
+    assert r.ok and unmet_requirements(r.isolation) == [], (r.isolation, r.missing)
+    uid, pid = map(int, r.stdout.split())
+    assert uid != 0 and 1 < pid < 10  # not root; a low pid: its own pid namespace (init is 1)
+    assert {"pidns", "netns", "mountns", "unprivileged", "nproc", "output-cap"} <= set(r.isolation)
+    if os.geteuid() == 0:
+        assert int(uid) == jail.NOBODY
+
+
+def test_private_root_shows_only_the_binds_and_the_box():
+    code = ("import json, os\nprint(json.dumps([sorted(os.listdir('/')), os.path.exists('/proc/1'), "
+            "os.path.exists('/etc/passwd'), os.getcwd()]))")
+    r = run_python(code, audit=False, landlock=False)
+    assert r.ok, r
+    top, proc, passwd, box = json.loads(r.stdout)
+    assert set(top) <= {"usr", "bin", "lib", "lib64", "lib32", "libx32", "etc", "dev", "root", "tmp", "home",
+                        "opt"}, top  # /usr, loader links, /dev/null & co, the interpreter's prefix, the box
+    assert not proc and not passwd
+    assert not Path(box).exists()  # the box is gone afterwards
 
 
 def test_humaneval_style_program_passes_and_failing_assert_is_error():
@@ -32,169 +64,139 @@ def test_humaneval_style_program_passes_and_failing_assert_is_error():
     assert r.status == "error" and r.error.startswith("AssertionError")
 
 
-def test_files_inside_the_sandbox_dir_work_and_it_is_thrown_away():
+def test_files_inside_the_box_work_and_it_is_thrown_away():
     r = run_python("import os\nopen('a.txt','w').write('hi')\nprint(open('a.txt').read(), os.getcwd())")
-    assert r.status == "ok"
+    assert r.status == "ok", r
     text, cwd = r.stdout.split()
-    assert text == "hi" and not os.path.exists(cwd)  # the working dir is deleted afterwards
+    assert text == "hi" and not os.path.exists(cwd)
 
 
-def test_infinite_loop_times_out():
+def test_the_box_is_size_limited():
+    r = run_python(f"open('big', 'wb').write(b'x' * {jail.BOX_BYTES + (1 << 20)})", timeout=10.0)
+    assert r.status == "error" and ("File too large" in r.stderr or "No space" in r.stderr), r
+
+
+def test_infinite_loop_and_sleep_time_out():
     t0 = time.monotonic()
-    r = run_python("while True:\n    pass\n", timeout=1.0)
-    assert r.status == "timeout"
-    assert time.monotonic() - t0 < 30  # generous bound: only "it did not hang"
-
-
-def test_sleep_times_out():
+    assert run_python("while True:\n    pass\n", timeout=1.0).status == "timeout"
     assert run_python("import time\ntime.sleep(60)", timeout=1.0).status == "timeout"
-
-
-def test_huge_allocation_is_memory_status():
-    r = run_python("x = bytearray(8 * 1024**3)\nprint('allocated')", memory_mb=256)
-    assert r.status == "memory" and "allocated" not in r.stdout
-
-
-def test_fork_bomb_is_refused():
-    r = run_python("import os\nwhile True:\n    os.fork()\n", timeout=3.0)
-    assert r.status == "error" and "fork" in r.error
-
-
-def test_reading_outside_the_sandbox_is_refused():
-    r = run_python("print(open('/etc/passwd').read())")
-    assert r.status == "error" and "PermissionError" in r.error and "root:" not in r.stdout
-    r = run_python("import _io\nprint(_io.FileIO('/etc/passwd').read())")  # lower-level open
-    assert r.status == "error" and "root:" not in r.stdout
-
-
-def test_writing_outside_the_sandbox_is_refused(tmp_path):
-    target = tmp_path / "pwned.txt"
-    r = run_python(f"open({str(target)!r}, 'w').write('x')")
-    assert r.status == "error" and not target.exists()
-    r = run_python(f"import os\nfd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT)\nos.write(fd, b'x')")
-    assert r.status == "error" and not target.exists()
-
-
-def test_deleting_outside_the_sandbox_is_refused(tmp_path):
-    victim = tmp_path / "keep.txt"
-    victim.write_text("precious")
-    for code in (f"import os\nos.remove({str(victim)!r})",
-                 f"import shutil\nshutil.rmtree({str(tmp_path)!r})",
-                 f"import os\nos.rename({str(victim)!r}, 'stolen.txt')"):
-        assert run_python(code).status == "error"
-    assert victim.read_text() == "precious"
-
-
-@pytest.mark.parametrize("code", [
-    "import os\nos.system('touch {marker}')",
-    "import posix\nposix.system('touch {marker}')",
-    "import subprocess\nsubprocess.run(['touch', '{marker}'])",
-    "import os\nos.execv('/usr/bin/touch', ['touch', '{marker}'])",
-    "import os\nos.posix_spawn('/usr/bin/touch', ['touch', '{marker}'], {{}})",
-    "import ctypes\nctypes.CDLL(None).system(b'touch {marker}')",
-])
-def test_process_creation_is_refused(tmp_path, code):
-    marker = tmp_path / "ran"
-    r = run_python(code.format(marker=marker))
-    assert r.status == "error" and not marker.exists()
-
-
-def _listener() -> socket.socket:
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    srv.setblocking(False)
-    return srv
-
-
-def _was_contacted(srv: socket.socket) -> bool:
-    try:
-        conn, _ = srv.accept()
-        conn.close()
-        return True
-    except BlockingIOError:
-        return False
-
-
-def test_socket_connect_to_local_listener_fails():
-    srv = _listener()
-    port = srv.getsockname()[1]
-    try:
-        r = run_python(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-                       "s.sendall(b'hello')\nprint('connected')")
-        assert r.status == "error" and "connected" not in r.stdout
-        assert not _was_contacted(srv)
-    finally:
-        srv.close()
-
-
-def test_network_namespace_alone_blocks_connect():
-    """The kernel layer on its own, without the audit hook, must also stop the connection."""
-    probe = sandbox._run("print('x')", 5.0, 512, audit=False)
-    if "netns" not in probe.isolation:
-        pytest.skip("no network namespace available on this machine")
-    srv = _listener()
-    port = srv.getsockname()[1]
-    try:
-        r = sandbox._run(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-                         "print('connected')", 5.0, 512, audit=False)
-        assert r.status == "error" and "connected" not in r.stdout
-        assert not _was_contacted(srv)
-    finally:
-        srv.close()
-
-
-def _system_python_for_nobody(monkeypatch) -> None:
-    """Root only: run the child on an interpreter whose library `nobody` can read, so the
-    privilege drop (layer 3) is active, and check that layer with the audit hook off."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("the privilege drop applies only when the evaluator runs as root")
-    for exe in ("/usr/bin/python3", "/usr/local/bin/python3"):
-        real = os.path.realpath(exe)
-        if os.path.exists(real) and sandbox._drop_to(sandbox._read_roots(real)) is not None:
-            monkeypatch.setattr(sandbox, "_interpreter", lambda real=real: real)
-            return
-    pytest.skip("no interpreter whose standard library `nobody` can read")
-
-
-def test_privilege_drop_alone_protects_files_and_blocks_fork(tmp_path, monkeypatch):
-    _system_python_for_nobody(monkeypatch)
-    os.chmod(tmp_path, 0o700)
-    target = tmp_path / "pwned.txt"
-    r = sandbox._run("import os, json\nprint(os.getuid())", 5.0, 512, audit=False)
-    assert r.status == "ok" and r.stdout.strip() == str(sandbox.NOBODY) and "nobody" in r.isolation
-    r = sandbox._run(f"open({str(target)!r}, 'w').write('x')", 5.0, 512, audit=False)
-    assert r.status == "error" and "PermissionError" in r.error and not target.exists()
-    # one fork attempt, never a loop: if it wrongly succeeded, the child exits at once
-    r = sandbox._run("import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nprint('forked')",
-                     5.0, 512, audit=False)
-    assert r.status == "error" and "forked" not in r.stdout
-    assert run_python("import math\nprint(math.gcd(12, 18))").stdout == "6\n"  # all layers together
+    assert time.monotonic() - t0 < 60  # generous bound: only "it did not hang"
 
 
 def test_deep_recursion_is_an_error_not_a_crash_of_the_host():
     r = run_python("def f(n):\n    return f(n + 1)\nf(0)")
     assert r.status == "error" and "RecursionError" in r.error
-    # with the limit lifted, frames pile up until the memory or time limit stops the child
     r = run_python("import sys\nsys.setrecursionlimit(10**8)\ndef f(n):\n    return f(n + 1)\nf(0)", timeout=3.0)
     assert r.status in ("error", "memory", "timeout")
 
 
-def test_output_flood_is_capped():
-    r = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", timeout=3.0)
-    assert r.status in ("timeout", "error")
-    assert len(r.stdout) <= sandbox.OUTPUT_LIMIT + 100
-
-
-def test_environment_is_scrubbed(monkeypatch):
-    monkeypatch.setenv("PICOCHAT_SECRET_TOKEN", "hunter2")
-    r = run_python("import os\nprint(sorted(os.environ))")
-    assert r.status == "ok" and "PICOCHAT_SECRET_TOKEN" not in r.stdout
+def test_large_programs_arrive_whole():
+    code = "x = 1\n" + "# padding\n" * 40_000 + "print(x + 1)\n"  # ~400 KB: far past a pipe buffer
+    r = run_python(code)
+    assert r.ok and r.stdout == "2\n", r
 
 
 def test_syntax_error_is_reported():
     r = run_python("def f(:\n")
     assert r.status == "error" and "SyntaxError" in r.error
+
+
+def test_audit_hook_refuses_with_a_clear_error():
+    for code in ("import os\nos.system('true')", "import ctypes", "import _xxsubinterpreters",
+                 "import socket\nsocket.socket()", "open('/etc/hostname')"):
+        r = run_python(code)
+        assert r.status == "error" and "PermissionError: sandbox:" in r.error, (code, r.error)
+
+
+# ----------------------------------------------------------------------------- escapes
+
+
+@pytest.mark.parametrize("mode", list(escapes.MODES))
+@pytest.mark.parametrize("name", list(escapes.ESCAPES))
+def test_escape_is_contained(name, mode, tmp_path):
+    """Every escape, with all layers and with the kernel layers alone (the audit hook off, as
+    after a subinterpreter or ctypes got past it), for the caller that runs the suite."""
+    os.chmod(tmp_path, 0o755)
+    outcome = escapes.ESCAPES[name](escapes.MODES[mode], tmp_path)
+    if mode in ("all", "os"):
+        assert outcome == "contained", outcome
+    else:  # one kernel layer family alone: it holds where it claims to
+        assert not outcome.startswith("ESCAPED"), outcome
+
+
+@pytest.mark.parametrize("name", ["write_outside", "read_outside", "signal_parent", "network", "subinterpreter",
+                                  "exec_shell", "new_namespace"])
+def test_escape_probes_detect_a_real_escape(name, tmp_path):
+    """The probes are not blind: with the optional layers off (as root, where nothing else
+    stops it) each escape does happen and is detected."""
+    if os.geteuid() != 0:
+        pytest.skip("as a non-root user the file permissions and uid alone already stop some of these")
+    os.chmod(tmp_path, 0o755)
+    assert escapes.ESCAPES[name](escapes.NO_LAYERS, tmp_path).startswith("n/a (escaped)")
+
+
+def _readable_python() -> str | None:
+    """An interpreter (3.11+) a non-root user can run: ours if world-readable, else the system's."""
+    for exe in (jail.interpreter(), "/usr/bin/python3", "/usr/local/bin/python3"):
+        exe = os.path.realpath(exe) if os.path.exists(exe) else ""
+        if exe and jail.world_readable(exe) and all(jail.world_readable(p) for p in jail.read_roots(exe)):
+            out = subprocess.run([exe, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                                 capture_output=True, text=True)
+            if out.stdout.strip() == "True":
+                return exe
+    return None
+
+
+def test_escapes_are_contained_for_a_non_root_caller():
+    """The same escapes, and the grader against the cheating replies, with the suite's caller
+    switched to uid 65534 (setpriv), on a copy of the sandbox package that user can read: the
+    user-namespace path of every layer."""
+    setpriv, exe = shutil.which("setpriv"), _readable_python()
+    if os.geteuid() != 0 or setpriv is None or exe is None:
+        pytest.skip("needs root, setpriv and a Python 3.11+ that uid 65534 can read "
+                    "(run the suite as a non-root user to test that path directly)")
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        for rel in ("picochat/__init__.py", "picochat/common/__init__.py", "picochat/common/errors.py",
+                    *(str(p.relative_to(REPO)) for p in (REPO / "picochat/sandbox").glob("*.py"))):
+            Path(d, rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / rel, Path(d, rel))
+        shutil.copy(REPO / "tests/helpers/escapes.py", Path(d, "escapes.py"))
+        shutil.copy(REPO / "tests/helpers/cheats.py", Path(d, "cheats.py"))
+        subprocess.run(["chmod", "-R", "a+rX", d], check=True)
+        out = subprocess.run([setpriv, f"--reuid={jail.NOBODY}", f"--regid={jail.NOBODY}", "--clear-groups",
+                              "env", "-i", "PATH=/usr/bin:/bin", f"PYTHONPATH={d}", exe, "escapes.py", *escapes.MODES],
+                             cwd=d, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["uid"] == jail.NOBODY
+    assert "userns" in report["isolation"] and unmet_requirements(tuple(report["isolation"])) == []
+    bad = {k: v for k, v in report["outcomes"].items()
+           if v.startswith("ESCAPED") or (k.split()[1] in ("all", "os") and v != "contained")}
+    assert not bad, bad
+    grades = report["grading"]  # the grader, run by uid 65534: the honest reply passes, no cheat does
+    assert grades.pop("honest") is True and len(grades) >= 10 and not any(grades.values()), grades
+
+
+# ----------------------------------------------------------------------------- isolation policy
+
+
+def test_required_isolation_refused_unless_unsafe(monkeypatch):
+    weak = jail.SandboxResult("ok", isolation=("rlimits", "audit-hook", "output-cap"),
+                              missing=(("namespaces", "unshare: Operation not permitted"),))
+    monkeypatch.setattr(jail, "probe", lambda: weak)
+    monkeypatch.setattr("picochat.sandbox.probe", lambda: weak)
+    with pytest.raises(UserError) as e:
+        require_isolation(unsafe=False)
+    msg = str(e.value)
+    assert "--unsafe-sandbox" in msg and "unshare: Operation not permitted" in msg and "\n" not in msg
+    record = require_isolation(unsafe=True)
+    assert record["unsafe"] and "a non-root uid without capabilities" in record["unmet"]
+
+
+def test_required_isolation_passes_here():
+    record = require_isolation(unsafe=False)
+    assert record["unmet"] == [] and not record["unsafe"] and "mountns" in record["layers"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from helpers.tiny_chat import TEXT, ServerThread, random_gpt
 
 from picochat.engine.batcher import Batcher, Overloaded, Router
 from picochat.engine.engine import Engine, SamplingParams
-from picochat.eval.sandbox import calculator
+from picochat.sandbox import calculator
 from picochat.serve.app import ServeLimits, create_app
 from picochat.tokenizer.chat import render_for_completion
 

@@ -23,11 +23,11 @@ from picochat.tasks.common import (
     describe,
     extract_final_number,
     read_records,
-    resolve_data_file,
+    resolve_split_files,
     same_number,
 )
 from picochat.tasks.gsm8k import GSM8K, solution_parts
-from picochat.tasks.humaneval import HumanEval, checking_program, extract_code
+from picochat.tasks.humaneval import HumanEval, candidate_program, extract_code
 from picochat.tasks.identity import Identity
 from picochat.tasks.mmlu import MMLU
 from picochat.tasks.smoltalk import ChitChat, SmolTalk
@@ -171,15 +171,13 @@ def test_humaneval_format_and_program(tmp_path):
     task = HumanEval(write_jsonl(tmp_path / "HumanEval.jsonl.gz", [HE_ROW], gz=True))
     ex = task[0]
     assert ex["messages"][1]["content"] == HE_ROW["prompt"] + HE_ROW["canonical_solution"]
-    program = checking_program(ex, "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\nDone.")
-    assert program.startswith("import math\n\ndef add(a, b):\n    return a + b\n")
-    assert program.rstrip().endswith("check(add)")
+    program = candidate_program(ex, "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\nDone.")
+    assert program == "import math\n\ndef add(a, b):\n    return a + b\n"  # the tests run elsewhere
     assert extract_code("def f(): pass") == "def f(): pass"
     assert_valid(task)
 
 
 def test_humaneval_evaluate_runs_tests(tmp_path):
-    pytest.importorskip("picochat.eval.sandbox")
     task = HumanEval(write_jsonl(tmp_path / "h.jsonl", [HE_ROW]), timeout=2.0)
     ex = task[0]
     assert task.evaluate(ex, ex["messages"][1]["content"])
@@ -246,7 +244,7 @@ def words_file(tmp_path) -> Path:
 
 
 def test_spellingbee(words_file):
-    from picochat.eval.sandbox import calculator
+    from picochat.sandbox import calculator
 
     train = SpellingBee("train", 200, words_file)
     test = SpellingBee("test", 50, words_file)
@@ -291,7 +289,7 @@ def test_identity():
 
 def test_synthetic_word_problems():
     pytest.importorskip("picochat.data.synthetic")
-    from picochat.eval.sandbox import calculator
+    from picochat.sandbox import calculator
     from picochat.tasks.synthetic import SmallTalk, WordProblems
 
     train, test = WordProblems("train", 300), WordProblems("test", 100)
@@ -385,9 +383,9 @@ def test_read_records_and_missing_file(tmp_path):
     with pytest.raises(UserError, match="bad.jsonl"):
         read_records(tmp_path / "bad.jsonl")
     with pytest.raises(UserError, match="does not exist"):
-        resolve_data_file("gsm8k", "train.jsonl", tmp_path / "nope.jsonl")
+        resolve_split_files("gsm8k", "train", tmp_path / "nope.jsonl")
     with pytest.raises(UserError):
-        resolve_data_file("gsm8k", "train.jsonl", mirror=str(tmp_path))
+        resolve_split_files("gsm8k", "train", mirror=str(tmp_path))
 
 
 # ----------------------------------------------------------------------------- the real files

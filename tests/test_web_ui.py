@@ -18,8 +18,8 @@ from helpers.tiny_chat import TEXT, ServerThread, random_gpt
 
 from picochat.engine.batcher import Batcher
 from picochat.engine.engine import Engine
-from picochat.eval.sandbox import calculator
 from picochat.model.gpt import GPT
+from picochat.sandbox import calculator
 from picochat.serve.app import ServeLimits, create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -7,25 +7,38 @@ file is kept across failures so that the next attempt asks the server only for t
 bytes (HTTP Range). Readers only ever look at final names, so nothing half-written is read.
 
 A mirror (`--mirror` / PICOCHAT_MIRROR) is either a folder laid out like ../shared/data
-(`<mirror>/<source folder>/<file>`), read in place, or a URL with the same layout.
+(`<mirror>/<source folder>/<file>`), read in place, or a URL with the same layout. Without a
+mirror, files come from their registered URLs; PICOCHAT_URL_PREFIX=P fetches `https://HOST/PATH`
+from `P/HOST/PATH` instead (a caching proxy, or the local fake hub of the tests).
+
+Every file handed out passes its source's format check (formats.py) as well: a copy in a mirror
+folder is checked in place (and never deleted), a downloaded one is fetched again if it fails.
+A task asks for a *split* (`fetch_split`): the first of its alternative file sets already here,
+else the first one that a mirror or URL serves. Archives (the CORE bundle) are unpacked by
+`fetch_unpacked`, member by member into a temporary folder renamed into place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
+import shutil
 import socket
 import struct
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from picochat.common.errors import UserError
 from picochat.common.paths import data_dir, mirror_location
+from picochat.data.formats import Format, format_problem, unsafe_member
 from picochat.data.sources import Source, get_source
 
 BLOCK = 1 << 20
@@ -34,6 +47,11 @@ TRANSIENT = (ConnectionError, TimeoutError, socket.timeout, http.client.HTTPExce
 
 class _Retry(Exception):
     """A failure worth another attempt (dropped connection, 5xx, short file)."""
+
+
+class Unavailable(UserError):
+    """This place does not have the file (no URL, not in the mirror folder, HTTP 404/410): a task
+    split with another alternative file set tries that one next."""
 
 
 def parquet_ok(path: Path) -> bool:
@@ -56,13 +74,16 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify(path: Path, sha256: str | None = None) -> str | None:
-    """None if `path` looks complete and correct, else a short reason."""
-    if path.suffix == ".parquet" and not parquet_ok(path):
+def verify(path: Path, sha256: str | None = None, fmt: Format | None = None, name: str = "") -> str | None:
+    """None if `path` looks complete and correct, else a short reason. `name`: the final file name
+    when `path` is a partial download (its suffix decides the checks)."""
+    name = name or path.name
+    if name.endswith(".parquet") and not parquet_ok(path):
         return "its parquet footer is missing or damaged (truncated file?)"
     if sha256 and sha256_of(path) != sha256:
         return "its sha256 does not match the registry"
-    return None
+    problem = format_problem(path, fmt, name)
+    return f"it {problem}" if problem else None
 
 
 def _request(url: str, start: int, timeout: float):
@@ -75,6 +96,9 @@ def _request(url: str, start: int, timeout: float):
             return None
         if e.code >= 500 or e.code == 429:
             raise _Retry(f"HTTP {e.code}") from None
+        if e.code in (404, 410):
+            raise Unavailable(f"{url} answered HTTP {e.code} ({e.reason}): no such file there; check the "
+                              "shard/file name, or the mirror (--mirror / PICOCHAT_MIRROR)") from None
         raise UserError(f"{url} answered HTTP {e.code} ({e.reason}); check the shard/file name, "
                         "or the mirror (--mirror / PICOCHAT_MIRROR)") from None
 
@@ -106,8 +130,9 @@ def _attempt(url: str, part: Path, timeout: float, progress: Callable[[int, int]
         raise _Retry(f"got {got} of {total} bytes")
 
 
-def download_file(url: str, dest: Path, *, sha256: str | None = None, retries: int = 5, backoff: float = 1.0,
-                  timeout: float = 60.0, progress: Callable[[int, int], None] | None = None) -> Path:
+def download_file(url: str, dest: Path, *, sha256: str | None = None, fmt: Format | None = None, retries: int = 5,
+                  backoff: float = 1.0, timeout: float = 60.0,
+                  progress: Callable[[int, int], None] | None = None) -> Path:
     """Download `url` to `dest`: resume, retry with exponential backoff, verify, then rename into place.
 
     `progress(bytes_added, total_bytes_learned)` is called as data arrives (for a progress bar).
@@ -128,7 +153,12 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, retries: i
     for attempt in range(retries + 1):
         try:
             _attempt(url, part, timeout, progress)
-            problem = verify(part, sha256)
+            problem = verify(part, sha256, name=dest.name)
+            wrong_format = format_problem(part, fmt, dest.name) if problem is None else None
+            if wrong_format:  # complete and intact, but not the data we expect: another try cannot help
+                part.unlink()
+                raise UserError(f"the file downloaded from {url} {wrong_format}; nothing was saved (the "
+                                "publisher may have changed its layout, or the mirror serves another file)")
             if problem is None:
                 os.replace(part, dest)
                 _fsync_dir(dest.parent)
@@ -136,6 +166,9 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, retries: i
             part.unlink()  # complete but wrong: a retry must start from zero
             last = f"the downloaded file failed verification: {problem}"
         except (_Retry, *TRANSIENT) as e:
+            if isinstance(getattr(e, "reason", None), socket.gaierror):  # no DNS: offline, not a blip
+                raise UserError(f"could not reach {url} (host name lookup failed: {e.reason}); check the "
+                                "network, or use a mirror (--mirror / PICOCHAT_MIRROR)") from None
             last = str(e) or type(e).__name__
         if attempt < retries:
             time.sleep(backoff * 2 ** attempt)
@@ -151,6 +184,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def rewrite_url(url: str) -> str:
+    """`https://HOST/PATH` -> `$PICOCHAT_URL_PREFIX/HOST/PATH` when that variable is set."""
+    prefix = os.environ.get("PICOCHAT_URL_PREFIX", "").rstrip("/")
+    if not prefix or "://" not in url:
+        return url
+    return f"{prefix}/{url.split('://', 1)[1]}"
+
+
 def _locate(src: Source, file: str, home: str, mirror: str) -> tuple[Path | None, Path, str | None]:
     """(path in a mirror folder if there, destination in data_dir, URL to download from)."""
     mirror = mirror_location(mirror)
@@ -160,34 +201,157 @@ def _locate(src: Source, file: str, home: str, mirror: str) -> tuple[Path | None
         return (in_mirror if in_mirror.is_file() else None), dest, None
     if mirror:
         return None, dest, f"{mirror.rstrip('/')}/{src.mirror_dir}/{file}"
-    return None, dest, src.url_for(file)
+    url = src.url_for(file)
+    return None, dest, rewrite_url(url) if url else None
 
 
 def _sha_for(src: Source, file: str) -> str | None:
     return src.files[file].sha256 if file in src.files else None
 
 
+def _checked_mirror_copy(src: Source, file: str, path: Path) -> Path:
+    problem = format_problem(path, src.format_for(file))
+    if problem:
+        raise UserError(f"{path} (in the mirror folder) {problem}; replace it with the file {src.name} "
+                        f"publishes, or remove it and run `picochat data download {src.name}` without --mirror")
+    return path
+
+
+def local_copy(name: str, file: str, *, home: str = "", mirror: str = "") -> Path | None:
+    """`file` of source `name` if a verified copy is already here (mirror folder or data dir), else None."""
+    src = get_source(name)
+    in_mirror, dest, _ = _locate(src, file, home, mirror)
+    if in_mirror is not None:
+        return _checked_mirror_copy(src, file, in_mirror)
+    if dest.is_file() and verify(dest, _sha_for(src, file), src.format_for(file)) is None:
+        return dest
+    return None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `<path>.lock`, so that processes (torchrun ranks) or threads fetching the
+    same file wait for one another instead of writing one .part file together (no-op without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; run one process per machine there
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def fetch(name: str, file: str, *, home: str = "", mirror: str = "", retries: int = 5, backoff: float = 1.0,
           progress: Callable[[int, int], None] | None = None) -> Path:
     """A verified local path to `file` of source `name`: the mirror folder's copy, else a download.
 
-    An earlier download that no longer verifies (truncated, damaged) is fetched again.
+    An earlier download that no longer verifies (truncated, damaged, wrong format) is fetched again.
     """
     src = get_source(name)
     in_mirror, dest, url = _locate(src, file, home, mirror)
     if in_mirror is not None:
-        return in_mirror
-    sha = _sha_for(src, file)
-    if dest.is_file():
-        if verify(dest, sha) is None:
-            return dest
-        dest.unlink()  # damaged: fetch it again
-    if url is None:
+        return _checked_mirror_copy(src, file, in_mirror)
+    sha, fmt = _sha_for(src, file), src.format_for(file)
+    if url is None and not dest.is_file():
         where = (f"is not in the mirror folder {mirror_location(mirror)}" if mirror_location(mirror)
                  else "has no public download URL")
-        raise UserError(f"{name}/{file} {where}; point --mirror or PICOCHAT_MIRROR at a folder or URL "
-                        f"that has {src.mirror_dir}/{file}")
-    return download_file(url, dest, sha256=sha, retries=retries, backoff=backoff, progress=progress)
+        raise Unavailable(f"{name}/{file} {where}; point --mirror or PICOCHAT_MIRROR at a folder or URL "
+                          f"that has {src.mirror_dir}/{file}")
+    with _locked(dest):
+        if dest.is_file():
+            if verify(dest, sha, fmt) is None:
+                return dest
+            dest.unlink()  # damaged: fetch it again
+        if url is None:
+            raise Unavailable(f"{dest} failed its check and {name}/{file} has no download URL here; put a good "
+                              f"copy there, or point --mirror at a folder or URL that has {src.mirror_dir}/{file}")
+        return download_file(url, dest, sha256=sha, fmt=fmt, retries=retries, backoff=backoff, progress=progress)
+
+
+def fetch_split(name: str, split: str, *, home: str = "", mirror: str = "", retries: int = 5,
+                backoff: float = 1.0) -> list[Path]:
+    """The files of one split of a task source: the first alternative file set already here
+    (mirror folder or data dir), else the first one a mirror or URL serves (see Source.splits)."""
+    src = get_source(name)
+    alternatives = src.split_files(split)
+    for files in alternatives:
+        paths = [local_copy(name, f, home=home, mirror=mirror) for f in files]
+        if all(p is not None for p in paths):
+            return paths  # type: ignore[return-value]
+    last: Unavailable | None = None
+    for files in alternatives:
+        try:
+            return [fetch(name, f, home=home, mirror=mirror, retries=retries, backoff=backoff) for f in files]
+        except Unavailable as e:
+            last = e
+    assert last is not None
+    raise last
+
+
+STAMP = ".unpacked-from"  # inside an unpacked folder: size and sha256 of the archive it came from
+
+
+def fetch_unpacked(name: str, *, home: str = "", mirror: str = "") -> Path:
+    """The folder the archive of source `name` unpacks to (FileSpec.unpack_to, in the data dir):
+    the archive is fetched (or found) and, unless that folder already holds exactly it, unpacked."""
+    src = get_source(name)
+    [(file, spec)] = [(f, s) for f, s in src.files.items() if s.unpack_to]
+    archive = fetch(name, file, home=home, mirror=mirror)
+    target = data_dir(home) / spec.unpack_to
+    stamp = f"{archive.stat().st_size} {sha256_of(archive)}"
+    with _locked(target):
+        if (target / STAMP).is_file() and (target / STAMP).read_text() == stamp:
+            return target
+        return unpack_zip(archive, target, strip=getattr(spec.format, "root", ""), stamp=stamp)
+
+
+def _unpack_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path) -> None:
+    """One member, refusing to write more bytes than its header declares (a zip bomb's trick)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with z.open(info) as member, open(out, "wb") as dst:
+        while block := member.read(BLOCK):
+            written += len(block)
+            if written > info.file_size:
+                raise zipfile.BadZipFile(f"member {info.filename} inflates past its declared {info.file_size} bytes")
+            dst.write(block)
+
+
+def unpack_zip(archive: Path, target: Path, strip: str = "", stamp: str = "") -> Path:
+    """Unpack `archive` (members under `strip/`, which is dropped) into `target`, atomically: into a
+    temporary folder beside it, then renamed into place (an older `target` is replaced as a whole).
+    Members that could land outside the folder are refused (formats.unsafe_member)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    old = tmp.with_name(tmp.name + ".old")
+    try:
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                reason = unsafe_member(info)
+                if reason:
+                    raise UserError(f"{archive} is unsafe to unpack: {reason}; delete it and download it again")
+                rel = info.filename[len(strip) + 1:] if strip and info.filename.startswith(strip + "/") \
+                    else info.filename
+                if rel and not info.is_dir():
+                    _unpack_member(z, info, tmp / rel)
+        (tmp / STAMP).write_text(stamp)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise UserError(f"could not unpack {archive} ({type(e).__name__}: {e}); delete it and download it "
+                        "again") from None
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+    return target
 
 
 def parse_shards(spec: str) -> list[int]:

@@ -19,11 +19,23 @@ Exact resume: the cursor names the next slice to read and every document still p
 the buffer (as [chunk, index] pairs, oldest first). Resuming re-reads and re-tokenizes those
 documents, restores the buffer in the same order, and continues: the packer is deterministic,
 so the batches that follow are bit-identical to an uninterrupted run.
+
+Resume on another number of ranks: a checkpoint stores every rank's cursor (`gather_cursor`).
+Given those of W ranks and run on W' != W, each rank re-shards them (data/reshard.py): the new
+ranks split the old buffers and the old ranks' unread chunk remainders between them (a cursor's
+`leftover` segments, read before its stride), then continue on the W' stride from the furthest
+point any old rank had reached. No document is read twice or skipped.
+
+Debugging: with PICOCHAT_DOC_LOG=DIR set, every rank appends one JSON line per batch to
+DIR/<split>-rank<r>-of<W>.jsonl: the [chunk, index] of each document packed into it and the
+rank's row count after it (`stats.rows`, which a checkpoint's cursor also carries).
 """
 
 from __future__ import annotations
 
 import bisect
+import json
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -32,6 +44,7 @@ from typing import Any
 import torch
 
 from picochat.common.errors import UserError
+from picochat.data.reshard import reshard_cursors
 from picochat.data.sources import Corpus, open_corpus
 
 SLICE_DOCS = 64  # documents tokenized together and added to the buffer at once
@@ -45,6 +58,7 @@ class _DocBuffer:
         self.keys: list[tuple[int, int]] = []  # (length, seq)
         self.docs: dict[int, tuple[list[int], int, int]] = {}  # seq -> (ids, chunk, index)
         self.seq = 0
+        self.taken: list[list[int]] | None = None  # [chunk, index] of popped documents, when logging
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -56,7 +70,10 @@ class _DocBuffer:
 
     def _pop_at(self, i: int) -> list[int]:
         _, seq = self.keys.pop(i)
-        return self.docs.pop(seq)[0]
+        ids, chunk, index = self.docs.pop(seq)
+        if self.taken is not None:
+            self.taken.append([chunk, index])
+        return ids
 
     def pop_best_fit(self, space: int) -> list[int] | None:
         """The longest document of at most `space` tokens (the oldest among equals), or None."""
@@ -76,8 +93,18 @@ class _DocBuffer:
         return [[c, i] for _, c, i in (self.docs[s] for s in sorted(self.docs))]
 
 
-def _slices(corpus: Corpus, rank: int, world_size: int, start: list[int], *, infinite: bool):
-    """Yield (chunk, offset, texts, next_position) for this rank from position [epoch, chunk, offset]."""
+def _slices(corpus: Corpus, rank: int, world_size: int, start: list[int], leftover: list[list[int]], *,
+            infinite: bool):
+    """Yield (chunk, offset, texts, position after) for this rank: first its leftover segments
+    ([epoch, chunk, offset], from a re-shard), then its stride from [epoch, chunk, offset].
+    A position is (leftover still unread, next stride slice)."""
+    for j, (_, chunk_idx, offset) in enumerate(leftover):
+        docs = corpus.chunk(chunk_idx)
+        for off in range(offset, len(docs), SLICE_DOCS):
+            rest = leftover[j + 1:]
+            if off + SLICE_DOCS < len(docs):
+                rest = [[leftover[j][0], chunk_idx, off + SLICE_DOCS], *rest]
+            yield chunk_idx, off, docs[off:off + SLICE_DOCS], (rest, start)
     epoch, chunk_idx, offset = start
     n = corpus.num_chunks()
     while True:
@@ -87,7 +114,7 @@ def _slices(corpus: Corpus, rank: int, world_size: int, start: list[int], *, inf
                 nxt = [epoch, chunk_idx, offset + SLICE_DOCS]
                 if offset + SLICE_DOCS >= len(docs):
                     nxt = [epoch, chunk_idx + world_size, 0]
-                yield chunk_idx, offset, docs[offset:offset + SLICE_DOCS], nxt
+                yield chunk_idx, offset, docs[offset:offset + SLICE_DOCS], ([], nxt)
                 offset += SLICE_DOCS
             chunk_idx, offset = chunk_idx + world_size, 0
         if not infinite:
@@ -147,10 +174,10 @@ def _restore_buffer(corpus: Corpus, tokenizer: Any, pending: list[list[int]]) ->
 
 def _check_cursor(cursor: dict, corpus: Corpus, rank: int, world_size: int) -> dict:
     if "ranks" in cursor:  # a gathered cursor (see gather_cursor): take this rank's part
-        if len(cursor["ranks"]) != world_size:
-            raise UserError(f"the checkpoint's data cursor was saved with {len(cursor['ranks'])} ranks; "
-                            f"resume with the same number of ranks (now {world_size})")
-        cursor = cursor["ranks"][rank]
+        ranks = cursor["ranks"]
+        if len(ranks) != world_size:  # saved on another number of ranks: split what they left
+            ranks = reshard_cursors(ranks, world_size, corpus.num_chunks())
+        cursor = ranks[rank]
     want = {"version": CURSOR_VERSION, "source": corpus.name, "split": corpus.split,
             "rank": rank, "world_size": world_size}
     for key, value in want.items():
@@ -173,17 +200,22 @@ def batches_from_corpus(corpus: Corpus, tokenizer: Any, batch_size: int, seq_len
     if corpus.num_chunks() <= rank:
         raise UserError(f"{corpus.name}/{corpus.split} has {corpus.num_chunks()} chunks, too few for "
                         f"{world_size} ranks; use fewer ranks or more data")
+    leftover: list[list[int]] = []
     if cursor is not None:
         cursor = _check_cursor(cursor, corpus, rank, world_size)
         buf = _restore_buffer(corpus, tokenizer, cursor["pending"])
-        start, stats = cursor["next"], dict(cursor["stats"])
+        start, stats, leftover = cursor["next"], dict(cursor["stats"]), cursor.get("leftover", [])
     else:
         buf, start = _DocBuffer(), [0, rank, 0]
         stats = {"doc_tokens": 0, "cropped": 0, "padded": 0, "rows": 0}
-    slices = _slices(corpus, rank, world_size, start, infinite=corpus.split == "train")
+    slices = _slices(corpus, rank, world_size, start, leftover, infinite=corpus.split == "train")
     producer = _Producer(slices, tokenizer, prefetch, tokenizer_threads)
-    position: list[int] | None = start  # next slice to enter the buffer (None: source exhausted)
+    # next slice to enter the buffer, as (leftover segments, stride position); None: source exhausted
+    position: tuple[list, list[int]] | None = (leftover, start)
     capacity = seq_len + 1
+    doc_log = _doc_log(corpus, rank, world_size)
+    if doc_log:
+        buf.taken = []
 
     def refill() -> None:
         nonlocal position
@@ -209,6 +241,8 @@ def batches_from_corpus(corpus: Corpus, tokenizer: Any, batch_size: int, seq_len
                 return
             inputs, targets = _to_tensors(rows, batch_size, capacity, tokenizer.bos_id)
             stats["rows"] += len(rows)
+            if doc_log:
+                _log_docs(doc_log, buf, stats["rows"])
             yield inputs, targets, _cursor(corpus, rank, world_size, position, buf, stats)
             if len(rows) < batch_size:
                 return
@@ -216,13 +250,32 @@ def batches_from_corpus(corpus: Corpus, tokenizer: Any, batch_size: int, seq_len
         producer.stop.set()
 
 
-def _cursor(corpus: Corpus, rank: int, world_size: int, position: list[int] | None, buf: _DocBuffer,
-            stats: dict) -> dict:
+def _cursor(corpus: Corpus, rank: int, world_size: int, position: tuple[list, list[int]] | None,
+            buf: _DocBuffer, stats: dict) -> dict:
     """The resume point after a batch: next slice ([epoch, chunk, offset]; past the end once a val
-    pass is exhausted), the pending documents ([chunk, index], oldest first), and running counts."""
-    return {"version": CURSOR_VERSION, "source": corpus.name, "split": corpus.split, "rank": rank,
-            "world_size": world_size, "next": position if position is not None else [0, 1 << 62, 0],
-            "pending": buf.pending(), "stats": dict(stats)}
+    pass is exhausted), the pending documents ([chunk, index], oldest first), and running counts;
+    after a re-shard also the `leftover` segments still to read before `next`."""
+    leftover, nxt = position if position is not None else ([], [0, 1 << 62, 0])
+    cursor = {"version": CURSOR_VERSION, "source": corpus.name, "split": corpus.split, "rank": rank,
+              "world_size": world_size, "next": nxt, "pending": buf.pending(), "stats": dict(stats)}
+    if leftover:
+        cursor["leftover"] = [list(s) for s in leftover]
+    return cursor
+
+
+def _doc_log(corpus: Corpus, rank: int, world_size: int) -> str:
+    """The file this rank logs its packed documents to (PICOCHAT_DOC_LOG), or ''."""
+    folder = os.environ.get("PICOCHAT_DOC_LOG", "")
+    if not folder:
+        return ""
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"{corpus.split}-rank{rank}-of{world_size}.jsonl")
+
+
+def _log_docs(path: str, buf: _DocBuffer, rows: int) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps({"rows": rows, "docs": buf.taken}) + "\n")
+    buf.taken = []
 
 
 def _pack_row(buf: _DocBuffer, capacity: int, refill, stats: dict, pad_gaps: bool = True) -> list[int] | None:

@@ -27,43 +27,68 @@ from typing import Protocol
 from picochat.common.errors import UserError
 from picochat.common.paths import data_dir, mirror_location
 from picochat.data import synthetic
+from picochat.data.formats import INT, STRING, BundleZip, Format, Jsonl, Lines, Parquet, list_of, struct
 
 SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One file of a source. `url` serves exactly these bytes (None: only a mirror has them)."""
+    """One file of a source. `url` serves exactly these bytes (None: only a mirror has them).
+
+    `format` is checked on every copy handed out (see formats.py); `unpack_to` names the folder of
+    the data dir an archive is unpacked into (download.fetch_unpacked)."""
 
     url: str | None
     sha256: str | None = None
     note: str = ""
+    format: Format | None = None
+    unpack_to: str = ""
 
 
 @dataclass(frozen=True)
 class Source:
     name: str
-    kind: str  # "pretrain" or "task"
+    kind: str  # "pretrain", "task" or "eval"
     description: str
     license: str
     size: str
     mirror_dir: str  # folder of this source inside a mirror / data_dir
     files: dict[str, FileSpec] = field(default_factory=dict)
+    # split name -> alternative file sets, in order of preference: a task reads the first set
+    # that is present (a mirror's converted files, or the publisher's), else downloads the first
+    # set that some place (mirror or URL) serves
+    splits: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     url_pattern: str = ""  # sharded sources: format string with {index}
     shard_pattern: str = ""  # file name of shard {index}
-    num_shards: int = 0
+    num_shards: int = 0  # sharded sources: the last shard is the validation split
+    shard_format: Format | None = None
+    text_column: str = "text"
 
     def shard_file(self, index: int) -> str:
         if not 0 <= index < self.num_shards:
             raise UserError(f"shard {index} is out of range for {self.name} (0..{self.num_shards - 1})")
         return self.shard_pattern.format(index=index)
 
+    def is_shard(self, file: str) -> bool:
+        return bool(self.num_shards) and re.fullmatch(r"shard_\d{5}\.parquet", file) is not None
+
     def url_for(self, file: str) -> str | None:
         if file in self.files:
             return self.files[file].url
-        if self.url_pattern and re.fullmatch(r"shard_\d{5}\.parquet", file):
+        if self.url_pattern and self.is_shard(file):
             return self.url_pattern.format(index=int(file[6:11]))
         return None
+
+    def format_for(self, file: str) -> Format | None:
+        if file in self.files:
+            return self.files[file].format
+        return self.shard_format if self.is_shard(file) else None
+
+    def split_files(self, split: str) -> tuple[tuple[str, ...], ...]:
+        if split not in self.splits:
+            raise UserError(f"{self.name} has no split '{split}'; its splits are {', '.join(self.splits)}")
+        return self.splits[split]
 
 
 # sha256 of each file as mirrored in ../shared/data (see its SHA256SUMS)
@@ -81,9 +106,61 @@ _SHA256 = {
 }
 
 _GH = "https://raw.githubusercontent.com"
-# nanochat's pretraining copy of FineWeb-Edu: the 100B-token sample, shuffled and re-sharded
-# into 1823 parquet files of ~250M characters each (text column "text").
-FINEWEB_URL = "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main/shard_{index:05d}.parquet"
+_HF = "https://huggingface.co/datasets"
+# Hugging Face serves each file's sha256 only through its API (the LFS pointer), which cannot be
+# read offline; files fetched from there are checked by size and format, not by checksum.
+_NO_SHA = "no publisher checksum recorded (size and format are checked)"
+# nanochat's pretraining copies, both shuffled and re-sharded into parquet files of ~250M
+# characters in row groups of 1024 documents (text column "text"; nanochat's
+# dev/repackage_data_reference.py): FineWeb-Edu's 100B-token sample, and since 2026 ClimbMix-400B,
+# which nanochat switched to because it scores higher on CORE at equal tokens.
+FINEWEB_URL = f"{_HF}/karpathy/fineweb-edu-100b-shuffle/resolve/main/shard_{{index:05d}}.parquet"
+CLIMBMIX_URL = f"{_HF}/karpathy/climbmix-400b-shuffle/resolve/main/shard_{{index:05d}}.parquet"
+TEXT_SHARD = Parquet(({"text": STRING},))
+
+_MMLU_ROW = {"question": STRING, "subject": STRING, "choices": list_of(STRING), "answer": INT}
+# cais/mmlu's auxiliary_train once had each row wrapped in a struct column "train"; accept both
+MMLU_PARQUET = Parquet((_MMLU_ROW, {"train": struct(**_MMLU_ROW)}))
+MMLU_SPLITS = ("test", "validation", "dev", "auxiliary_train")
+ARC_PARQUET = Parquet(({"id": STRING, "question": STRING, "answerKey": STRING,
+                        "choices": struct(text=list_of(STRING), label=list_of(STRING))},))
+ARC_SUBSETS, ARC_SPLITS = ("ARC-Easy", "ARC-Challenge"), ("train", "validation", "test")
+SMOLTALK_PARQUET = Parquet(({"messages": list_of(struct(content=STRING, role=STRING))},))
+# smol-smoltalk's published files (460K train / 24K test conversations)
+SMOLTALK_FILES = {"train": [f"data/train-{i:05d}-of-00004.parquet" for i in range(4)],
+                  "test": ["data/test-00000-of-00001.parquet"]}
+CORE_ZIP = BundleZip(root="eval_bundle", required=("core.yaml", "eval_meta_data.csv"), index="core.yaml",
+                     list_key="icl_tasks", uri_key="dataset_uri", data_dir="eval_data")
+CORE_BUNDLE_DIR = "core_icl"  # the unpacked bundle, in the data dir (and in a mirror folder)
+
+
+def _hf(repo: str, path: str, fmt: Format) -> FileSpec:
+    return FileSpec(f"{_HF}/{repo}/resolve/main/{path}", None, _NO_SHA, fmt)
+
+
+def _one(*files: str) -> tuple[tuple[str, ...], ...]:
+    """Alternatives of one file each."""
+    return tuple((f,) for f in files)
+
+
+def _arc_sources() -> tuple[dict[str, FileSpec], dict[str, tuple[tuple[str, ...], ...]]]:
+    files, splits = {}, {}
+    for subset in ARC_SUBSETS:
+        mirror_name = f"{subset}-Test.jsonl"  # ../shared/data's converted test split
+        files[mirror_name] = FileSpec(None, _SHA256["arc_" + subset.split("-")[1].lower()],
+                                      "mirror only: converted from llm-foundry's copy of the test split",
+                                      Jsonl(("question", "choices", "answerKey")))
+        for split in ARC_SPLITS:
+            path = f"{subset}/{split}-00000-of-00001.parquet"
+            files[path] = _hf("allenai/ai2_arc", path, ARC_PARQUET)
+            splits[f"{subset}/{split}"] = _one(mirror_name, path) if split == "test" else _one(path)
+    return files, splits
+
+
+_ARC_FILES, _ARC_SPLITS = _arc_sources()
+_MMLU_JSONL = FileSpec(None, _SHA256["mmlu_test"], "mirror only: converted from "
+                       "https://people.eecs.berkeley.edu/~hendrycks/data.tar",
+                       Jsonl(("question", "choices", "answer", "subject")))
 
 REGISTRY: dict[str, Source] = {s.name: s for s in [
     Source("synthetic", "pretrain", "embedded generated corpus about a small invented world (data/synthetic.py)",
@@ -91,48 +168,78 @@ REGISTRY: dict[str, Source] = {s.name: s for s in [
     Source("gutenberg", "pretrain", "163 + 5 public-domain English books, cut into passages of <= ~1000 chars",
            "public domain (US)", "~53 MB train, ~1.8 MB val of UTF-8 text", "pretrain",
            files={"gutenberg_train.jsonl.gz": FileSpec(None, _SHA256["gutenberg_train"],
-                                                         "mirror only (picked from rcdm-uga/Gutenberg_Text)"),
-                  "gutenberg_val.jsonl.gz": FileSpec(None, _SHA256["gutenberg_val"],
-                                                       "mirror only")}),
+                                                         "mirror only (picked from rcdm-uga/Gutenberg_Text)",
+                                                         Jsonl(("text",))),
+                  "gutenberg_val.jsonl.gz": FileSpec(None, _SHA256["gutenberg_val"], "mirror only",
+                                                       Jsonl(("text",)))},
+           splits={"train": _one("gutenberg_train.jsonl.gz"), "val": _one("gutenberg_val.jsonl.gz")}),
+    Source("climbmix", "pretrain", "NVIDIA ClimbMix-400B, shuffled (karpathy/climbmix-400b-shuffle): nanochat's "
+           "pretraining data; the last shard is the validation split",
+           "CC BY-NC 4.0 (NVIDIA: research and development only)",
+           "6543 shards x ~250M chars (~100 MB parquet each)", "climbmix", url_pattern=CLIMBMIX_URL,
+           shard_pattern="shard_{index:05d}.parquet", num_shards=6543, shard_format=TEXT_SHARD),
     Source("fineweb-edu", "pretrain", "FineWeb-Edu 100BT sample, shuffled (karpathy/fineweb-edu-100b-shuffle); "
            "the last shard is the validation split", "ODC-By 1.0", "1823 shards x ~100 MB (~0.25B chars each)",
-           "fineweb-edu", url_pattern=FINEWEB_URL, shard_pattern="shard_{index:05d}.parquet", num_shards=1823),
+           "fineweb-edu", url_pattern=FINEWEB_URL, shard_pattern="shard_{index:05d}.parquet", num_shards=1823,
+           shard_format=TEXT_SHARD),
     Source("gsm8k", "task", "grade-school math word problems; answer after '####'", "MIT", "7473 train / 1319 test",
            "gsm8k", files={
-               "train.jsonl": FileSpec(f"{_GH}/openai/grade-school-math/master/grade_school_math/data/train.jsonl",
-                                       _SHA256["gsm8k_train"]),
-               "test.jsonl": FileSpec(f"{_GH}/openai/grade-school-math/master/grade_school_math/data/test.jsonl",
-                                      _SHA256["gsm8k_test"])}),
-    Source("mmlu", "task", "57-subject multiple choice, {question, choices, answer, subject}", "MIT",
-           "14042 test questions", "mmlu", files={
-               "test.jsonl.gz": FileSpec(None, _SHA256["mmlu_test"],
-                                         "mirror only: converted from https://people.eecs.berkeley.edu/~hendrycks/data.tar")}),
-    Source("arc", "task", "AI2 Reasoning Challenge, Easy and Challenge test sets", "CC BY-SA 4.0",
-           "2376 + 1172 questions", "arc", files={
-               "ARC-Easy-Test.jsonl": FileSpec(None, _SHA256["arc_easy"],
-                                               "mirror only: converted from "
-                                               "https://ai2-public-datasets.s3.amazonaws.com/arc/ARC-V1-Feb2018.zip"),
-               "ARC-Challenge-Test.jsonl": FileSpec(None, _SHA256["arc_challenge"],
-                                                    "mirror only: converted from the same zip")}),
+               f"{split}.jsonl": FileSpec(f"{_GH}/openai/grade-school-math/master/grade_school_math/data/{split}.jsonl",
+                                          _SHA256[f"gsm8k_{split}"], format=Jsonl(("question", "answer")))
+               for split in ("train", "test")},
+           splits={"train": _one("train.jsonl"), "test": _one("test.jsonl")}),
+    Source("mmlu", "task", "57-subject multiple choice (cais/mmlu, config 'all'), {question, subject, choices, "
+           "answer}; auxiliary_train is ~100K questions from other exams", "MIT",
+           "14042 test / 1531 validation / 285 dev / 99842 auxiliary_train (~50 MB)", "mmlu",
+           files={"test.jsonl.gz": _MMLU_JSONL,
+                  **{f"all/{s}-00000-of-00001.parquet": _hf("cais/mmlu", f"all/{s}-00000-of-00001.parquet",
+                                                            MMLU_PARQUET) for s in MMLU_SPLITS}},
+           splits={s: _one(*(["test.jsonl.gz"] if s == "test" else []), f"all/{s}-00000-of-00001.parquet")
+                   for s in MMLU_SPLITS}),
+    Source("arc", "task", "AI2 Reasoning Challenge (allenai/ai2_arc), Easy and Challenge: train, validation, test",
+           "CC BY-SA 4.0", "Easy 2251/570/2376, Challenge 1119/299/1172 questions", "arc",
+           files=_ARC_FILES, splits=_ARC_SPLITS),
     Source("humaneval", "task", "164 Python function-completion problems with tests", "MIT", "164 problems",
            "humaneval", files={
                "HumanEval.jsonl.gz": FileSpec(f"{_GH}/openai/human-eval/master/data/HumanEval.jsonl.gz",
-                                              _SHA256["humaneval"])}),
-    Source("words", "task", "370k lowercase English words (spelling task)", "Unlicense", "370098 words",
-           "words", files={
+                                              _SHA256["humaneval"], format=Jsonl(
+                                                  ("task_id", "prompt", "canonical_solution", "test",
+                                                   "entry_point")))},
+           splits={"test": _one("HumanEval.jsonl.gz")}),
+    Source("words", "task", "370k lowercase English words (dwyl/english-words; spelling tasks)", "Unlicense",
+           "370098 words (~4 MB)", "words", files={
                "words_alpha.txt.gz": FileSpec(None, _SHA256["words_gz"],
-                                              "mirror only: gzip of words_alpha.txt with LF endings"),
+                                              "mirror only: gzip of words_alpha.txt with LF endings",
+                                              Lines("[a-z]+")),
                "words_alpha.txt": FileSpec(f"{_GH}/dwyl/english-words/master/words_alpha.txt", None,
-                                           "upstream original (CRLF line endings)")}),
-    Source("smoltalk", "task", "HuggingFaceTB/smoltalk chat SFT mixture (parquet, 'messages' column)",
-           "Apache-2.0", "~1.0M train conversations (~4 GB)", "smoltalk", files={
-               "train.parquet": FileSpec(None, None, "not mirrored offline; upstream "
-                                         "https://huggingface.co/datasets/HuggingFaceTB/smoltalk (config 'all')")}),
+                                           "upstream original (CRLF line endings); " + _NO_SHA,
+                                           Lines("[a-z]+"))},
+           splits={"all": _one("words_alpha.txt.gz", "words_alpha.txt")}),
+    Source("smoltalk", "task", "HuggingFaceTB/smol-smoltalk: chat conversations for small models "
+           "(parquet, 'messages' column of {content, role})", "Apache-2.0",
+           "460K train / 24K test conversations (~1 GB)", "smoltalk",
+           files={f: _hf("HuggingFaceTB/smol-smoltalk", f, SMOLTALK_PARQUET) for fs in SMOLTALK_FILES.values()
+                  for f in fs},
+           splits={split: (tuple(fs),) for split, fs in SMOLTALK_FILES.items()}),
     Source("chitchat", "task", "Chit-Chat Challenge conversations as [{role, content}] lists", "MIT",
            "4017 conversations", "chat", files={
                "chitchat.jsonl.gz": FileSpec(None, _SHA256["chitchat"],
-                                             "mirror only: converted from PyPI chitchat-dataset==0.9.0")}),
+                                             "mirror only: converted from PyPI chitchat-dataset==0.9.0",
+                                             Jsonl(row_type="list"))},
+           splits={"all": _one("chitchat.jsonl.gz")}),
+    Source("core", "eval", "CORE eval bundle as nanochat downloads it: core.yaml, eval_meta_data.csv and the 22 "
+           "in-context-learning task files (DCLM / llm-foundry), unpacked into <data>/core_icl",
+           "per task (MIT, Apache-2.0, CC BY(-SA), research-only clues); see shared/data SOURCES.md",
+           "one zip, ~85K examples in 22 JSONL files", "core", files={
+               "eval_bundle.zip": FileSpec("https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip",
+                                           None, _NO_SHA.replace("publisher", "published"), CORE_ZIP,
+                                           unpack_to=CORE_BUNDLE_DIR)},
+           splits={"bundle": _one("eval_bundle.zip")}),
 ]}
+
+
+def pretrain_sources() -> list[str]:
+    return [s.name for s in REGISTRY.values() if s.kind == "pretrain"]
 
 
 def get_source(name: str) -> Source:
@@ -148,6 +255,13 @@ def fetch(name: str, file: str, *, home: str = "", mirror: str = "") -> Path:
     from picochat.data.download import fetch as _fetch  # download imports this module
 
     return _fetch(name, file, home=home, mirror=mirror)
+
+
+def fetch_split(name: str, split: str, *, home: str = "", mirror: str = "") -> list[Path]:
+    """The local files of one split of source `name` (see `Source.splits`), fetched if needed."""
+    from picochat.data.download import fetch_split as _fetch_split
+
+    return _fetch_split(name, split, home=home, mirror=mirror)
 
 
 # ---------------------------------------------------------------------------- corpora
@@ -245,11 +359,14 @@ class ParquetCorpus:
 
         for i, path in enumerate(self.paths):
             try:
-                n = pq.ParquetFile(path).num_row_groups
+                meta = pq.ParquetFile(path)
             except Exception as e:  # pyarrow raises several types for a damaged file
                 raise UserError(f"{path} is not a readable parquet file ({e}); delete it and run "
                                 f"`picochat data download {self.name}` again") from None
-            self._groups.extend((i, g) for g in range(n))
+            if self.column not in meta.schema_arrow.names:
+                raise UserError(f"{path} has no text column '{self.column}' (its columns: "
+                                f"{', '.join(meta.schema_arrow.names)}); it is not a {self.name} shard")
+            self._groups.extend((i, g) for g in range(meta.num_row_groups))
 
     def num_chunks(self) -> int:
         return len(self._groups)
@@ -262,24 +379,33 @@ class ParquetCorpus:
         return table.column(self.column).to_pylist()
 
 
-def _fineweb_corpus(split: str, home: str, mirror: str) -> ParquetCorpus:
-    src = REGISTRY["fineweb-edu"]
+def local_folders(src: Source, home: str = "", mirror: str = "") -> list[Path]:
+    """Where a source's files may already be: the mirror folder (if --mirror is a folder), then the data dir."""
     folders = [data_dir(home) / src.mirror_dir]
     mirror = mirror_location(mirror)
     if mirror and "://" not in mirror:
         folders.insert(0, Path(mirror) / src.mirror_dir)
+    return folders
+
+
+def _sharded_corpus(src: Source, split: str, home: str, mirror: str) -> ParquetCorpus:
+    """A sharded parquet source read from the first folder that has its shards; the last shard of
+    the source (not of the folder) is the validation split, so a partial download never turns a
+    training shard into validation data."""
+    folders = local_folders(src, home, mirror)
     val_file = src.shard_file(src.num_shards - 1)
     for folder in folders:
-        shards = sorted(folder.glob("shard_?????.parquet")) if folder.is_dir() else []
+        shards = sorted(p for p in folder.glob("shard_?????.parquet") if src.is_shard(p.name)) \
+            if folder.is_dir() else []
         if not shards:
             continue
         train = [p for p in shards if p.name != val_file]
         paths = train if split == "train" else [p for p in shards if p.name == val_file]
         if paths:
-            return ParquetCorpus("fineweb-edu", split, paths)
+            return ParquetCorpus(src.name, split, paths, src.text_column)
     what = "training shards" if split == "train" else f"the validation shard {val_file}"
-    raise UserError(f"no FineWeb-Edu {what} found in {' or '.join(map(str, folders))}; run "
-                    "`picochat data download fineweb-edu --shards 0-7` (it also fetches the validation shard)")
+    raise UserError(f"no {src.name} {what} found in {' or '.join(map(str, folders))}; run "
+                    f"`picochat data download {src.name} --shards 0-7` (it also fetches the validation shard)")
 
 
 def open_corpus(source: str, split: str = "train", *, home: str = "", mirror: str = "") -> Corpus:
@@ -288,13 +414,14 @@ def open_corpus(source: str, split: str = "train", *, home: str = "", mirror: st
         raise UserError(f"unknown split '{split}'; use 'train' or 'val'")
     src = get_source(source)
     if src.kind != "pretrain":
-        raise UserError(f"'{source}' is a task dataset, not pretraining text; use synthetic, gutenberg or fineweb-edu")
+        raise UserError(f"'{source}' is a {src.kind} dataset, not pretraining text; use one of "
+                        f"{', '.join(pretrain_sources())}")
     if source == "synthetic":
         return SyntheticCorpus(source, split)
-    if source == "gutenberg":
-        path = fetch("gutenberg", f"gutenberg_{split}.jsonl.gz", home=home, mirror=mirror)
-        return ListCorpus(source, split, _gutenberg_docs(str(path)))
-    return _fineweb_corpus(split, home, mirror)
+    if src.num_shards:
+        return _sharded_corpus(src, split, home, mirror)
+    [path] = fetch_split(source, split, home=home, mirror=mirror)
+    return ListCorpus(source, split, _gutenberg_docs(str(path)))
 
 
 def iter_documents(source: str, split: str = "train", *, home: str = "", mirror: str = "") -> Iterator[str]:

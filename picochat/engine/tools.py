@@ -1,7 +1,7 @@
 """The tool-use state machine of one generated row, kept out of the decode loop.
 
 The chat format marks a tool call as `<|python_start|> code <|python_end|>`. When the model
-closes a call, we run the code (in the sandbox of `picochat.eval.sandbox` by default) and force
+closes a call, we run the code (the calculator of `picochat.sandbox` by default) and force
 `<|output_start|> result <|output_end|>` into the row, one token per decode step, instead of
 sampling. The model then continues, conditioned on the result. Forced tokens are marked as such
 so that training on rollouts (RL) gives them no weight: the model did not choose them.
@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from picochat.sandbox.calculator import calculator
 
 Tool = Callable[[str], "str | None"]
 
@@ -45,9 +47,7 @@ class Specials:
 
 
 def sandbox_calculator(code: str) -> str | None:
-    """The default tool: the eval sandbox's calculator (imported on first use)."""
-    from picochat.eval.sandbox import calculator
-
+    """The default tool: picochat.sandbox's calculator (an AST whitelist: it never runs code)."""
     return calculator(code)
 
 

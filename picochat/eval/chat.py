@@ -314,9 +314,11 @@ def main(cfg) -> None:
     from picochat.common.paths import stage_dir
     from picochat.engine.engine import Engine
     from picochat.engine.load import load_model_and_tokenizer
+    from picochat.tasks.humaneval import check_sandbox, runs_code, sandbox_record
     ce = cfg.chateval
     info, device = init_distributed(cfg.run.device)
     specs, tasks = load_tasks(ce.task or default_tasks(cfg.run.preset), cfg.run.home, cfg.run.mirror)
+    sandbox = check_sandbox(tasks, ce.unsafe_sandbox)
     model, tokenizer, stage = load_model_and_tokenizer(cfg.run.run, cfg.run.home, ce.stage, device)
     engine = Engine(model, tokenizer)
     banner(f"chat eval: run '{cfg.run.run}', stage {stage} on {device}")
@@ -331,6 +333,8 @@ def main(cfg) -> None:
                               rank=info.rank, world_size=info.world_size, device=device,
                               log=live)
             r.extra = {"spec": spec}
+            if runs_code(task):  # the layers active in every grading of this task (the report shows them)
+                r.extra["sandbox"] = sandbox_record([task], sandbox)
             if r.eval_type == "generative":
                 r.extra.update(temperature=ce.temperature, top_k=ce.top_k, max_new_tokens=ce.max_new_tokens)
             results[task.name] = r.to_dict()

@@ -44,8 +44,8 @@ import torch.nn.functional as F
 
 from picochat.common.errors import UserError
 from picochat.common.paths import data_dir, mirror_location
+from picochat.data.sources import CORE_BUNDLE_DIR as BUNDLE_DIR  # the bundle folder in a mirror / the data dir
 
-BUNDLE_DIR = "core_icl"  # folder of the eval bundle inside a mirror or the data dir
 NUM_CORE_TASKS = 22
 
 
@@ -96,17 +96,35 @@ class CoreResult:
 # The task bundle
 
 
+def _tasks_present(folder: Path) -> int:
+    """How many of the task files that the folder's core.yaml lists are present (0: no bundle)."""
+    if not ((folder / "core.yaml").is_file() and (folder / "eval_meta_data.csv").is_file()):
+        return 0
+    try:
+        return 1 + sum((folder / "eval_data" / s.dataset_uri).is_file() for s in load_specs(folder))
+    except (UserError, OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def bundle_dir(mirror: str = "", home: str = "") -> Path:
-    """The CORE bundle: <mirror>/core_icl if the mirror has it, else <data dir>/core_icl."""
+    """The CORE bundle: the most complete of <mirror folder>/core_icl and <data dir>/core_icl; with
+    neither, nanochat's eval_bundle.zip (source `core`) is fetched through data/download.py (from
+    the mirror when one is set) and unpacked into <data dir>/core_icl. A mirror folder with only some
+    task files (shared/data has 18 of 22) is used as it is: the score is then named CORE-18."""
+    from picochat.data.download import fetch_unpacked
+
     candidates = []
     if mirror_location(mirror) and "://" not in mirror_location(mirror):
         candidates.append(Path(mirror_location(mirror)) / BUNDLE_DIR)
     candidates.append(data_dir(home) / BUNDLE_DIR)
-    for c in candidates:
-        if (c / "core.yaml").is_file() and (c / "eval_meta_data.csv").is_file():
-            return c
-    raise UserError(f"the CORE eval bundle was not found (looked in {', '.join(map(str, candidates))}); "
-                    f"point --mirror or PICOCHAT_MIRROR at a folder with {BUNDLE_DIR}/core.yaml")
+    present = [(n, c) for c in candidates if (n := _tasks_present(c))]
+    if present:
+        return max(present, key=lambda nc: nc[0])[1]  # ties: the mirror's (listed first)
+    try:
+        return fetch_unpacked("core", home=home, mirror=mirror)
+    except UserError as e:
+        raise UserError(f"the CORE eval bundle was not found (looked in {', '.join(map(str, candidates))}) "
+                        f"and could not be fetched: {e}") from None
 
 
 def load_specs(bundle: Path) -> list[TaskSpec]:

@@ -180,11 +180,65 @@ def plot_rl(stages, path: Path) -> bool:
     return True
 
 
+def _metric_label(name: str, n_tasks: list[float], full: int) -> str:
+    """CORE / ChatCORE when every task was there, CORE-18 / ChatCORE-3 otherwise (as eval/ labels them)."""
+    n = int(n_tasks[-1]) if n_tasks else 0
+    return name if n == full else f"{name}-{n}"
+
+
+def in_loop_panels(stages) -> list[tuple[str, str, list[tuple[str, tuple[list, list]]]]]:
+    """[(stage, metric label, [(series label, (steps, values))])] for each stage whose metrics have
+    in-loop evals: CORE in base (train/in_loop.py), ChatCORE and its tasks in chat stages. Every
+    value is centred (0 = chance, 1 = perfect), the tasks' accuracies too, so they share an axis."""
+    from picochat.eval.chat import BASELINES, CHATCORE_TASKS, DISPLAY_NAMES, centered
+    from picochat.eval.core import NUM_CORE_TASKS
+
+    panels = []
+    for s in stages.values():
+        if s.series("core")[0]:
+            label = _metric_label("CORE", s.series("core_tasks")[1], NUM_CORE_TASKS)
+            panels.append((s.name, label, [(label, s.series("core"))]))
+        tasks = sorted({k.removeprefix("chat_") for r in s.metrics for k in r if k.startswith("chat_")})
+        lines = []
+        if s.series("chatcore")[0]:
+            lines.append((_metric_label("ChatCORE", s.series("chatcore_tasks")[1], len(CHATCORE_TASKS)),
+                          s.series("chatcore")))
+        for task in tasks:
+            steps, accs = s.series(f"chat_{task}")
+            centred = [centered(a, BASELINES.get(task, 0.0)) for a in accs]
+            lines.append((DISPLAY_NAMES.get(task, task), (steps, centred)))
+        if lines:
+            panels.append((s.name, lines[0][0] if s.series("chatcore")[0] else "chat tasks", lines))
+    return panels
+
+
+def plot_in_loop(stages, path: Path) -> bool:
+    """The evals run during training against step: CORE for base, ChatCORE (bold) and each chat
+    task's centred accuracy (thin, dashed) for the chat stages."""
+    panels = in_loop_panels(stages)
+    if not panels:
+        return False
+    plt = _pyplot()
+    fig, axes = _panels(plt, len(panels), "in-loop evaluations")
+    for ax, (stage, label, lines) in zip(axes, panels):
+        for i, (name, (xs, ys)) in enumerate(lines):
+            bold = i == 0 and name == label
+            fmt = _style(xs) if bold else _style(xs).replace("-", "--")  # tasks dashed: told apart from the metric
+            ax.plot(xs, ys, fmt, ms=3 if bold else 2, lw=1.6 if bold else 0.8, label=name,
+                    color=STAGE_COLORS.get(stage, "gray") if bold else None)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set(title=f"{stage.upper()}: {label}", xlabel="step", ylabel="centred accuracy (0 = chance)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
 def write_plots(stages, out: Path, notes: list[str]) -> dict[str, str]:
     """Draw every plot that has data into `out`; returns {plot key: file name}."""
     made = {}
     for key, draw in (("loss", plot_loss), ("bpb", plot_bpb), ("evals", plot_evals), ("core", plot_core),
-                      ("rl", plot_rl)):
+                      ("in_loop", plot_in_loop), ("rl", plot_rl)):
         try:
             if draw(stages, out / f"{key}.png"):
                 made[key] = f"{key}.png"

@@ -214,6 +214,14 @@ def metric_rows(stages: dict[str, StageData]) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def metrics_table(run_path: Path) -> str:
+    """The report card's metrics table (markdown) for the run as it stands on disk: what a tracker
+    records at the end of a stage and what an exported model's card shows."""
+    stages = load_run(Path(run_path), [])
+    header = ["metric"] + [s.upper() for s in stages]
+    return markdown_table(header, [[label] + cells for label, cells in metric_rows(stages)])
+
+
 def _num(x) -> float | None:
     return float(x) if isinstance(x, (int, float)) else None
 
@@ -324,7 +332,25 @@ def eval_details(stages: dict[str, StageData]) -> list[str]:
                              + (f", {k} samples each (pass@{k})" if k != 1 else "")
                              + (f", spec `{r['spec']}`" if r.get("spec") else ""))
     lines += _rl_gain_line(stages)
+    lines += sandbox_lines(stages)
     return lines or [DASH]
+
+
+def sandbox_lines(stages: dict[str, StageData]) -> list[str]:
+    """Which isolation layers the sandbox had while model-written code was graded (HumanEval in
+    `eval chat`, code rewards in RL), as recorded by those runs (picochat/sandbox/)."""
+    records = [(f"{s.name.upper()} {task}", r.get("sandbox")) for s in stages.values()
+               for task, r in sorted(s.evals.get("chat", {}).get("tasks", {}).items()) if isinstance(r, dict)]
+    records += [(f"{s.name.upper()} rewards and evals", s.evals.get("rl", {}).get("sandbox")) for s in stages.values()]
+    parts = []
+    for where, rec in records:
+        if not isinstance(rec, dict) or not isinstance(rec.get("layers"), list):
+            continue
+        unmet = rec.get("unmet") or []
+        verdict = (f"**below the required isolation** (lacks {', '.join(unmet)}; run with --unsafe-sandbox)"
+                   if unmet else "all required layers")
+        parts.append(f"{where}: {', '.join(rec['layers']) or 'none'} ({verdict})")
+    return [f"- sandbox layers active while model-written code ran: {'; '.join(parts)}"] if parts else []
 
 
 def _rl_gain_line(stages: dict[str, StageData]) -> list[str]:
@@ -358,7 +384,8 @@ def render(run: str, stages: dict[str, StageData], env: dict[str, str], tokenize
     lines += cost_lines(stages, tokenizer_meta, price)
     lines += ["", "## Plots", ""]
     titles = {"loss": "Training loss", "bpb": "Validation bits per byte", "evals": "Evaluations per stage",
-              "core": "CORE tasks (centred)", "rl": "RL reward"}
+              "core": "CORE tasks (centred)", "in_loop": "In-loop evaluations (CORE, ChatCORE vs step)",
+              "rl": "RL reward"}
     for key, title in titles.items():
         lines.append(f"### {title}\n\n![{title}]({plots[key]})\n" if key in plots else f"### {title}\n\n{DASH}\n")
     lines += ["## Sample completions", ""] + samples_section(stages)

@@ -68,9 +68,6 @@ class KVCache:
     def advance(self, T: int) -> None:
         self.pos += T
 
-    def reset(self) -> None:
-        self.pos = 0
-
     def expand(self, n: int) -> KVCache:
         """A new cache with this (batch-1) prefix copied n times: prefill a prompt once, sample n
         continuations."""
@@ -158,9 +155,6 @@ class RaggedKVCache(KVCache):
     def advance(self, T: int) -> None:
         for b in range(*self.active.indices(self.batch_size)):
             self.lens[b] += T
-
-    def reset(self) -> None:
-        self.lens = [0] * self.batch_size
 
     def copy_row(self, src: int, dst: int, source: KVCache | None = None, n: int | None = None) -> None:
         """Make row dst a copy of the first n positions (default: all) of row src of `source`

@@ -1,7 +1,8 @@
 """ARC-Easy and ARC-Challenge: grade-school science questions (Clark et al. 2018, arXiv:1803.05457).
 
 File format (allenai/ai2_arc parquet and shared/data's jsonl alike): rows of
-{"question": str, "choices": {"text": [str], "label": [str]}, "answerKey": str}.
+{"question": str, "choices": {"text": [str], "label": [str]}, "answerKey": str}. Splits: train,
+validation and test (shared/data has the test splits only).
 Some upstream rows label choices "1".."4" instead of "A".."D"; we re-letter them A.. so every
 question is answered with a letter token.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from picochat.tasks.common import CategoricalTask, RecordTask, read_records, render_choices, resolve_data_file
+from picochat.tasks.common import CategoricalTask, RecordTask, read_records, render_choices, resolve_split_files
 
 SUBSETS = ("ARC-Easy", "ARC-Challenge")
 
@@ -22,8 +23,8 @@ class ARC(RecordTask, CategoricalTask):
             raise ValueError(f"ARC subset must be one of {SUBSETS}, got {subset!r}")
         self.name = subset.lower().replace("-", "_")  # arc_easy, arc_challenge
         self.subset, self.split = subset, split
-        file = f"{subset}-{split.capitalize()}.jsonl"
-        super().__init__(read_records(resolve_data_file("arc", file, path, home=home, mirror=mirror)), seed)
+        files = resolve_split_files("arc", f"{subset}/{split}", path, home=home, mirror=mirror)
+        super().__init__(read_records(files), seed)
 
     def make_example(self, row: dict) -> dict:
         labels = list(row["choices"]["label"])

@@ -123,23 +123,26 @@ def same_number(a: str | None, b: str | None) -> bool:
 # ----------------------------------------------------------------------------- data files
 
 
-def resolve_data_file(name: str, file: str, path: str | Path | None = None, *,
-                      home: str = "", mirror: str = "") -> Path:
-    """A task's data file: `path` if given, else `file` of data source `name` through the data
-    layer (a mirror folder, or a download), which raises a UserError saying what to do."""
+def resolve_split_files(name: str, split: str, path: str | Path | None = None, *,
+                        home: str = "", mirror: str = "") -> list[Path]:
+    """A task's data files: `path` if given (a file, or a folder of files), else the files of
+    split `split` of data source `name` through the data layer (a mirror's copy or the publisher's
+    download, whichever is here or can be fetched), which raises a UserError saying what to do."""
     if path is not None:
         p = Path(path)
         if not p.exists():
             raise UserError(f"task data file {p} does not exist; check the path")
-        return p
-    from picochat.data.sources import fetch
+        return [p]
+    from picochat.data.sources import fetch_split
 
-    return Path(fetch(name, file, home=home, mirror=mirror))
+    return fetch_split(name, split, home=home, mirror=mirror)
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """Rows of a .jsonl, .jsonl.gz, .json (a list) or .parquet file, as dicts."""
-    path = Path(path)
+def read_records(paths: str | Path | list[Path]) -> list[dict]:
+    """Rows of .jsonl, .jsonl.gz, .json (a list) or .parquet files, as dicts, file after file."""
+    if isinstance(paths, list):
+        return [row for p in paths for row in read_records(p)]
+    path = Path(paths)
     suffixes = "".join(path.suffixes[-2:])
     try:
         if path.suffix == ".parquet":
@@ -152,7 +155,7 @@ def read_records(path: str | Path) -> list[dict]:
                 rows = json.load(f)
                 return list(rows)
             return [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError) as e:  # pyarrow's errors derive from these too
         raise UserError(f"cannot read task data file {path} ({e}); re-download it or check the mirror") from e
 
 

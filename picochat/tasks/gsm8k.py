@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from picochat.tasks.common import RecordTask, extract_final_number, read_records, resolve_data_file, same_number
+from picochat.tasks.common import RecordTask, extract_final_number, read_records, resolve_split_files, same_number
 
 SPLITS = ("train", "test")
 _CALC_RE = re.compile(r"<<([^<>]*)>>")
@@ -26,7 +26,7 @@ _CALC_RE = re.compile(r"<<([^<>]*)>>")
 def tool_output(expression: str, annotated: str) -> str:
     """What the calculator tool prints for `expression` when it agrees numerically with the
     annotated result; otherwise the annotation (a typo in the data should not change the answer)."""
-    from picochat.eval.sandbox import calculator
+    from picochat.sandbox.calculator import calculator
 
     computed = calculator(expression)
     if computed is None:
@@ -67,7 +67,7 @@ class GSM8K(RecordTask):
         if split not in SPLITS:
             raise ValueError(f"GSM8K split must be one of {SPLITS}, got {split!r}")
         self.split = split
-        rows = read_records(resolve_data_file("gsm8k", f"{split}.jsonl", path, home=home, mirror=mirror))
+        rows = read_records(resolve_split_files("gsm8k", split, path, home=home, mirror=mirror))
         super().__init__(rows, seed)
 
     def make_example(self, row: dict) -> dict:

@@ -22,9 +22,8 @@ import difflib
 from collections.abc import Callable
 
 from picochat.common.errors import UserError
+from picochat.data.requirements import CHATFILE, TASK_DATA, mixture_items, parse_task_spec
 from picochat.tasks.common import Subset, Task, TaskMixture
-
-CHATFILE = "chatfile:"  # the prefix of a user's chat file in a mixture (see the module docstring)
 
 # name -> (default split, factory(split, n, home, mirror))
 Factory = Callable[[str, "int | None", str, str], Task]
@@ -57,20 +56,22 @@ def _registry() -> dict[str, tuple[str, Factory]]:
     def no_files(cls: Callable[..., Task]) -> Callable[..., Task]:
         return lambda split, n, home="", mirror="": cls(split, n)
 
-    return {
-        "gsm8k": ("train", _file_task(GSM8K)),
-        "mmlu": ("test", _file_task(MMLU)),
-        "arc_easy": ("test", _file_task(lambda split, **kw: ARC("ARC-Easy", split, **kw))),
-        "arc_challenge": ("test", _file_task(lambda split, **kw: ARC("ARC-Challenge", split, **kw))),
-        "humaneval": ("test", _file_task(lambda split, **kw: HumanEval(**kw))),
-        "smoltalk": ("train", _file_task(SmolTalk)),
-        "chitchat": ("train", _file_task(ChitChat)),
-        "spellingbee": ("train", _generated(SpellingBee, 10_000)),
-        "simplespelling": ("train", _generated(SimpleSpelling, 10_000)),
-        "identity": ("train", _generated(lambda split, n, **kw: Identity(n, seed=0 if split == "train" else 1), 48)),
-        "wordproblems": ("train", _generated(no_files(WordProblems), 2000)),
-        "smalltalk": ("train", _generated(no_files(SmallTalk), 2000)),
+    factories: dict[str, Factory] = {
+        "gsm8k": _file_task(GSM8K),
+        "mmlu": _file_task(MMLU),
+        "arc_easy": _file_task(lambda split, **kw: ARC("ARC-Easy", split, **kw)),
+        "arc_challenge": _file_task(lambda split, **kw: ARC("ARC-Challenge", split, **kw)),
+        "humaneval": _file_task(lambda split, **kw: HumanEval(**kw)),
+        "smoltalk": _file_task(SmolTalk),
+        "chitchat": _file_task(ChitChat),
+        "spellingbee": _generated(SpellingBee, 10_000),
+        "simplespelling": _generated(SimpleSpelling, 10_000),
+        "identity": _generated(lambda split, n, **kw: Identity(n, seed=0 if split == "train" else 1), 48),
+        "wordproblems": _generated(no_files(WordProblems), 2000),
+        "smalltalk": _generated(no_files(SmallTalk), 2000),
     }
+    # default splits and data sources: data/requirements.py's TASK_DATA (same names, held by a test)
+    return {name: (TASK_DATA[name].default_split, f) for name, f in factories.items()}
 
 
 def task_names() -> list[str]:
@@ -83,58 +84,31 @@ def make_task(spec: str, *, home: str = "", mirror: str = "") -> Task:
         from picochat.tasks.chatfile import ChatFile
 
         return ChatFile(spec.strip()[len(CHATFILE):].strip())
-    fields = [f.strip() for f in spec.strip().split(":")]
     registry = _registry()
-    name = fields[0].lower().replace("-", "_")
-    if name not in registry or len(fields) > 3:
+    name, split, n = parse_task_spec(spec)
+    if name not in registry:
         close = difflib.get_close_matches(name, list(registry), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise UserError(f"unknown task spec '{spec}'{hint}; use name[:split[:n]] with a name from "
                         f"{', '.join(registry)}")
     default_split, factory = registry[name]
-    split = fields[1] if len(fields) > 1 and fields[1] else default_split
-    n = None
-    if len(fields) > 2:
-        if not fields[2].isdigit():
-            raise UserError(f"task spec '{spec}': the size after the second ':' must be a whole number")
-        n = int(fields[2])
     try:
-        return factory(split, n, home, mirror)
+        return factory(split or default_split, n, home, mirror)
     except ValueError as e:  # a bad split or subset name
         raise UserError(f"task spec '{spec}': {e}") from e
-
-
-def _split_passes(item: str) -> tuple[str, str]:
-    """(task spec, passes text) of a mixture item; a chatfile path may itself hold '*'."""
-    if not item.strip().lower().startswith(CHATFILE):
-        task_spec, _, weight = item.partition("*")
-        return task_spec, weight
-    head, star, tail = item.rpartition("*")
-    try:
-        float(tail)
-    except ValueError:
-        return item, ""
-    return (head, tail) if star else (item, "")
 
 
 def make_mixture(spec: str, *, size: int | None = None, seed: int = 0, home: str = "",
                  mirror: str = "") -> TaskMixture:
     """A TaskMixture from "spec[*passes], spec[*passes], ..." (see the module docstring);
     `size` rescales the whole mixture to that many examples, keeping the proportions."""
-    tasks: list[Task] = []
-    passes: list[float] = []
-    for item in [s for s in spec.split(",") if s.strip()]:
-        task_spec, weight = _split_passes(item)
-        tasks.append(make_task(task_spec, home=home, mirror=mirror))
-        try:
-            passes.append(float(weight) if weight.strip() else 1.0)
-        except ValueError:
-            raise UserError(f"mixture item '{item.strip()}': the passes after '*' must be a number") from None
-    if not tasks:
+    items = mixture_items(spec)
+    if not items:
         raise UserError("a task mixture needs at least one task spec")
-    if any(p < 0 for p in passes):
+    if any(p < 0 for _, p in items):
         raise UserError(f"mixture '{spec}': the number of passes after '*' must not be negative")
+    tasks = [make_task(task_spec, home=home, mirror=mirror) for task_spec, _ in items]
     # passes -> proportions: task k contributes passes[k] * len(task k) examples
-    weights = [p * len(t) for p, t in zip(passes, tasks, strict=True)]
+    weights = [p * len(t) for (_, p), t in zip(items, tasks, strict=True)]
     total = round(sum(weights)) if size is None else size
     return TaskMixture(tasks, weights, size=total, seed=seed)

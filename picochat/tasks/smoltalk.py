@@ -1,9 +1,10 @@
 """General conversation data: SmolTalk and Chit-Chat.
 
 SmolTalk (HuggingFaceTB/smol-smoltalk; Allal et al. 2025, arXiv:2502.02737) is published as
-parquet shards with a `messages` column: a list of {"role", "content"} with an optional leading
-system message, then user/assistant turns. It is not available offline, so this loader reads
-any such parquet file or folder of shards; tests write a small fixture in that format.
+parquet shards with a `messages` column: a list of {"content", "role"} with an optional leading
+system message, then user/assistant turns (train: data/train-0000{0..3}-of-00004.parquet, test:
+data/test-00000-of-00001.parquet). `picochat data download smoltalk` fetches them; a `path`
+(one parquet file or a folder of them) reads any file of that layout instead.
 
 Chit-Chat (BYU PCC lab, MIT) is the offline stand-in: shared/data/chat/chitchat.jsonl.gz, one JSON
 list of {"role", "content"} per line. It has no published split, so we hold out every 20th
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 
 from picochat.common.errors import UserError
-from picochat.tasks.common import Task, permutation, resolve_data_file
+from picochat.tasks.common import Task, permutation, resolve_split_files
 from picochat.tokenizer.chat import ConversationError, validate_conversation
 
 
@@ -40,14 +41,14 @@ class SmolTalk(Task):
                  home: str = "", mirror: str = ""):
         import pyarrow.parquet as pq
 
-        source = resolve_data_file("smoltalk", f"{split}.parquet", path, home=home, mirror=mirror)
-        shards = sorted(source.glob("*.parquet")) if source.is_dir() else [source]
+        files = resolve_split_files("smoltalk", split, path, home=home, mirror=mirror)
+        shards = sorted(files[0].glob("*.parquet")) if files[0].is_dir() else files
         if not shards:
-            raise UserError(f"no .parquet shards in {source}; point the SmolTalk path at its parquet files")
+            raise UserError(f"no .parquet shards in {files[0]}; point the SmolTalk path at its parquet files")
         try:
             columns = [pq.read_table(s, columns=["messages"]).column("messages") for s in shards]
         except (OSError, KeyError, ValueError) as e:
-            raise UserError(f"cannot read SmolTalk parquet {source} ({e}); it needs a 'messages' column") from e
+            raise UserError(f"cannot read SmolTalk parquet {files[0]} ({e}); it needs a 'messages' column") from e
         # Keep the Arrow columns and convert one row at a time: 460k conversations as Python
         # dicts would cost gigabytes, while Arrow holds them compactly.
         self.rows = [(c, i) for c in columns for i in range(len(c))]
@@ -74,7 +75,7 @@ class ChitChat(Task):
                  home: str = "", mirror: str = ""):
         if split not in ("train", "test"):
             raise ValueError(f"ChitChat split must be train or test, got {split!r}")
-        source = resolve_data_file("chitchat", "chitchat.jsonl.gz", path, home=home, mirror=mirror)
+        [source] = resolve_split_files("chitchat", "all", path, home=home, mirror=mirror)
         opener = gzip.open if source.suffix == ".gz" else open
         try:
             with opener(source, "rt", encoding="utf-8") as f:

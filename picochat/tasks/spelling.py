@@ -10,7 +10,8 @@ Examples are generated on demand: example i of a split is a pure function of (sp
 tasks are deterministic and as large as asked. Words are split into train and test by a hash of
 the word (one in ten held out), so test words are never seen in training.
 
-Word list: shared/data/words/words_alpha.txt.gz (dwyl/english-words), one lowercase word a line.
+Word list: dwyl/english-words' words_alpha.txt (CRLF line endings), or shared/data's gzip of it
+(words/words_alpha.txt.gz, LF): one lowercase word a line.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import zlib
 from pathlib import Path
 
 from picochat.common.errors import UserError
-from picochat.tasks.common import Task, extract_final_number, resolve_data_file, same_number
+from picochat.tasks.common import Task, extract_final_number, resolve_split_files, same_number
 
 SPLITS = ("train", "test")
 HOLDOUT_MOD = 10
@@ -50,7 +51,7 @@ class _WordTask(Task):
                  seed: int = 0, max_len: int = 16, home: str = "", mirror: str = ""):
         if split not in SPLITS:
             raise ValueError(f"{self.name} split must be one of {SPLITS}, got {split!r}")
-        source = resolve_data_file("words", "words_alpha.txt.gz", path, home=home, mirror=mirror)
+        [source] = resolve_split_files("words", "all", path, home=home, mirror=mirror)
         train, test = _load_words(str(source))
         # long words are rare and hard to read back letter by letter for a small model
         self.words = [w for w in (train if split == "train" else test) if 2 <= len(w) <= max_len]

@@ -26,6 +26,7 @@ from picochat.model.gpt import GPT, GPTConfig
 from picochat.tokenizer.commands import train_main as train_tokenizer
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import checkpoint
+from picochat.train.in_loop import InLoopCore
 from picochat.train.trainer import Batch, Trainer, write_config
 
 
@@ -81,12 +82,14 @@ def open_corpora(train: TrainConfig, home: str, mirror: str) -> dict:
 
 class BaseStage:
     name = "base"
+    reshards_cursors = True  # resumes on any number of ranks: the loader splits the old cursors
 
     def __init__(self, train: TrainConfig, tokenizer: Tokenizer, seq_len: int, *, rank: int, world_size: int,
-                 home: str, mirror: str, corpora: dict | None = None):
+                 home: str, mirror: str, in_loop: InLoopCore | None = None, corpora: dict | None = None):
         self.train, self.tokenizer, self.seq_len = train, tokenizer, seq_len
         self.rank, self.world_size = rank, world_size
         self.corpora = corpora or open_corpora(train, home, mirror)
+        self.in_loop = in_loop  # CORE + greedy samples every train.core_every steps (train/in_loop.py)
 
     def _batches(self, split: str, cursor: dict | None):
         for x, y, c in batches_from_corpus(self.corpora[split], self.tokenizer, self.train.device_batch_size,
@@ -106,6 +109,9 @@ def main(cfg) -> None:
     if checkpoint.is_complete(out):
         print0(f"base stage of run '{cfg.run.run}' is already complete ({out}); skipping")
         return
+    if cfg.train.warm_start_optim:
+        raise UserError("--warm-start-optim is for mid and sft (they start from a trained stage); "
+                        "base starts from scratch, so drop it here")
     dist_info, device = init_distributed(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
     corpora = open_corpora(cfg.train, cfg.run.home, cfg.run.mirror)  # bad data fails before anything is trained
@@ -115,13 +121,16 @@ def main(cfg) -> None:
     banner(f"base pretraining: run '{cfg.run.run}' on {device}")
     print0(f"model: {human(model.num_params())} params, depth {model.config.n_layer}, width {model.config.n_embd}, "
            f"{model.config.n_head} heads; {num_steps} steps x {human(cfg.train.total_batch_tokens)} tokens")
-    stage = BaseStage(cfg.train, tokenizer, model.config.sequence_len, rank=dist_info.rank,
-                      world_size=dist_info.world_size, home=cfg.run.home, mirror=cfg.run.mirror, corpora=corpora)
     if cfg.train.data:  # the config records where the text came from, as paths valid from anywhere
         cfg.train.data, cfg.train.val_data = absolute_spec(cfg.train.data), absolute_spec(cfg.train.val_data)
-        print0(f"data: {cfg.train.data} ({stage.corpora['train'].num_chunks()} chunks; validation: "
+        print0(f"data: {cfg.train.data} ({corpora['train'].num_chunks()} chunks; validation: "
                f"{cfg.train.val_data or 'the hash-held-out 1%'})")
     write_config(out, cfg.to_dict())
+    in_loop = InLoopCore(cfg.train, tokenizer, device, mirror=cfg.run.mirror, home=cfg.run.home,
+                         world_size=dist_info.world_size) if cfg.train.core_every > 0 else None
+    stage = BaseStage(cfg.train, tokenizer, model.config.sequence_len, rank=dist_info.rank,
+                      world_size=dist_info.world_size, home=cfg.run.home, mirror=cfg.run.mirror, in_loop=in_loop,
+                      corpora=corpora)
     trainer = Trainer(model, cfg.train, out, num_steps=num_steps, device=device, dist_info=dist_info,
                       token_bytes=torch.tensor(tokenizer.token_bytes()), meta={"stage": "base", "run": cfg.run.run})
     trainer.fit(stage)

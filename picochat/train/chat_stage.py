@@ -6,7 +6,8 @@ the loop is train/trainer.py's. This module supplies the stage object the traine
 (`ChatStage`: batches and validation batches from train/chat_batches.py) and the command body
 (`run_chat_stage`): load the start model and the tokenizer, build the mixtures from the config's
 spec strings, measure the held-out loss of the start model (and of the base model) so that the
-artifact records what the stage bought, then train.
+artifact records what the stage bought, optionally seed the optimizer with the start stage's
+final state (--warm-start-optim), then train.
 """
 
 from __future__ import annotations
@@ -25,23 +26,34 @@ from picochat.common.paths import stage_dir
 from picochat.config import TrainConfig
 from picochat.tasks.common import Task, describe
 from picochat.tasks.registry import make_mixture
-from picochat.train import checkpoint
+from picochat.train import checkpoint, parallel
 from picochat.train.base import load_tokenizer
 from picochat.train.chat_batches import chat_batches, estimate_rows, waste_fraction
+from picochat.train.in_loop import InLoopChatCore
 from picochat.train.trainer import Batch, Trainer, evaluate_loss_bpb, write_config
 
 
 class ChatStage:
-    """The trainer's view of a chat stage: packed conversation batches, resumable by cursor."""
+    """The trainer's view of a chat stage: packed conversation batches, resumable by cursor.
+
+    Every rank packs the same global stream and saves the same cursor (train/chat_batches.py), so
+    a checkpoint resumes on any number of ranks: the new ranks continue the global stream at the
+    cursor and split its rows among themselves, nothing repeated or skipped."""
+
+    reshards_cursors = True  # the trainer hands over every rank's cursor when the world size changed
 
     def __init__(self, name: str, train_task: Task, val_task: Task | None, tokenizer: Any, batch_size: int,
-                 seq_len: int, *, crop: bool, rank: int = 0, world_size: int = 1):
+                 seq_len: int, *, crop: bool, rank: int = 0, world_size: int = 1,
+                 in_loop: InLoopChatCore | None = None):
         self.name, self.train_task, self.val_task, self.tokenizer = name, train_task, val_task, tokenizer
+        self.in_loop = in_loop  # ChatCORE every train.chatcore_every steps (train/in_loop.py)
         self.kw = dict(batch_size=batch_size, seq_len=seq_len, crop=crop, rank=rank, world_size=world_size)
         self.last_cursor: dict | None = None
         self.packing: dict[str, Any] = {}  # updated in place as batches go out (it rides in meta.json)
 
     def batches(self, cursor: dict | None) -> Iterator[Batch]:
+        if cursor is not None and "ranks" in cursor:  # saved on another number of ranks
+            cursor = _shared_cursor(cursor["ranks"])
         for batch in chat_batches(self.train_task, self.tokenizer, cursor=cursor, infinite=True, **self.kw):
             self.last_cursor = batch.cursor
             self.packing.update(batch.cursor["stats"], epoch=batch.cursor["epoch"],
@@ -54,6 +66,14 @@ class ChatStage:
         if self.val_task is None:
             return iter(())
         return chat_batches(self.val_task, self.tokenizer, infinite=False, **{**self.kw, "crop": False})
+
+
+def _shared_cursor(cursors: list[dict]) -> dict:
+    """The one cursor every rank of a chat stage saved (they pack the same stream)."""
+    if any(c != cursors[0] for c in cursors):
+        raise UserError("the checkpoint's chat data cursors differ between ranks, which they never should; "
+                        "restore the checkpoint or start the stage again")
+    return cursors[0]
 
 
 def steps_for_one_pass(train: TrainConfig, task: Task, tokenizer: Any, seq_len: int, crop: bool) -> int:
@@ -117,8 +137,11 @@ def run_chat_stage(cfg: Any, stage: str, start_from: tuple[str, ...], crop: bool
         print0(f"note: run '{run}' has no finished {start_from[0]} stage; {stage} starts from {start_name}")
     model, start_meta = checkpoint.load_model(start_dir, device)
     seq_len = model.config.sequence_len
+    in_loop = InLoopChatCore(cfg.train, tokenizer, device, preset=cfg.run.preset, mirror=mirror, home=home,
+                             rank=dist_info.rank, world_size=dist_info.world_size) \
+        if cfg.train.chatcore_every > 0 else None
     chat = ChatStage(stage, train_task, val_task, tokenizer, cfg.train.device_batch_size, seq_len, crop=crop,
-                     rank=dist_info.rank, world_size=dist_info.world_size)
+                     rank=dist_info.rank, world_size=dist_info.world_size, in_loop=in_loop)
     num_steps = steps_for_one_pass(cfg.train, train_task, tokenizer, seq_len, crop)
     banner(f"{stage}: run '{run}' from {start_name} on {device}")
     print0(f"mixture: {describe(train_task)}")
@@ -131,7 +154,10 @@ def run_chat_stage(cfg: Any, stage: str, start_from: tuple[str, ...], crop: bool
                       token_bytes=token_bytes,
                       meta={"stage": stage, "run": run, "start": start_name, "mixture": describe(train_task),
                             "val_mixture": describe(val_task) if val_task else None, "heldout": heldout,
-                            "start_final": start_meta.get("final"), "packing": chat.packing})
+                            "start_final": start_meta.get("final"), "packing": chat.packing,
+                            "warm_start_optim": cfg.train.warm_start_optim})
+    if cfg.train.warm_start_optim:
+        warm_start(trainer, stage, start_name, start_dir)
     final = trainer.fit(chat)
     if chat.packing:
         p = chat.packing
@@ -142,6 +168,25 @@ def run_chat_stage(cfg: Any, stage: str, start_from: tuple[str, ...], crop: bool
         before = " | ".join(f"{k} {v['val_loss']:.4f}" for k, v in heldout.items())
         print0(f"held-out {stage} loss: {before} -> {stage} {final['val_loss']:.4f}")
     return final
+
+
+def warm_start(trainer: Trainer, stage: str, start_name: str, start_dir: Path) -> None:
+    """Seed the trainer's fresh optimizers with the start stage's final state (nanochat's SFT does
+    this from base: the momentum buffers and Adam moments carry over, the learning rates do not).
+    A stage that resumes from its own checkpoint skips this: the checkpoint has its state."""
+    if checkpoint.has_training_checkpoint(trainer.out_dir):
+        return
+    problem = parallel.warm_start_optimizers(trainer.par, trainer.optimizers,
+                                             lambda: checkpoint.load_optimizer_state(start_dir), trainer.dist)
+    if problem == "none":
+        print0(f"warning: the {start_name} stage at {start_dir} saved no optimizer state (it was trained before "
+               f"optimizer.pt existed); {stage} starts with a fresh optimizer")
+    elif problem:
+        raise UserError(f"cannot warm-start the {stage} optimizer from the {start_name} stage: {problem}; "
+                        "run with --no-warm-start-optim to start from a fresh optimizer")
+    else:
+        print0(f"{stage}: optimizer warm-started from the {start_name} stage's final state "
+               "(momentum and moments; this stage's learning rates)")
 
 
 def _heldout_before(chat: ChatStage, model: torch.nn.Module, start_name: str, run: str, home: str,

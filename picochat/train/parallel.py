@@ -23,9 +23,13 @@ Launching (torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; common/device.py joins 
 
 Checkpoints are *consolidated*: whatever the mode, rank 0 writes one full state dict keyed by
 parameter names (DCP's get_model_state_dict / get_optimizer_state_dict with full_state_dict=True,
-cpu_offload=True), so a checkpoint resumes on any world size and in either mode. On resume rank 0
-reads it and broadcasts it (set_*_state_dict with broadcast_from_rank0); each rank keeps its copy
-(DDP) or its shard (FSDP2).
+cpu_offload=True), so a checkpoint resumes on any world size and in either mode (the data
+cursors are re-sharded by the stage: data/reshard.py). On resume rank 0 reads it and broadcasts
+it (set_*_state_dict with broadcast_from_rank0); each rank keeps its copy (DDP) or its shard
+(FSDP2). The same path seeds a chat stage's optimizers from the previous stage's final state
+(`warm_start_optimizers`). A lost node ends the job (its peers fail in their next collective, or
+their agent loses the rendezvous store); started again, it resumes from the last checkpoint
+exactly (tests/test_distributed.py rehearses it with two single-process nodes on localhost).
 
 FSDP2 caveat: every forward of the sharded model is a collective (each block all-gathers its
 weights), so all ranks must run the same forwards in the same order. The loop and the validation
@@ -156,6 +160,62 @@ def load_full_state(par: Parallel, optimizers: list[torch.optim.Optimizer], mode
     options = StateDictOptions(full_state_dict=True, strict=True, broadcast_from_rank0=dist.is_initialized())
     set_model_state_dict(par.raw, model_sd, options=options)
     set_optimizer_state_dict(par.raw, optimizers, optim_sd, options=options)
+
+
+def optimizer_mismatch(current: dict, previous: dict, shapes: dict[str, tuple[int, ...]]) -> str:
+    """Why `previous` (a full optimizer state dict) cannot seed optimizers laid out as `current`:
+    other parameter groups, or state for a parameter this model lacks or shapes differently. ''
+    when it can."""
+    now = [g["params"] for g in current["param_groups"]]
+    then = [g["params"] for g in previous.get("param_groups", [])]
+    if now != then:
+        diff = next((f"group {i} holds {len(a)} parameters now and {len(b)} then" +
+                     (f" (e.g. {sorted(set(a) ^ set(b))[0]})" if set(a) != set(b) else " in another order")
+                     for i, (a, b) in enumerate(zip(now, then, strict=False)) if a != b),
+                    f"there are {len(now)} parameter groups now and {len(then)} then")
+        return f"the optimizers group the parameters differently: {diff}"
+    for name, state in previous.get("state", {}).items():
+        if name not in shapes:
+            return f"it has state for '{name}', which this model does not have"
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.ndim and tuple(value.shape) != shapes[name]:
+                return (f"its '{key}' for '{name}' has shape {tuple(value.shape)}, the parameter "
+                        f"{shapes[name]}")
+    return ""
+
+
+def _named_groups(par: Parallel, optimizers: list[torch.optim.Optimizer]) -> list[dict]:
+    """Every optimizer's param groups, parameters by name (the layout of a full optimizer state
+    dict). Built by hand: get_optimizer_state_dict on fresh optimizers would first run a zero step
+    to create their state, and AdamW's step count would start at 1."""
+    names = {id(p): name for name, p in par.raw.named_parameters()}
+    return [{**{k: v for k, v in g.items() if k != "params"}, "params": [names[id(p)] for p in g["params"]]}
+            for opt in optimizers for g in opt.param_groups]
+
+
+def warm_start_optimizers(par: Parallel, optimizers: list[torch.optim.Optimizer],
+                          read: Callable[[], dict | None], info: DistInfo) -> str:
+    """Seed fresh optimizers with another stage's per-parameter state (Muon momentum buffers, AdamW
+    moments and step counts) read by `read` on rank 0; the param groups' settings (learning rates,
+    weight decay, betas, ...) stay the current ones. Collective under torchrun. Returns '' when
+    loaded, else why not (the same sentence on every rank; 'none' when `read` found nothing), and
+    then the optimizers are untouched."""
+    groups = _named_groups(par, optimizers)
+    previous = read() if info.is_main else None
+    problem = ""
+    if info.is_main:
+        shapes = {name: tuple(p.shape) for name, p in par.raw.named_parameters()}  # DTensor: global shape
+        problem = "none" if previous is None else optimizer_mismatch({"param_groups": groups}, previous, shapes)
+    if info.enabled:
+        verdict = [problem]
+        dist.broadcast_object_list(verdict, src=0)
+        problem = verdict[0]
+    if problem:
+        return problem
+    seed = {"state": previous["state"], "param_groups": groups} if info.is_main else {}
+    options = StateDictOptions(full_state_dict=True, strict=True, broadcast_from_rank0=dist.is_initialized())
+    set_optimizer_state_dict(par.raw, optimizers, seed, options=options)
+    return ""
 
 
 def barrier() -> None:

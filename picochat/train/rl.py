@@ -324,6 +324,7 @@ def eval_settings(rl: GRPOConfig, seed: int) -> dict:
 
 def main(cfg: Any) -> dict | None:
     """`picochat train rl`: runs/<run>/sft/ -> runs/<run>/rl/ (resumes; skips when complete)."""
+    from picochat.tasks.humaneval import check_sandbox, sandbox_record
     from picochat.tasks.registry import make_task
     from picochat.train.base import load_tokenizer
 
@@ -340,6 +341,7 @@ def main(cfg: Any) -> dict | None:
                         "tokens); use --parallel ddp")
     task = make_task(rl.task, home=home, mirror=mirror)
     eval_task = make_task(rl.eval_task, home=home, mirror=mirror)
+    sandbox = check_sandbox([task, eval_task], rl.unsafe_sandbox)  # rewards that run model code
     dist_info, device = init_distributed(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
     tokenizer = load_tokenizer(run, home)
@@ -349,6 +351,8 @@ def main(cfg: Any) -> dict | None:
         ref = copy.deepcopy(model).eval().requires_grad_(False)
     engine = Engine(model, tokenizer)
     log = EvalLog(out / "eval" / "rl.json", eval_settings(rl, cfg.run.seed), dist_info.is_main)
+    if sandbox is not None:
+        log.data["sandbox"] = sandbox  # written with every eval; the report card shows it
     stage = RLStage(engine, task, eval_task, rl, rows_per_micro=cfg.train.device_batch_size, seed=cfg.run.seed,
                     eval_log=log, ref_model=ref, rank=dist_info.rank, world_size=dist_info.world_size)
     num_steps = cfg.train.num_steps or max(1, len(task) // rl.prompts_per_step) * rl.updates_per_batch
@@ -369,6 +373,9 @@ def main(cfg: Any) -> dict | None:
                             "eval_task": describe(eval_task), "before": b, "start_final": start_meta.get("final")},
                       loss_fn=stage.loss, accum_steps=stage.micro_per_step)
     final = trainer.fit(stage)
+    if sandbox is not None:  # now the layers active in every reward and eval grading of the run
+        log.data["sandbox"] = sandbox_record([task, eval_task], sandbox)
+        log._write()
     a = log.data.get("after")
     if a:
         se = log.data["gain"]["pass@1_stderr"]

@@ -5,6 +5,11 @@ A stage (train/base.py, mid.py, sft.py, rl.py) supplies only what differs:
   - optionally `val_batches()`: a finite iterator for validation loss / bits-per-byte
   - optionally `loss(model, batch)`: defaults to mean cross-entropy over targets != -1, or the
     weight-normalised per-token NLL when the batch carries weights (SFT masks, RL advantages)
+  - optionally `evaluate(model) -> dict`: its own evals, run with the validation loss (every
+    eval_every steps and at the end; RL's pass@k)
+  - optionally `in_loop`: evals on a schedule of the stage's own (CORE + samples in base, ChatCORE
+    in SFT; train/in_loop.py), an object with `due(step, last) -> bool`, asked after every step,
+    and `run(model, step) -> dict`, run like every eval in eval mode and outside the training clock
 Everything else lives here: device placement, bf16 autocast, gradient accumulation, clipping,
 the schedules, progress/ETA/MFU logging, metrics JSONL, evals, checkpoints and exact resume
 (model, optimizers, data cursor, RNG, step), and a save on SIGTERM. How the model is spread over
@@ -25,11 +30,14 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from picochat.common.device import DistInfo, autocast_for, synchronize
+from picochat.common.device import DistInfo, autocast_for, synchronize, uses_bf16
 from picochat.common.errors import UserError
 from picochat.common.io import atomic_write_json, atomic_write_text
 from picochat.common.log import duration, human, is_main_process, print0
+from picochat.common.tracking import open_tracker
 from picochat.config import TrainConfig
+from picochat.eval.report import metrics_table
+from picochat.model.fp8 import check_recipe, enable_fp8_training
 from picochat.optim.groups import build_optimizers
 from picochat.optim.schedule import lr_multiplier, muon_momentum
 from picochat.train import checkpoint, parallel
@@ -129,6 +137,9 @@ class Trainer:
         self.token_bytes = token_bytes.to(device) if token_bytes is not None else None
         self.meta, self.loss_fn = meta or {}, loss_fn
         self.autocast = autocast_for(device, cfg.dtype)
+        check_recipe(cfg.fp8_recipe)  # a typo fails even without --fp8
+        if cfg.fp8:  # swap the blocks' Linear layers before compile and DDP/FSDP see the model
+            enable_fp8_training(model, cfg.fp8_recipe, device, uses_bf16(device, cfg.dtype), log=print0)
         # Compile and DDP/FSDP first: FSDP2 swaps the parameters for sharded ones, which the
         # optimizers must hold.
         self.par = parallel.parallelize(model, cfg, device, dist_info)
@@ -143,10 +154,12 @@ class Trainer:
         self.tokens_per_step = tokens_per_micro * self.accum_steps
         self.step, self.cursor, self.elapsed = 0, None, 0.0
         self._stop_requested = False
+        self.tracker = open_tracker(cfg.tracker if dist_info.is_main else "none", self.out_dir,
+                                    {"train": asdict(cfg), "meta": self.meta})
 
     # ---- resume / save ----
 
-    def _resume(self) -> None:
+    def _resume(self, stage: Stage) -> None:
         state = parallel.read_on_rank0(lambda: checkpoint.load_latest_checkpoint(self.out_dir), self.dist)
         metrics = self.out_dir / "metrics.jsonl"  # written by rank 0 only (_log_metrics)
         if state is None:
@@ -155,18 +168,24 @@ class Trainer:
             return
         parallel.load_full_state(self.par, self.optimizers, state["model"], state["optimizers"])
         self.step, self.elapsed = state["step"], state["elapsed"]
-        self.cursor = self._my_cursor(state["cursors"])
+        self.cursor = self._my_cursor(state["cursors"], stage)
         checkpoint.set_rng_state(state["rng"])
         if self.dist.is_main and metrics.exists():  # drop metrics logged after the checkpoint: redone
             lines = [ln for ln in metrics.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
             atomic_write_text(metrics, "".join(ln + "\n" for ln in lines))
         print0(f"resumed {self.out_dir.name} from step {self.step}/{self.num_steps}")
 
-    def _my_cursor(self, cursors: list) -> Any:
+    def _my_cursor(self, cursors: list, stage: Stage) -> Any:
         """Each rank reads its own shard, so each saved its own cursor. On a different world size
-        the shards differ: we restart from rank 0's position, which skips or repeats a little data."""
+        the shards differ: a stage whose batches() can split every old rank's cursor between the
+        new ranks (`reshards_cursors`, e.g. base: data/reshard.py) gets them all, as the gathered
+        {"ranks": [...]}; any other restarts from rank 0's position, which skips or repeats a little."""
         if len(cursors) == self.dist.world_size:
             return cursors[self.dist.rank]
+        if getattr(stage, "reshards_cursors", False):
+            print0(f"checkpoint was written by {len(cursors)} ranks, resuming on {self.dist.world_size}: "
+                   "the data cursors are re-sharded (no document repeated or skipped)")
+            return {"ranks": cursors}
         print0(f"warning: checkpoint was written by {len(cursors)} ranks, resuming on {self.dist.world_size}; "
                "the data order restarts from rank 0's position (model and optimizer state are exact)")
         return cursors[0]
@@ -186,6 +205,7 @@ class Trainer:
         if self.dist.is_main:
             with open(self.out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.tracker.log(record)  # the same record, to TensorBoard / W&B (common/tracking.py)
 
     def _request_stop(self, signum, frame) -> None:
         if self._stop_requested:  # second Ctrl-C: stop now
@@ -226,16 +246,19 @@ class Trainer:
 
     # ---- the loop ----
 
-    def _evaluate(self, stage: Stage) -> dict[str, float]:
-        """Validation loss/bpb when the stage has val_batches, plus the stage's own evals (RL's
-        pass@k, ...) when it defines `evaluate(model) -> dict`."""
-        result: dict[str, float] = {}
+    def _evaluate(self, stage: Stage, regular: bool = True, in_loop: bool = False) -> dict[str, Any]:
+        """regular: validation loss/bpb when the stage has val_batches, plus the stage's own evals
+        (RL's pass@k, ...) when it defines `evaluate(model) -> dict`. in_loop: the evals the stage
+        schedules itself (`stage.in_loop.run(model, step) -> dict`)."""
+        result: dict[str, Any] = {}
         self.raw_model.eval()
-        if self.token_bytes is not None and hasattr(stage, "val_batches"):
+        if regular and self.token_bytes is not None and hasattr(stage, "val_batches"):
             result.update(evaluate_loss_bpb(self.raw_model, stage.val_batches(), self.token_bytes,
                                             self.cfg.eval_tokens, self.autocast))
-        if hasattr(stage, "evaluate"):
+        if regular and hasattr(stage, "evaluate"):
             result.update(stage.evaluate(self.raw_model))
+        if in_loop:
+            result.update(stage.in_loop.run(self.raw_model, self.step))
         self.raw_model.train()
         return result
 
@@ -255,7 +278,7 @@ class Trainer:
     def fit(self, stage: Stage) -> dict[str, Any]:
         """Train to num_steps (resuming if a checkpoint exists), then write the stage artifact."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._resume()
+        self._resume(stage)
         old_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             final = self._loop(stage)
@@ -291,13 +314,16 @@ class Trainer:
                 record.update(extra)
                 print0(self._progress_line(record["loss"], mult, tok_s)
                        + "".join(f" | {k} {v:.3g}" for k, v in extra.items()))
-            if (self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or is_last:
+            regular = bool(self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or is_last
+            in_loop = getattr(stage, "in_loop", None) is not None and stage.in_loop.due(self.step, is_last)
+            if regular or in_loop:
                 window_s += self._clock_since(t_last)
-                last_eval = self._evaluate(stage)
+                last_eval = self._evaluate(stage, regular, in_loop)
                 if last_eval:
                     record.update(last_eval, elapsed=self.elapsed)
-                    print0(f"{self.out_dir.name} step {self.step}: " +
-                           " | ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+                    print0(f"{self.out_dir.name} step {self.step}: " + " | ".join(  # numbers only (not samples)
+                        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in last_eval.items() if isinstance(v, (int, float))))
                 t_last = time.perf_counter()  # eval time is not training throughput
             if len(record) > 1:
                 self._log_metrics(record)
@@ -319,7 +345,7 @@ class Trainer:
     def _finish(self, last_eval: dict[str, float]) -> dict[str, Any]:
         final = {"step": self.step, "tokens": self.step * self.tokens_per_step, "elapsed": self.elapsed,
                  **last_eval}
-        model_sd = parallel.full_model_state(self.par)  # collective
+        model_sd, optim_sd = parallel.full_state(self.par, self.optimizers)  # collective; optim: warm starts
         if self.dist.is_main:
             meta = {**self.meta, "model_config": self.raw_model.config.to_dict(),
                     "train_config": asdict(self.cfg), "final": final,
@@ -328,9 +354,10 @@ class Trainer:
                     # where it ran, for the report's cost line (GPU-hours = elapsed x world_size)
                     "device": self.device.type, "world_size": self.dist.world_size,
                     "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"}
-            checkpoint.save_artifact(self.out_dir, model_sd, meta)
+            checkpoint.save_artifact(self.out_dir, model_sd, meta, optimizer=optim_sd)
             for p in (self.out_dir / "checkpoints").glob("step_*"):
                 p.unlink(missing_ok=True)  # the artifact supersedes the resume state
+            self.tracker.finish(final, lambda: metrics_table(self.out_dir.parent))
         parallel.barrier()
         print0(f"{self.out_dir.name} done: {self.step} steps, {human(final['tokens'])} tokens in "
                f"{duration(self.elapsed)}; saved to {self.out_dir}")

@@ -1,7 +1,7 @@
 """A small deterministic training run through the real Trainer, for the resume and DDP tests.
 
 usage: python toy_train.py OUT_DIR [--kill-at-batch N] [--steps N] [--global-batch N] [--parallel ddp|fsdp]
-                             [--fused-adamw] [--compile] [--compile-optim]
+                             [--fused-adamw] [--compile] [--compile-optim] [--fp8-cpu tensorwise|rowwise]
 Works under torchrun: each rank takes its share of the rows of every global batch.
 """
 
@@ -66,11 +66,17 @@ def main():
     ap.add_argument("--fused-adamw", action="store_true")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--compile-optim", action="store_true")
+    ap.add_argument("--fp8-cpu", default="", help="fp8 Linears on CPU (this torch's CPU _scaled_mm), converted "
+                                                  "before the trainer wraps the model, as on a GPU")
     args = ap.parse_args()
     torch.set_num_threads(1)
     info, device = init_distributed("cpu")
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_depth(2, head_dim=32, vocab_size=VOCAB, seq_len=T))
+    if args.fp8_cpu:
+        from picochat.model.fp8 import convert_blocks_to_fp8
+
+        convert_blocks_to_fp8(model, args.fp8_cpu)
     micro = 2  # rows per device per micro-step -> gradient accumulation
     cfg = TrainConfig(device_batch_size=micro, total_batch_tokens=args.global_batch * T, num_steps=args.steps,
                       save_every=3, eval_every=6, eval_tokens=10_000, log_every=1, matrix_lr=0.05,

@@ -1,0 +1,1 @@
+"""Taking a trained model elsewhere: `picochat export hf` (Hugging Face transformers format)."""
