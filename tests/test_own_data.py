@@ -98,3 +98,52 @@ def test_train_base_on_a_folder_of_txt_then_chat(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.strip()
+
+
+@pytest.mark.slow
+def test_base_on_own_data_stopped_on_two_ranks_resumes_on_one_with_exactly_the_remaining_documents(tmp_path):
+    """The resume-anywhere must-show (tests/test_distributed.py) on a user corpus: 2 gloo ranks
+    train base on --data and die after the step-2 checkpoint; 1 rank resumes, re-sharding their
+    cursors into the user corpus, and dies after step 16. Packed + pending documents are exactly
+    the first documents of the single-rank stream of the corpus, each once."""
+    from collections import Counter
+
+    from test_distributed import ENV as DIST_ENV
+    from test_distributed import base_cmd, base_run_dir, logged_docs
+
+    from picochat.data.user_corpus import open_text_corpora
+
+    home = base_run_dir(tmp_path)
+    data = tmp_path / "own"
+    data.mkdir()
+    docs = [d for i in range(48) for d in synthetic.chunk("train", i)]
+    for k in range(64):  # 64 files of 48 documents (~33 kB): one chunk each, as small as the synthetic
+        # source's, so that by step 16 the one rank has read the two ranks' partly read chunks
+        (data / "parts" / f"{k // 10}").mkdir(parents=True, exist_ok=True)
+        (data / "parts" / f"{k // 10}" / f"part{k:02d}.jsonl").write_text(
+            "".join(json.dumps({"text": d}) + "\n" for d in docs[k::64]))
+    logs = tmp_path / "doclog"
+    env = {**DIST_ENV, "PICOCHAT_MIRROR": "", "PICOCHAT_DOC_LOG": str(logs)}
+    two = subprocess.run(base_cmd(home, 2, "--data", str(data), ranks=2, port=29636), capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert "killed after the step-2 checkpoint" in two.stdout, two.stderr[-3000:]
+    out = home / "runs" / "t" / "base"
+    old = checkpoint.load_latest_checkpoint(out)["cursors"]
+    assert [c["world_size"] for c in old] == [2, 2] and old[0]["source"].startswith(f"data:{data}@")
+    before = sum((logged_docs(logs / f"train-rank{r}-of2.jsonl", c["stats"]["rows"]) for r, c in enumerate(old)),
+                 Counter())
+
+    one = subprocess.run(base_cmd(home, 16, "--data", str(data)), capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert "killed after the step-16 checkpoint" in one.stdout, one.stderr[-3000:]
+    assert "the data cursors are re-sharded" in one.stdout
+    (cursor,) = checkpoint.load_latest_checkpoint(out)["cursors"]
+    after = logged_docs(logs / "train-rank0-of1.jsonl", cursor["stats"]["rows"])
+    pending = Counter(tuple(d) for d in cursor["pending"])
+    assert before and after and not set(before) & set(after)
+    assert "leftover" not in cursor and cursor["next"][0] == 0
+    _, chunk, offset = cursor["next"]
+    corpus = open_text_corpora("", data=str(data))["train"]
+    read = Counter((c, i) for c in range(chunk) for i in range(len(corpus.chunk(c))))
+    read.update((chunk, i) for i in range(offset))
+    assert before + after + pending == read
