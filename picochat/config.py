@@ -149,6 +149,16 @@ class ServeConfig:
     max_body_bytes: int = opt(1_000_000, "largest accepted request body")
     default_max_tokens: int = opt(512, "reply length when a request gives no max_tokens")
     gpus: int = opt(0, "workers, one per GPU (0 = every visible GPU; on CPU always 1)")
+    api_key: str = opt("", "require 'Authorization: Bearer KEY' on /v1/ routes (default: $PICOCHAT_API_KEY; "
+                           "none = open, fine on localhost)")
+    cors_origin: str = opt("", "comma-separated web origins allowed to call the API from a browser "
+                               "(e.g. https://app.example; '*' = any); same-origin needs none")
+    model_alias: str = opt("", "a second model name the API accepts and lists (e.g. gpt-3.5-turbo for a client "
+                               "that insists on one)")
+    prefill_chunk: int = opt(128, "prompt tokens per prefill pass, one pass between two decode steps "
+                                  "(0 = every waiting prompt at once): bounds how long a burst of new prompts "
+                                  "stalls running streams")
+    quiet: bool = opt(False, "no per-request log lines")
 
 
 @dataclass

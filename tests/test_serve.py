@@ -64,7 +64,7 @@ def test_openai_client_non_streaming_and_streaming(server):
 def test_n_samples_and_seed(server):
     url, _ = server
     client = openai.OpenAI(base_url=url + "/v1", api_key="none")
-    kw = dict(model="m", messages=[{"role": "user", "content": "Hello"}], max_tokens=10, n=3, seed=5,
+    kw = dict(model="picochat-test", messages=[{"role": "user", "content": "Hello"}], max_tokens=10, n=3, seed=5,
               temperature=1.0)
     a, b = client.chat.completions.create(**kw), client.chat.completions.create(**kw)
     assert [c.index for c in a.choices] == [0, 1, 2]
@@ -142,14 +142,16 @@ def test_router_picks_least_loaded(engine):
     asyncio.run(go())
 
 
-def test_two_workers_continuous_batching_equals_engine(engine, tok):
+@pytest.mark.parametrize("prefill_chunk", [0, 1, 16])
+def test_two_workers_continuous_batching_equals_engine(engine, tok, prefill_chunk):
     """Eight concurrent requests of different lengths over two started workers (each with fewer
-    rows than requests, so requests wait and join running batches) give the engine's replies."""
+    rows than requests, so requests wait and join running batches) give the engine's replies,
+    however the prefill is sliced (0: all waiting prompts at once; 1: one prompt per pass)."""
     texts = ["Hi", "The quick brown fox jumps", "12 + 30", "What is 6", "Numbers: 0 1", "Hello, world!",
              "It is", "lazy dog"]
     prompts = [tok.encode(t, prepend=tok.bos_id) for t in texts]
     params = SamplingParams(temperature=0.0, max_tokens=12)
-    router = Router([Batcher(engine, 3, 16, name="a"), Batcher(engine, 3, 16, name="b")]).start()
+    router = Router([Batcher(engine, 3, 16, name=x, prefill_chunk=prefill_chunk) for x in "ab"]).start()
 
     async def one(p):
         ids = []
@@ -203,7 +205,7 @@ def test_limits_answer_429_and_503(engine, tok, limits, queue, status):
     from fastapi.testclient import TestClient
 
     app = create_app(Batcher(engine, max_rows=2, max_queue=queue), tok, "m", limits)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == status and r.json()["error"]["message"]
 
@@ -268,14 +270,56 @@ def test_logprobs_streaming_and_not(server, engine, tok):
     client = openai.OpenAI(base_url=url + "/v1", api_key="none")
     conv = [{"role": "user", "content": "Numbers: 0 1"}]
     want = engine.generate([render_for_completion(tok, conv)], temperature=0.0, max_tokens=8)[0][0]
-    r = client.chat.completions.create(model="m", messages=conv, max_tokens=8, temperature=0, logprobs=True)
+    r = client.chat.completions.create(model="picochat-test", messages=conv, max_tokens=8, temperature=0, logprobs=True)
     got = r.choices[0].logprobs.content
     assert [e.logprob for e in got] == pytest.approx(want.logprobs, abs=1e-4)
     assert b"".join(bytes(e.bytes) for e in got).decode(errors="replace").startswith(want.text)
-    stream = client.chat.completions.create(model="m", messages=conv, max_tokens=8, temperature=0,
+    stream = client.chat.completions.create(model="picochat-test", messages=conv, max_tokens=8, temperature=0,
                                             logprobs=True, stream=True)
     streamed = [e.logprob for c in stream if c.choices and c.choices[0].logprobs
                 for e in c.choices[0].logprobs.content]
     assert streamed == pytest.approx(want.logprobs, abs=1e-4)
     bad = httpx.post(url + "/v1/chat/completions", json={"messages": conv, "top_logprobs": 3})
     assert bad.status_code == 400 and "top_logprobs" in bad.json()["error"]["message"]
+
+
+def test_prefill_passes_are_first_come_first_served_and_bounded(engine, monkeypatch):
+    from picochat.engine import batcher as batcher_module
+
+    monkeypatch.setattr(batcher_module, "PASSES_PER_STEP", 4)
+
+    async def go():
+        b = Batcher(engine, max_rows=12, max_queue=16, prefill_chunk=64)  # not started: we drive it
+        tickets = [b.submit([1] * 30, SamplingParams(max_tokens=4)) for _ in range(10)]
+        tickets.append(b.submit([1] * 100, SamplingParams(max_tokens=4)))
+        passes = b._passes()
+        assert [[t.id for t in p] for p in passes] == [[0, 1], [2, 3], [4, 5], [6, 7]]  # PASSES_PER_STEP
+        b._waiting.extendleft(reversed([t for p in passes for t in p]))
+        b.cancel(tickets[0])
+        assert [[t.id for t in p] for p in b._passes()][0] == [1, 2]
+        b._waiting.clear()
+        b.submit([1] * 100, SamplingParams(max_tokens=4, n=3))
+        assert [len(p) for p in b._passes()] == [1]  # a prompt longer than a pass: a pass of its own
+    asyncio.run(go())
+
+
+def test_first_token_comes_from_the_prefill_before_the_batch_steps(engine, tok):
+    """`sample(rows)` gives new rows their first token from the prefill logits without a forward
+    pass; the next `step` then feeds them with everyone else. Same tokens as generating alone."""
+    a, b = tok.encode("Hello", prepend=tok.bos_id), tok.encode("The quick brown fox", prepend=tok.bos_id)
+    params = SamplingParams(temperature=0.0, max_tokens=6)
+    want = {k: c[0].ids for k, c in zip("ab", engine.generate([a, b], params))}
+    dec = engine.decoder(4, 96)
+    dec.add(a, params, "a")
+    got = {"a": [ev.id for ev in dec.step()], "b": []}
+    dec.add(b, params, "b")
+    calls = []
+    hook = dec.model.register_forward_pre_hook(lambda m, args: calls.append(1))
+    first = dec.sample([i for i, r in enumerate(dec.rows) if r is not None and r.key == "b"])
+    hook.remove()
+    assert [ev.key for ev in first] == ["b"] and not calls        # no forward pass yet
+    got["b"].append(first[0].id)
+    while dec.busy:
+        for ev in dec.step():
+            got[ev.key].append(ev.id)
+    assert got == want

@@ -132,3 +132,32 @@ def test_chat_page_end_to_end(site, tmp_path):
         sync_api.expect(page.locator(".msg")).to_have_count(0)
         browser.close()
     assert (shots / "chat_streaming_phone.png").stat().st_size > 0
+
+
+def test_chat_page_asks_for_the_api_key_and_sends_it(tmp_path):
+    """With --api-key the page gets 401, asks for the key once (a prompt dialog), keeps it, and
+    sends it as a Bearer token from then on; same-origin, so the guard lets it through."""
+    from picochat.serve.guard import Policy
+    from picochat.tokenizer.tokenizer import Tokenizer
+
+    tok = Tokenizer.train([TEXT], vocab_size=300, native=False)
+    batcher = Batcher(Engine(random_gpt(tok.vocab_size), tok, tool=None), max_rows=2, max_queue=4)
+    app = create_app(batcher, tok, "picochat-key-test", ServeLimits(), Policy(api_key="k3y"))
+    with ServerThread(app) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page()
+        page.set_default_timeout(20_000)
+        asked: list[str] = []
+        page.on("dialog", lambda d: (asked.append(d.message), d.accept("k3y")))
+        auth: list[str | None] = []
+        page.on("request", lambda r: auth.append(r.headers.get("authorization")) if "/v1/" in r.url else None)
+        page.goto(url.replace("127.0.0.1", "localhost"))
+        sync_api.expect(page.locator("#model")).to_have_text("picochat-key-test")
+        page.click(".settings summary")
+        page.fill("#max-tokens", "5")
+        page.fill("#input", "Hello")
+        page.keyboard.press("Enter")
+        sync_api.expect(page.locator(".msg.assistant .note")).to_have_text("cut off: max tokens reached")
+        browser.close()
+    assert len(asked) == 1 and "API key" in asked[0]
+    assert auth[0] is None and auth[1:] == ["Bearer k3y"] * (len(auth) - 1) and len(auth) >= 3

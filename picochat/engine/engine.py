@@ -135,6 +135,7 @@ class BatchDecoder:
         limit = engine.model.cos.size(1)  # the rotary table bounds every position
         self.cache = RaggedKVCache.for_model(engine.model, max_rows, min(max_len, limit))
         self.rows: list[_Row | None] = [None] * max_rows
+        self._unfed: dict[int, int] = {}  # row -> its sampled token, not yet fed to the model
         self.next_logits = torch.zeros(max_rows, engine.model.config.vocab_size, device=engine.model.device)
 
     @property
@@ -211,30 +212,45 @@ class BatchDecoder:
 
     def _free(self, i: int) -> None:
         self.rows[i], self.cache.lens[i] = None, 0
+        self._unfed.pop(i, None)
 
     @torch.inference_mode()
     def step(self) -> list[TokenEvent]:
         """One token for every live row, then one forward pass for the rows that go on."""
-        live = [i for i, r in enumerate(self.rows) if r is not None]
+        events = self.sample()
+        self.feed()
+        return events
+
+    @torch.inference_mode()
+    def sample(self, rows: Sequence[int] | None = None) -> list[TokenEvent]:
+        """Pick and emit the next token of `rows` (default: every live row) whose token is not yet
+        chosen; the rows that go on wait for `feed`. A server calls this right after a prefill, so a
+        new request's first token goes out without waiting for the whole batch's forward pass."""
+        candidates = range(len(self.rows)) if rows is None else rows
+        live = [i for i in candidates if self.rows[i] is not None and i not in self._unfed]
         if not live:
             return []
-        rows = [self.rows[i] for i in live]
+        rows_ = [self.rows[i] for i in live]
         logits = self.next_logits[live]                               # (n, V)
-        sampled = choose_tokens(logits, [r.params for r in rows], [r.generator for r in rows])
-        forced = [r.tool.next_forced() for r in rows]
+        sampled = choose_tokens(logits, [r.params for r in rows_], [r.generator for r in rows_])
+        forced = [r.tool.next_forced() for r in rows_]
         tokens = [s if f is None else f for s, f in zip(sampled, forced)]
         logprobs = F.log_softmax(logits, dim=-1)[torch.arange(len(live)), torch.tensor(tokens)].tolist()
-        events, going_on = [], {}
-        for i, r, tok, f, lp in zip(live, rows, tokens, forced, logprobs):
+        events = []
+        for i, r, tok, f, lp in zip(live, rows_, tokens, forced, logprobs):
             ev = self._emit(i, r, tok, f is not None, lp)
             events.append(ev)
             if ev.finish is None:
-                going_on[i] = tok
+                self._unfed[i] = tok
             else:
                 self._free(i)
-        if going_on:
-            self._forward(going_on)
         return events
+
+    def feed(self) -> None:
+        """One forward pass over the rows whose next token `sample` chose."""
+        if self._unfed:
+            unfed, self._unfed = self._unfed, {}
+            self._forward(unfed)
 
     def _emit(self, i: int, r: _Row, tok: int, forced: bool, logprob: float) -> TokenEvent:
         segment = r.tool.observe(tok)
@@ -251,7 +267,8 @@ class BatchDecoder:
 
     def _forward(self, going_on: dict[int, int]) -> None:
         """Feed each continuing row its new token. Rows are not compacted: the pass covers rows
-        [0, hi) and idle rows in that range get a dummy token that is forgotten right after."""
+        [0, hi) and idle rows in that range get a dummy token that is forgotten right after (every
+        live row is in going_on: `sample` leaves none out of a full step)."""
         hi = max(going_on) + 1
         ids = torch.zeros(hi, 1, dtype=torch.long)
         for i, tok in going_on.items():

@@ -1,184 +1,171 @@
 """`picochat serve`: the OpenAI-compatible API and the chat page, on FastAPI + uvicorn.
 
     POST /v1/chat/completions   chat completions, streaming (SSE) or not
-    GET  /v1/models             the one model this server runs
+    POST /v1/completions        plain text completions (a prompt string, strings, or token ids)
+    GET  /v1/models             the served model (and its alias, if one is set)
     GET  /health                liveness and per-worker load
     GET  /                      the chat page (static/: plain HTML, CSS and JS, no build step)
 
 The event loop only parses, validates and relays: conversations become token ids in
 `tokenizer/chat.py`, and the forward passes run on the batchers' threads (engine/batcher.py).
 A client that disconnects has its request cancelled, which frees its rows before the next step.
+
+Every 4xx/5xx, the framework's own 404/405 included, is OpenAI's error object
+`{"error": {"message", "type", "param", "code"}}`. Who may call at all is decided in front of
+the routes (serve/guard.py); each request gets one log line (serve/access_log.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-from collections.abc import AsyncIterator
+import logging
+import os
+import sys
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
-from picochat.engine.batcher import Batcher, Overloaded, Router, Ticket
-from picochat.engine.engine import SamplingParams
-from picochat.engine.text import merge_pieces
+from picochat.engine.batcher import Batcher, Router
 from picochat.serve import protocol as P
-from picochat.tokenizer.chat import ConversationError, render_for_completion
+from picochat.serve.access_log import AccessLog, stats_of
+from picochat.serve.errors import ApiError, ClientGone
+from picochat.serve.guard import Guard, Policy, is_loopback
+from picochat.serve.jsonbody import BodyError, parse_object
+from picochat.serve.service import ServeLimits, Service
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("picochat.serve")
+
+__all__ = ["ServeLimits", "Policy", "create_app", "main"]
 
 
-@dataclass
-class ServeLimits:
-    max_prompt_tokens: int = 0          # 0 = the engine's context minus one
-    max_concurrent: int = 128           # requests in flight (streaming or not) before 429
-    max_body_bytes: int = 1_000_000     # larger request bodies get 413
-    default_max_tokens: int = 512       # when the request gives no max_tokens
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, type_: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.type = status, message, param, type_
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}")
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused (413) as soon as it passes `limit` bytes, declared or not."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the request body is {declared} bytes; the limit is {limit}", code="request_too_large")
     body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise ApiError(413, f"request body is over the {limit}-byte limit")
+    try:
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise ApiError(413, f"the request body is over the {limit}-byte limit", code="request_too_large")
+    except ClientDisconnect:
+        raise ClientGone() from None
     return bytes(body)
 
 
-def _parse(body: bytes) -> P.ChatCompletionRequest:
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _is_location(item: int | str) -> bool:
+    """pydantic's error locations name union members too (`stop.str`, `content.list[Part]`)."""
+    return isinstance(item, int) or not ("[" in item or "(" in item or item in _UNION_TAGS)
+
+
+def parse_request(body: bytes, schema: type[BaseModel]) -> Any:
+    """Bytes -> a validated request, or one 400 that names the field and what was wrong."""
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"request body is not valid JSON ({e})") from None
+        data = parse_object(body)
+    except BodyError as e:
+        raise ApiError(400, str(e)) from None
     try:
-        return P.ChatCompletionRequest.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as e:
+        # The deepest error is the most specific (a union reports every member that failed).
+        err = max(e.errors(include_url=False), key=lambda x: len(x["loc"]))
+        where = ".".join(str(x) for x in err["loc"] if _is_location(x)) or None
+        if err["type"] == "extra_forbidden":
+            raise ApiError(400, f"unrecognized request argument: {where}", param=where) from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ApiError(400, f"invalid request: {where}: {msg}" if where else f"invalid request: {msg}",
+                       param=where) from None
+
+
+ROUTES_HINT = "the API serves POST /v1/chat/completions, POST /v1/completions and GET /v1/models"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse(P.error_body(e.message, e.type, e.param, e.code), status_code=e.status,
+                            headers=e.headers)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, e: ClientGone) -> Response:
+        stats_of(request.scope).status = 499  # nobody reads this answer; the log line says what happened
+        return Response(status_code=499)
+
+    @app.exception_handler(HTTPException)
+    async def framework_error(request: Request, e: HTTPException) -> JSONResponse:
+        if e.status_code == 404:
+            message = f"no such route: {request.method} {request.url.path}; {ROUTES_HINT}"
+        elif e.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path} (allowed: {e.headers.get('Allow', '?')})"
+        else:
+            message = str(e.detail)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
+        type_ = "server_error" if e.status_code >= 500 else "invalid_request_error"
+        return JSONResponse(P.error_body(message, type_, None, code), status_code=e.status_code, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
         err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise ApiError(400, f"invalid request: {where}: {err['msg']}", param=where) from None
+        where = ".".join(str(x) for x in err.get("loc", ()))
+        return JSONResponse(P.error_body(f"invalid request: {where}: {err.get('msg')}", param=where), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, e: Exception) -> JSONResponse:
+        # The traceback still reaches the log (uvicorn prints it once): this is a bug to fix.
+        return JSONResponse(P.error_body("internal server error; the server log has the details",
+                                         "server_error"), status_code=500)
 
 
-class ChatService:
-    """What the routes do, apart from HTTP: render, check limits, submit, relay."""
+def _add_routes(app: FastAPI, service: Service) -> None:
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        req = parse_request(await read_body(request, service.limits.max_body_bytes), P.ChatCompletionRequest)
+        return await service.chat(req, request)
 
-    def __init__(self, router: Router, tokenizer: Any, model_name: str, limits: ServeLimits):
-        self.router, self.tokenizer, self.model_name, self.limits = router, tokenizer, model_name, limits
-        self.max_prompt = min(limits.max_prompt_tokens or router.max_len - 1, router.max_len - 1)
-        self.in_flight = 0
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        req = parse_request(await read_body(request, service.limits.max_body_bytes), P.CompletionRequest)
+        return await service.complete(req, request)
 
-    def prepare(self, req: P.ChatCompletionRequest) -> tuple[list[int], SamplingParams]:
-        try:
-            prompt = render_for_completion(self.tokenizer, req.conversation())
-        except ConversationError as e:
-            raise ApiError(400, str(e), param="messages") from None
-        if len(prompt) > self.max_prompt:
-            raise ApiError(400, f"the conversation is {len(prompt)} tokens; the limit is {self.max_prompt}. "
-                                "Shorten it or start a new chat.", param="messages", type_="context_length_exceeded")
-        if req.n > self.router.max_rows:
-            raise ApiError(400, f"n={req.n} is more than this server's {self.router.max_rows} rows", param="n")
-        room = self.router.max_len - len(prompt)
-        max_tokens = min(req.max_completion_tokens or req.max_tokens or self.limits.default_max_tokens, room)
-        return prompt, SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_k=req.top_k,
-                                      top_p=req.top_p, n=req.n, seed=req.seed, stop=tuple(req.stop or ()))
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return P.models_list(list(service.names))
 
-    def submit(self, prompt: list[int], params: SamplingParams) -> Ticket:
-        if self.in_flight >= self.limits.max_concurrent:
-            raise ApiError(429, f"{self.in_flight} requests are in flight; the limit is "
-                                f"{self.limits.max_concurrent}. Retry shortly.", type_="rate_limit_error")
-        try:
-            ticket = self.router.submit(prompt, params)
-        except Overloaded as e:
-            raise ApiError(503, f"the server is overloaded ({e}); retry shortly.", type_="overloaded") from None
-        self.in_flight += 1
-        return ticket
+    @app.get("/v1/models/{name:path}")
+    async def model(name: str) -> dict:
+        service.check_model(name)
+        return P.models_list([name])["data"][0]
 
-    async def stream(self, ticket: Ticket, req: P.ChatCompletionRequest) -> AsyncIterator[str]:
-        cid, created, produced = P.new_id(), int(time.time()), 0
+    @app.get("/health")
+    async def health() -> dict:
+        workers = [{"name": b.name, "load": b.load, "rows": b.max_rows} for b in service.router.batchers]
+        return {"status": "ok", "model": service.names[0], "in_flight": service.in_flight, "workers": workers}
 
-        def sse(obj: dict) -> str:
-            return f"data: {json.dumps(obj)}\n\n"
+    @app.get("/")
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-        def one(index: int, delta: dict, finish: str | None = None, logprobs: list | None = None) -> str:
-            return sse(P.chunk(cid, self.model_name, created, [P.delta_choice(index, delta, finish, logprobs)]))
-
-        try:
-            for i in range(req.n):
-                yield one(i, {"role": "assistant", "content": ""})
-            async for events in ticket:
-                for ev in events:
-                    produced += 1
-                    # With logprobs, every token gets a chunk (maybe with empty text) carrying its entry.
-                    lp = [P.token_logprob(self.tokenizer, ev.id, ev.logprob)] if req.logprobs else None
-                    for segment, text in ev.text or ([("text", "")] if lp else []):
-                        yield one(ev.sample, {"content": text, "segment": segment}, logprobs=lp)
-                        lp = None
-                    if ev.finish:
-                        yield one(ev.sample, {}, ev.finish)
-            if req.stream_options and req.stream_options.include_usage:
-                yield sse(P.chunk(cid, self.model_name, created, [], P.usage(len(ticket.prompt), produced)))
-        except (RuntimeError, ValueError) as e:
-            yield sse(P.error_body(str(e), "server_error"))
-        finally:
-            ticket.cancel()  # no-op when finished; frees the rows when the client went away
-            self.in_flight -= 1
-        yield "data: [DONE]\n\n"
-
-    async def collect(self, ticket: Ticket, req: P.ChatCompletionRequest, request: Request) -> Response:
-        pieces: list[list] = [[] for _ in range(req.n)]
-        finish: list[str | None] = [None] * req.n
-        logprobs: list[list | None] = [[] if req.logprobs else None for _ in range(req.n)]
-        produced = 0
-
-        async def run() -> None:
-            nonlocal produced
-            async for events in ticket:
-                for ev in events:
-                    produced += 1
-                    pieces[ev.sample] += ev.text
-                    if req.logprobs:
-                        logprobs[ev.sample].append(P.token_logprob(self.tokenizer, ev.id, ev.logprob))
-                    finish[ev.sample] = ev.finish or finish[ev.sample]
-
-        task = asyncio.ensure_future(run())
-        try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=0.25)
-                if not task.done() and await request.is_disconnected():
-                    task.cancel()
-                    return Response(status_code=499)
-            task.result()
-        except (RuntimeError, ValueError) as e:
-            raise ApiError(500, str(e), type_="server_error") from None
-        finally:
-            ticket.cancel()
-            self.in_flight -= 1
-        body = P.completion(P.new_id(), self.model_name, int(time.time()),
-                            [(merge_pieces(p), f, lp) for p, f, lp in zip(pieces, finish, logprobs)],
-                            P.usage(len(ticket.prompt), produced))
-        return JSONResponse(body)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
-def create_app(router: Router | Batcher, tokenizer: Any, model_name: str,
-               limits: ServeLimits | None = None) -> FastAPI:
-    """The FastAPI app. The router's batcher threads start with the app and stop with it."""
+def create_app(router: Router | Batcher, tokenizer: Any, model_name: str, limits: ServeLimits | None = None,
+               policy: Policy | None = None, aliases: tuple[str, ...] = ()) -> FastAPI:
+    """The app: routes behind the guard (serve/guard.py), inside the access log. The router's
+    batcher threads start with the app and stop with it."""
     router = router if isinstance(router, Router) else Router([router])
-    service = ChatService(router, tokenizer, model_name, limits or ServeLimits())
+    service = Service(router, tokenizer, (model_name, *aliases), limits or ServeLimits())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -186,47 +173,12 @@ def create_app(router: Router | Batcher, tokenizer: Any, model_name: str,
         yield
         router.close()
 
-    app = FastAPI(title="picochat", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="picochat", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, e: ApiError) -> JSONResponse:
-        return JSONResponse(P.error_body(e.message, e.type, e.param), status_code=e.status)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        req = _parse(await _read_body(request, service.limits.max_body_bytes))
-        prompt, params = service.prepare(req)
-        ticket = service.submit(prompt, params)
-        if req.stream:
-            # Start the generator now: once inside its try, a disconnect at any point runs its
-            # finally (cancel + release); a generator never started would leak the request.
-            gen = service.stream(ticket, req)
-            first = await gen.__anext__()
-
-            async def body() -> AsyncIterator[str]:
-                yield first
-                async for item in gen:
-                    yield item
-
-            return StreamingResponse(body(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return await service.collect(ticket, req, request)
-
-    @app.get("/v1/models")
-    async def models() -> dict:
-        return P.models_list([model_name])
-
-    @app.get("/health")
-    async def health() -> dict:
-        workers = [{"name": b.name, "load": b.load, "rows": b.max_rows} for b in router.batchers]
-        return {"status": "ok", "model": model_name, "in_flight": service.in_flight, "workers": workers}
-
-    @app.get("/")
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _install_error_handlers(app)
+    _add_routes(app, service)
+    app.add_middleware(Guard, policy=policy or Policy())
+    app.add_middleware(AccessLog)  # added last = outermost: guard refusals are logged too
     return app
 
 
@@ -243,6 +195,17 @@ def _worker_devices(device_name: str, gpus: int) -> list:
     return [torch.device("cuda", i) for i in range(min(gpus or count, count))]
 
 
+def _policy(s: Any) -> Policy:
+    """The guard's settings from the flags; warns when the API is open beyond this machine."""
+    origins = tuple(o.strip().rstrip("/") for o in s.cors_origin.split(",") if o.strip())
+    local = is_loopback(s.host)
+    api_key = s.api_key or os.environ.get("PICOCHAT_API_KEY", "")
+    if not local and not api_key:
+        print(f"picochat: WARNING: listening on {s.host} without --api-key: anyone who can reach this "
+              "machine can use the model", file=sys.stderr, flush=True)
+    return Policy(api_key=api_key, cors_origins=origins, loopback_only=local)
+
+
 def main(cfg: Any) -> None:
     """`picochat serve`: load the run's model on every worker device and serve until Ctrl-C."""
     import torch
@@ -252,15 +215,23 @@ def main(cfg: Any) -> None:
     from picochat.engine.load import load_model_and_tokenizer
 
     s = cfg.serve
+    policy = _policy(s)
     batchers = []
     for dev in _worker_devices(cfg.run.device, s.gpus):
         model, tokenizer, stage = load_model_and_tokenizer(cfg.run.run, cfg.run.home, s.stage, dev)
         if dev.type == "cuda":
             model = model.to(torch.bfloat16)  # halves weight and KV-cache memory; logits stay fp32
-        batchers.append(Batcher(Engine(model, tokenizer), s.max_batch, s.max_queue, name=str(dev)))
+        batchers.append(Batcher(Engine(model, tokenizer), s.max_batch, s.max_queue, name=str(dev),
+                                prefill_chunk=s.prefill_chunk))
     name = f"picochat-{cfg.run.run}-{stage}"
+    aliases = tuple(a for a in [s.model_alias] if a and a != name)
     limits = ServeLimits(s.max_prompt_tokens, s.max_concurrent, s.max_body_bytes, s.default_max_tokens)
-    app = create_app(Router(batchers), tokenizer, name, limits)
-    print(f"picochat: serving {name} on {len(batchers)} worker(s) at http://{s.host}:{s.port}/ "
-          f"(API: /v1/chat/completions)", flush=True)
+    app = create_app(Router(batchers), tokenizer, name, limits, policy, aliases)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO if not s.quiet else logging.WARNING)
+    print(f"picochat: serving {name}{''.join(' (alias ' + a + ')' for a in aliases)} on {len(batchers)} "
+          f"worker(s) at http://{s.host}:{s.port}/ (API: /v1/chat/completions, /v1/completions)", flush=True)
     uvicorn.run(app, host=s.host, port=s.port, log_level="warning")

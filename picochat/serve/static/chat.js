@@ -1,6 +1,8 @@
 // The picochat chat page: plain JS, no build step. It talks to the same OpenAI-compatible API as
 // any other client (POST /v1/chat/completions with stream: true) and reads the SSE stream.
 // The conversation lives here, in `conversation`; the server is stateless.
+// A server started with --api-key answers 401 until the page sends `Authorization: Bearer <key>`:
+// the page then asks for the key once and keeps it in this browser's localStorage.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -10,7 +12,24 @@ const actions = $("actions");
 let conversation = [];   // [{role, content}] as the API takes it; assistant content may be parts
 let controller = null;   // AbortController of the reply being streamed, if any
 
-fetch("/v1/models").then((r) => r.json()).then((m) => { $("model").textContent = m.data[0].id; })
+const KEY_STORE = "picochat-api-key";
+
+// fetch() for the API: JSON body, the API key if one is set; on 401, ask for the key and retry.
+async function api(path, options = {}) {
+  for (let attempt = 0; ; attempt++) {
+    const key = localStorage.getItem(KEY_STORE);
+    const headers = { ...(options.headers || {}) };
+    if (options.body !== undefined) headers["Content-Type"] = "application/json";
+    if (key) headers["Authorization"] = `Bearer ${key}`;
+    const response = await fetch(path, { ...options, headers });
+    if (response.status !== 401 || attempt > 0) return response;
+    const entered = window.prompt(key ? "That API key was refused. API key:" : "This server needs an API key:");
+    if (!entered) return response;
+    localStorage.setItem(KEY_STORE, entered.trim());
+  }
+}
+
+api("/v1/models").then((r) => r.json()).then((m) => { $("model").textContent = m.data[0].id; })
   .catch(() => {});
 
 function scrollDown() { messagesEl.scrollTop = messagesEl.scrollHeight; }
@@ -93,8 +112,8 @@ async function streamReply() {
   setBusy(true);
   let finish = null;
   try {
-    const response = await fetch("/v1/chat/completions", {
-      method: "POST", headers: { "Content-Type": "application/json" }, signal: controller.signal,
+    const response = await api("/v1/chat/completions", {
+      method: "POST", signal: controller.signal,
       body: JSON.stringify({ messages: conversation, stream: true, ...settings() }),
     });
     if (!response.ok) {
