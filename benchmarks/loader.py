@@ -12,7 +12,16 @@ tokenizer (a picochat BPE, trained here unless --tokenizer is given), for each s
 Then the demo trainer's consumption: forward + backward of the demo GPT on demo-shaped batches
 (optimizer step left out, so the real trainer is slower and the ratio printed is a lower bound).
 
+Own data (`--data PATH`, data/user_corpus.py) beside the built-in source: the same passages
+written to a temp dir as .jsonl, .jsonl.gz, .parquet and .txt (a passage's inner blank lines
+become single newlines there, since a blank line ends a .txt document), read through
+UserCorpus (with --val-data, so no document is held out and the passages are the built-in
+ones, in the same order) into the same loader at the first seq_len; rounds interleaved, best
+of --repeats each, as tokens/s of wall time and tokens per CPU-second of the process (the steadier
+number on a shared machine), each printed as a ratio to the built-in source.
+
     python benchmarks/loader.py --mirror ../shared/data --nanochat /work/nanochat
+    python benchmarks/loader.py --mirror ../shared/data --own-data-only --repeats 5
 """
 
 from __future__ import annotations
@@ -50,17 +59,23 @@ def get_tokenizer(path: str, mirror: str, vocab_size: int, train_chars: int):
     return tok
 
 
-def run_picochat(corpus, tok, B, T, tokens, **kw):
+def measure(corpus, tok, B, T, tokens, **kw):
+    """(tokens/s of wall time, tokens per CPU-second of this process, waste) after the first batch."""
     it = batches_from_corpus(corpus, tok, B, T, **kw)
     next(it)  # start-up (thread, first slices) is not steady state
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     steps = max(1, tokens // (B * T))
     cursor = None
     for batch in itertools.islice(it, steps):
         cursor = batch[2]
-    dt = time.perf_counter() - t
+    dt, dcpu = time.perf_counter() - t, time.process_time() - cpu
     it.close()
-    return steps * B * T / dt, waste_fraction(cursor)
+    return steps * B * T / dt, steps * B * T / dcpu, waste_fraction(cursor)
+
+
+def run_picochat(corpus, tok, B, T, tokens, **kw):
+    rate, _, waste = measure(corpus, tok, B, T, tokens, **kw)
+    return rate, waste
 
 
 class NanochatTok:
@@ -113,6 +128,47 @@ def run_nanochat(nanochat_dir, corpus, tok, B, T, tokens, tmp):
     return steps * B * T / dt, waste
 
 
+def write_own_data(corpus, folder: Path) -> dict[str, Path]:
+    """The corpus's documents as one file per format (what a user would hand to --data)."""
+    import gzip
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = [d for i in range(corpus.num_chunks()) for d in corpus.chunk(i)]
+    lines = "".join(json.dumps({"text": d}) + "\n" for d in docs)
+    paths = {fmt: folder / f"train.{fmt}" for fmt in ("jsonl", "jsonl.gz", "parquet", "txt")}
+    paths["jsonl"].write_text(lines)
+    with gzip.open(paths["jsonl.gz"], "wt", compresslevel=6) as f:
+        f.write(lines)
+    pq.write_table(pa.table({"text": docs}), paths["parquet"], row_group_size=1024)
+    paths["txt"].write_text("\n\n".join(d.replace("\n\n", "\n") for d in docs) + "\n")
+    (folder / "val.txt").write_text(docs[0] + "\n")
+    return paths
+
+
+def own_data_rows(corpus, tok, B: int, T: int, args, tmp: str) -> list[tuple[str, float, float, float]]:
+    """(name, best tokens/s, best tokens/CPU-s, waste) for the built-in source and each own-data
+    format, rounds interleaved (on a shared machine the CPU rate is the steadier of the two)."""
+    from picochat.data.user_corpus import open_text_corpora
+
+    paths = write_own_data(corpus, Path(tmp) / "own")
+    corpora = {"built-in gutenberg": corpus}
+    for fmt, path in paths.items():
+        t = time.perf_counter()
+        corpora[f"--data .{fmt}"] = open_text_corpora("", data=str(path), val_data=str(path.parent / "val.txt"),
+                                                      log=lambda *a: None)["train"]
+        print(f"opened {path.name} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.2f}s")
+    best: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in corpora}
+    for _ in range(args.repeats):
+        for name, c in corpora.items():
+            rate, cpu_rate, waste = measure(c, tok, B, T, args.tokens, tokenizer_threads=args.threads)
+            best[name] = [max(rate, best[name][0]), max(cpu_rate, best[name][1]), waste]
+    return [(name, *values) for name, values in best.items()]
+
+
 def demo_trainer_rate(steps: int) -> float:
     from picochat.config import get_preset
     from picochat.train.base import build_model
@@ -140,12 +196,25 @@ def main() -> None:
     ap.add_argument("--batch-size-tokens", type=int, default=4096 * 4, help="B = this // seq_len")
     ap.add_argument("--threads", type=int, default=2, help="tokenizer threads (this box has 2 cores)")
     ap.add_argument("--trainer-steps", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5, help="own-data rounds (best of each; default: 5)")
+    ap.add_argument("--own-data-only", action="store_true", help="only the own-data vs built-in comparison")
     args = ap.parse_args()
 
     tok = get_tokenizer(args.tokenizer, args.mirror, args.vocab_size, args.train_chars)
     corpus = open_corpus("gutenberg", "train", mirror=args.mirror)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        T = int(args.seq_lens.split(",")[0])
+        B = max(1, args.batch_size_tokens // T)
+        own = own_data_rows(corpus, tok, B, T, args, tmp)
+        print(f"\nown data vs the built-in source, seq_len {T}, B {B} (best of {args.repeats} interleaved rounds)")
+        print(f"{'corpus':<22} {'tokens/s':>10} {'vs built-in':>11} {'tokens/CPU-s':>13} {'vs built-in':>11} "
+              f"{'waste':>7}")
+        for name, rate, cpu_rate, waste in own:
+            print(f"{name:<22} {rate / 1e6:>8.2f}M {rate / own[0][1]:>10.2f}x {cpu_rate / 1e6:>11.2f}M "
+                  f"{cpu_rate / own[0][2]:>10.2f}x {waste:>7.2%}")
+        if args.own_data_only:
+            return
         for T in map(int, args.seq_lens.split(",")):
             B = max(1, args.batch_size_tokens // T)
             for name, kw in (("picochat (pad or crop)", {}), ("picochat (always crop)", {"pad_gaps": False})):

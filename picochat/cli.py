@@ -60,7 +60,13 @@ COMMANDS: list[Command] = [
                    (("--gpu-hour-price",), {"type": float, "default": 3.0,
                                             "help": "dollars per GPU-hour for the cost estimate (default: 3.0)"}),
                    (("--mfu",), {"type": float, "default": 0.4,
-                                 "help": "assumed MFU when throughput cannot be measured here (default: 0.4)"}))),
+                                 "help": "assumed MFU when throughput cannot be measured here (default: 0.4)"}),
+                   (("--data",), {"default": "", "help": "pretrain (tokenizer and base) on your own text: a file, "
+                                  "folder or glob of .txt, .jsonl, .jsonl.gz or .parquet"}),
+                   (("--text-field",), {"default": "text", "help": "with --data: the JSON field / parquet "
+                                        "column holding the text (default: text)"}),
+                   (("--val-data",), {"default": "", "help": "with --data: held-out text (default: 1 in 100 "
+                                      "documents of --data, by a hash of the text)"}))),
     Command(("chat",), "talk to a trained model in the terminal (streaming, multi-turn, /clear)",
             "picochat.chat_cli:main", (C.RunConfig, C.ChatConfig),
             extra=((("-p", "--prompt"), {"default": "", "help": "one-shot: answer this prompt, print, exit"}),)),

@@ -61,6 +61,11 @@ class TokenizerConfig:
     max_chars: int = opt(2_000_000_000, "characters of training text to read")
     doc_cap: int = opt(10_000, "characters kept from each document")
     source: str = opt("synthetic", "text source to train on (see `picochat data list`)")
+    data: str = opt("", "your own text instead of --source: a file, folder or glob of .txt, .jsonl, .jsonl.gz "
+                        "or .parquet (see data/user_corpus.py)")
+    text_field: str = opt("text", "with --data: the JSON field / parquet column that holds the text")
+    val_data: str = opt("", "with --data: held-out text (same formats); default: 1 in 100 documents of "
+                            "--data, picked by a hash of the text")
 
 
 @dataclass
@@ -91,7 +96,8 @@ class TrainConfig:
     parallel: str = opt("ddp", "under torchrun: ddp (replicate the model) or fsdp (FSDP2: shard params, grads "
                                "and optimizer state; for models that outgrow one GPU)")
     log_every: int = opt(10, "steps between progress lines")
-    mixture: str = opt("", "mid/sft: training conversations, a task mixture 'task[:split[:n]][*passes], ...' "
+    mixture: str = opt("", "mid/sft: training conversations, a task mixture 'task[:split[:n]][*passes], ...'; "
+                           "your own chat file (OpenAI messages JSONL) is the item 'chatfile:PATH[*passes]' "
                            "(see tasks/registry.py)")
     val_mixture: str = opt("", "mid/sft: held-out conversations for the validation loss (same syntax)")
     warm_start_optim: bool = opt(False, "mid/sft: start the optimizer from the previous stage's state (Muon "
@@ -111,6 +117,11 @@ class TrainConfig:
     chatcore_tasks: str = opt("", "sft: task specs for the in-loop ChatCORE (default: those of `picochat eval chat`)")
     tracker: str = opt("none", "experiment tracker for the logged metrics: none, tensorboard (<stage>/tensorboard/) "
                                "or wandb (offline unless WANDB_MODE=online); see common/tracking.py")
+    data: str = opt("", "base: your own text instead of --source: a file, folder or glob of .txt, .jsonl, "
+                        ".jsonl.gz or .parquet (see data/user_corpus.py)")
+    text_field: str = opt("text", "base, with --data: the JSON field / parquet column that holds the text")
+    val_data: str = opt("", "base, with --data: held-out text (same formats); default: 1 in 100 documents of "
+                            "--data, picked by a hash of the text")
 
 
 @dataclass
@@ -163,6 +174,11 @@ class EvalConfig:
     split: str = opt("val", "bpb: split of the source (held-out text is 'val')")
     max_docs: int = opt(0, "bpb: score at most this many documents (0 = all)")
     max_bytes: int = opt(1_000_000, "bpb: stop after this many UTF-8 bytes of text (0 = no limit)")
+    data: str = opt("", "bpb: score your own text (file, folder or glob; its held-out split, see --val-data) "
+                        "instead of --source")
+    text_field: str = opt("text", "bpb, with --data: the JSON field / parquet column that holds the text")
+    val_data: str = opt("", "bpb, with --data: the held-out text to score (default: 1 in 100 documents of "
+                            "--data, picked by a hash of the text)")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from picochat.common.log import banner, duration, print0
 from picochat.common.paths import stage_dir
 
 TRAIN_STAGES = ("base", "mid", "sft", "rl")
+DATA_STEPS = (("tokenizer", "train"), ("train", "base"))  # the steps `--data` (own pretraining text) goes to
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ def resolve_step(step: Step, cfg):
             "--seed", str(run.seed), *step.argv]
     argv += ["--home", run.home] if run.home else []
     argv += ["--mirror", run.mirror] if run.mirror else []
+    if getattr(cfg.args, "data", "") and step.words in DATA_STEPS:  # eval bpb reads them from base's config
+        argv += ["--data", cfg.args.data, "--text-field", cfg.args.text_field, "--val-data", cfg.args.val_data]
     tables = None
     if cfg.args.config:
         data = C.load_toml(cfg.args.config)

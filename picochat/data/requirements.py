@@ -65,11 +65,28 @@ def parse_task_spec(spec: str) -> tuple[str, str | None, int | None]:
     return name, split, n
 
 
+CHATFILE = "chatfile:"  # a user's chat file in a mixture (tasks/chatfile.py): the rest of the item is its path
+
+
+def split_passes(item: str) -> tuple[str, str]:
+    """(task spec, passes text) of one mixture item. A chatfile path may itself hold '*' (and ':'),
+    so there only a trailing `*NUMBER` is passes."""
+    if not item.strip().lower().startswith(CHATFILE):
+        task_spec, _, weight = item.partition("*")
+        return task_spec, weight
+    head, star, tail = item.rpartition("*")
+    try:
+        float(tail)
+    except ValueError:
+        return item, ""
+    return (head, tail) if star else (item, "")
+
+
 def mixture_items(spec: str) -> list[tuple[str, float]]:
     """"spec[*passes], ..." -> [(task spec, passes)] (passes default 1)."""
     items = []
     for item in [s for s in spec.split(",") if s.strip()]:
-        task_spec, _, weight = item.partition("*")
+        task_spec, weight = split_passes(item)
         try:
             items.append((task_spec.strip(), float(weight) if weight.strip() else 1.0))
         except ValueError:

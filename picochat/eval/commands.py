@@ -54,35 +54,51 @@ def core_main(cfg) -> None:
         print0(f"wrote {out / 'eval' / 'core.json'}")
 
 
-def _documents(cfg, source: str) -> list[str]:
-    from picochat.data.sources import iter_documents
+def _documents(cfg, text: dict) -> list[str]:
+    from picochat.data.user_corpus import iter_text
 
     docs, total = [], 0
-    for doc in iter_documents(source, cfg.eval.split, home=cfg.run.home, mirror=cfg.run.mirror):
+    for doc in iter_text(text["source"], cfg.eval.split, data=text["data"], text_field=text["text_field"],
+                         val_data=text["val_data"], home=cfg.run.home, mirror=cfg.run.mirror):
         docs.append(doc)
         total += len(doc.encode("utf-8", "surrogatepass"))
         enough_docs = cfg.eval.max_docs and len(docs) >= cfg.eval.max_docs
         if enough_docs or (cfg.eval.max_bytes and total >= cfg.eval.max_bytes):
             break
     if not docs:
-        raise UserError(f"the {cfg.eval.split} split of '{source}' has no documents")
+        raise UserError(f"the {cfg.eval.split} split of {_describe(text)} has no documents")
     return docs
 
 
-def _trained_source(cfg) -> str:
-    """The base stage's training source from its saved config, else 'synthetic'."""
+TEXT_KEYS = ("source", "data", "text_field", "val_data")
+
+
+def _text_to_score(cfg) -> dict:
+    """What bpb scores: --data or --source if given, else what the base stage trained on (its saved
+    config), else 'synthetic'."""
+    e = cfg.eval
+    if e.data or e.source or e.val_data or e.text_field != "text":  # (the last two need --data: an error)
+        return {"source": e.source, "data": e.data, "text_field": e.text_field, "val_data": e.val_data}
     path = stage_dir(cfg.run.run, "base", cfg.run.home) / "config.json"
     try:
-        return json.loads(path.read_text())["train"]["source"]
+        train = json.loads(path.read_text())["train"]
     except (OSError, KeyError, ValueError):
-        return "synthetic"
+        train = {}
+    text = {"source": "synthetic", "data": "", "text_field": "text", "val_data": ""}
+    text.update({k: train[k] for k in TEXT_KEYS if isinstance(train.get(k), str)})
+    return text
+
+
+def _describe(text: dict) -> str:
+    return f"--data {text['data']}" if text["data"] else f"'{text['source']}'"
 
 
 def bpb_main(cfg) -> None:
     """`picochat eval bpb`: bits per byte on held-out text (tokenizer-independent)."""
     model, tokenizer, meta, device, out = _load(cfg)
-    source = cfg.eval.source or _trained_source(cfg)
-    docs = _documents(cfg, source)
+    text = _text_to_score(cfg)
+    docs = _documents(cfg, text)
+    source = f"data:{text['data']}" if text["data"] else text["source"]
     seq_len = model.config.sequence_len
     banner(f"bits per byte: run '{cfg.run.run}', stage {cfg.eval.stage} on {source}/{cfg.eval.split}")
     with autocast_for(device, cfg.eval.dtype):
@@ -94,7 +110,7 @@ def bpb_main(cfg) -> None:
            f"({n_bytes / max(1, n_tokens):.2f} bytes/token): {value:.4f} bits per byte")
     if is_main_process():
         atomic_write_json(out / "eval" / "bpb.json", {
-            "bpb": value, "source": source, "split": cfg.eval.split, "documents": len(docs),
-            "bytes": n_bytes, "tokens": n_tokens, "seq_len": seq_len, "stage": cfg.eval.stage,
+            "bpb": value, "source": source, "split": cfg.eval.split, "val_data": text["val_data"],
+            "documents": len(docs), "bytes": n_bytes, "tokens": n_tokens, "seq_len": seq_len, "stage": cfg.eval.stage,
             "step": meta.get("step")})
         print0(f"wrote {out / 'eval' / 'bpb.json'}")

@@ -7,6 +7,13 @@ A mixture spec is comma-separated task specs, each with an optional `*passes` (d
 "smoltalk:train, gsm8k:train*2, identity*0.5" has every SmolTalk example once, every GSM8K
 example twice and half the identity conversations (the way nanochat oversamples a task by
 listing it twice, but with any real number).
+
+The user's own conversations join a mixture as `chatfile:PATH` (tasks/chatfile.py: a .jsonl or
+.jsonl.gz file of OpenAI-style {"messages": [...]} lines), e.g.
+"chatfile:data/chats.jsonl*2, smoltalk:train". Everything after `chatfile:` up to the item's end
+is the path, so the path may contain ':' (and '*'); only a trailing `*NUMBER` is read as passes,
+and a path cannot contain ',' (the item separator). The whole file is one task (no split or n:
+put held-out conversations in a second file for --val-mixture; use *passes to sub-sample).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import difflib
 from collections.abc import Callable
 
 from picochat.common.errors import UserError
-from picochat.data.requirements import TASK_DATA, mixture_items, parse_task_spec
+from picochat.data.requirements import CHATFILE, TASK_DATA, mixture_items, parse_task_spec
 from picochat.tasks.common import Subset, Task, TaskMixture
 
 # name -> (default split, factory(split, n, home, mirror))
@@ -73,6 +80,10 @@ def task_names() -> list[str]:
 
 def make_task(spec: str, *, home: str = "", mirror: str = "") -> Task:
     """The task a spec `name[:split[:n]]` names (see the module docstring)."""
+    if spec.strip().lower().startswith(CHATFILE):
+        from picochat.tasks.chatfile import ChatFile
+
+        return ChatFile(spec.strip()[len(CHATFILE):].strip())
     registry = _registry()
     name, split, n = parse_task_spec(spec)
     if name not in registry:

@@ -1,11 +1,13 @@
 """`picochat tokenizer train` and `picochat tokenizer eval`.
 
-train: read documents of `--source` (split "train"), keep the first `--doc-cap` characters of
+train: read documents of `--source` or of `--data PATH` (the user's own files, see
+data/user_corpus.py; split "train"), keep the first `--doc-cap` characters of
 each and stop after `--max-chars` in total, learn `--vocab-size` ids (special tokens included),
 and write `$PICOCHAT_HOME/runs/<run>/tokenizer/tokenizer.json` with `config.json` beside it.
 A complete tokenizer trained with the same settings is kept (use --force to retrain).
 
-eval: bytes per token (higher = better compression) on the held-out split of `--source`, for
+eval: bytes per token (higher = better compression) on the held-out split of `--source` (or of
+`--data`), for
 the run's tokenizer and any other tokenizer files given, side by side.
 """
 
@@ -46,12 +48,30 @@ def capped(docs: Iterable[str], doc_cap: int, max_chars: int, log=print0) -> Ite
 
 
 def _settings(cfg) -> dict:
+    from picochat.data.user_corpus import absolute_spec
+
     t = cfg.tokenizer
-    return {"vocab_size": t.vocab_size, "max_chars": t.max_chars, "doc_cap": t.doc_cap, "source": t.source}
+    settings = {"vocab_size": t.vocab_size, "max_chars": t.max_chars, "doc_cap": t.doc_cap, "source": t.source}
+    if t.data:  # --data replaces the source; recorded as an absolute path (keys absent otherwise, so
+        # tokenizers trained before --data existed still match their settings)
+        settings.update(source="data", data=absolute_spec(t.data), text_field=t.text_field)
+    return settings
+
+
+def _documents(cfg, split: str) -> Iterator[str]:
+    """The documents of one split of what the tokenizer is configured to read (--data or --source)."""
+    from picochat.data.user_corpus import iter_text
+
+    t = cfg.tokenizer
+    return iter_text(t.source, split, data=t.data, text_field=t.text_field, val_data=t.val_data,
+                     home=cfg.run.home, mirror=cfg.run.mirror)
+
+
+def _what(cfg) -> str:
+    return f"--data {cfg.tokenizer.data}" if cfg.tokenizer.data else f"source '{cfg.tokenizer.source}'"
 
 
 def train_main(cfg) -> int:
-    from picochat.data.sources import iter_documents
     from picochat.tokenizer import fast
 
     out = stage_dir(cfg.run.run, "tokenizer", cfg.run.home)
@@ -67,10 +87,10 @@ def train_main(cfg) -> int:
             return 0
         raise UserError(f"{path} was trained with different settings ({done}); pass --force to retrain "
                         "it (later stages of this run would then need retraining too)")
-    banner(f"tokenizer train: run '{cfg.run.run}', vocab {settings['vocab_size']}, source '{settings['source']}'")
+    docs = _documents(cfg, "train")  # opens (and checks) the text before anything is printed
+    banner(f"tokenizer train: run '{cfg.run.run}', vocab {settings['vocab_size']}, {_what(cfg)}")
     if not fast.available():
         print0("  note: native BPE core not built; the pure-Python trainer is much slower")
-    docs = iter_documents(cfg.tokenizer.source, "train", home=cfg.run.home, mirror=cfg.run.mirror)
     t0 = time.time()
     tok = Tokenizer.train(capped(docs, cfg.tokenizer.doc_cap, cfg.tokenizer.max_chars), cfg.tokenizer.vocab_size)
     seconds = time.time() - t0
@@ -91,19 +111,16 @@ def bytes_per_token(tok: Tokenizer, texts: list[str]) -> tuple[int, int]:
 
 
 def eval_main(cfg) -> int:
-    from picochat.data.sources import iter_documents
-
     own = stage_dir(cfg.run.run, "tokenizer", cfg.run.home) / "tokenizer.json"
     paths = ([own] if own.exists() else []) + [Path(p) for p in cfg.args.files]
     if not paths:
         raise UserError(f"run '{cfg.run.run}' has no tokenizer at {own} and no tokenizer files were given; "
                         "run `picochat tokenizer train` first or pass tokenizer.json paths")
     tokenizers = [(str(p), Tokenizer.load(p)) for p in paths]
-    texts = list(capped(iter_documents(cfg.tokenizer.source, "val", home=cfg.run.home, mirror=cfg.run.mirror),
-                        cfg.tokenizer.doc_cap, cfg.args.chars, log=lambda *a: None))
+    texts = list(capped(_documents(cfg, "val"), cfg.tokenizer.doc_cap, cfg.args.chars, log=lambda *a: None))
     if not texts:
-        raise UserError(f"source '{cfg.tokenizer.source}' has no held-out text")
-    banner(f"tokenizer eval: {human(sum(map(len, texts)))} held-out chars of '{cfg.tokenizer.source}'")
+        raise UserError(f"{_what(cfg)} has no held-out text")
+    banner(f"tokenizer eval: {human(sum(map(len, texts)))} held-out chars of {_what(cfg)}")
     print0(f"{'tokenizer':60s} {'vocab':>7s} {'tokens':>10s} {'bytes/token':>12s}")
     first = None
     for name, tok in tokenizers:

@@ -3,9 +3,15 @@
 What this stage supplies to the shared loop (train/trainer.py): a model built from scratch at
 the preset's depth, BOS-aligned packed batches from the data loader (resumable by cursor),
 validation batches for loss and bits-per-byte, and the step count from the token budget.
+The text is a named source (`--source`) or the user's own files (`--data`, data/user_corpus.py),
+opened and checked before the first step, so bad data fails before any training.
 """
 
 from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from types import SimpleNamespace
 
 import torch
 
@@ -13,9 +19,11 @@ from picochat.common.device import init_distributed
 from picochat.common.errors import UserError
 from picochat.common.log import banner, human, print0
 from picochat.common.paths import stage_dir
-from picochat.config import ModelConfig, TrainConfig
-from picochat.data.loader import pretrain_batches
+from picochat.config import ModelConfig, TrainConfig, get_preset
+from picochat.data.loader import batches_from_corpus
+from picochat.data.user_corpus import absolute_spec, open_text_corpora
 from picochat.model.gpt import GPT, GPTConfig
+from picochat.tokenizer.commands import train_main as train_tokenizer
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import checkpoint
 from picochat.train.in_loop import InLoopCore
@@ -28,6 +36,25 @@ def load_tokenizer(run: str, home: str = "") -> Tokenizer:
         raise UserError(f"run '{run}' has no tokenizer at {path}; train one first with "
                         f"`picochat tokenizer train --run {run}`")
     return Tokenizer.load(path)
+
+
+def tokenizer_for(cfg, world_size: int) -> Tokenizer:
+    """The run's tokenizer. With --data and none trained yet, one is trained first on the same
+    files (the preset's tokenizer settings, vocab --vocab-size), so `picochat train base --data DIR`
+    alone goes from the user's text to a model; under torchrun that is left to one explicit command."""
+    t = cfg.train
+    path = stage_dir(cfg.run.run, "tokenizer", cfg.run.home) / "tokenizer.json"
+    if t.data and not path.exists():
+        flags = f"--data {t.data}" + (f" --text-field {t.text_field}" if t.text_field != "text" else "")
+        if world_size > 1:
+            raise UserError(f"run '{cfg.run.run}' has no tokenizer; train it on your data first with "
+                            f"`picochat tokenizer train --run {cfg.run.run} {flags}`")
+        print0(f"run '{cfg.run.run}' has no tokenizer: training one on the same text first "
+               f"(as `picochat tokenizer train {flags}` does)")
+        tok_cfg = replace(get_preset(cfg.run.preset).tokenizer, vocab_size=cfg.model.vocab_size, data=t.data,
+                          text_field=t.text_field, val_data=t.val_data)
+        train_tokenizer(SimpleNamespace(run=cfg.run, tokenizer=tok_cfg, args=argparse.Namespace(force=False)))
+    return load_tokenizer(cfg.run.run, cfg.run.home)
 
 
 def build_model(model_cfg: ModelConfig, vocab_size: int) -> GPT:
@@ -47,19 +74,26 @@ def steps_for_budget(model: GPT, train: TrainConfig) -> int:
     return max(1, round(train.param_data_ratio * model.num_params() / train.total_batch_tokens))
 
 
+def open_corpora(train: TrainConfig, home: str, mirror: str) -> dict:
+    """{"train", "val"} corpora of --source or --data (the user's files, checked here)."""
+    return open_text_corpora(train.source, data=train.data, text_field=train.text_field, val_data=train.val_data,
+                             home=home, mirror=mirror)
+
+
 class BaseStage:
     name = "base"
     reshards_cursors = True  # resumes on any number of ranks: the loader splits the old cursors
 
     def __init__(self, train: TrainConfig, tokenizer: Tokenizer, seq_len: int, *, rank: int, world_size: int,
-                 home: str, mirror: str, in_loop: InLoopCore | None = None):
+                 home: str, mirror: str, in_loop: InLoopCore | None = None, corpora: dict | None = None):
         self.train, self.tokenizer, self.seq_len = train, tokenizer, seq_len
-        self.kw = dict(rank=rank, world_size=world_size, home=home, mirror=mirror)
+        self.rank, self.world_size = rank, world_size
+        self.corpora = corpora or open_corpora(train, home, mirror)
         self.in_loop = in_loop  # CORE + greedy samples every train.core_every steps (train/in_loop.py)
 
     def _batches(self, split: str, cursor: dict | None):
-        for x, y, c in pretrain_batches(self.train.source, split, self.tokenizer, self.train.device_batch_size,
-                                        self.seq_len, cursor=cursor, **self.kw):
+        for x, y, c in batches_from_corpus(self.corpora[split], self.tokenizer, self.train.device_batch_size,
+                                           self.seq_len, rank=self.rank, world_size=self.world_size, cursor=cursor):
             yield Batch(x, y, None, c)
 
     def batches(self, cursor: dict | None):
@@ -80,17 +114,23 @@ def main(cfg) -> None:
                         "base starts from scratch, so drop it here")
     dist_info, device = init_distributed(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
-    tokenizer = load_tokenizer(cfg.run.run, cfg.run.home)
+    corpora = open_corpora(cfg.train, cfg.run.home, cfg.run.mirror)  # bad data fails before anything is trained
+    tokenizer = tokenizer_for(cfg, dist_info.world_size)
     model = build_model(cfg.model, tokenizer.vocab_size).to(device)
     num_steps = steps_for_budget(model, cfg.train)
     banner(f"base pretraining: run '{cfg.run.run}' on {device}")
     print0(f"model: {human(model.num_params())} params, depth {model.config.n_layer}, width {model.config.n_embd}, "
            f"{model.config.n_head} heads; {num_steps} steps x {human(cfg.train.total_batch_tokens)} tokens")
+    if cfg.train.data:  # the config records where the text came from, as paths valid from anywhere
+        cfg.train.data, cfg.train.val_data = absolute_spec(cfg.train.data), absolute_spec(cfg.train.val_data)
+        print0(f"data: {cfg.train.data} ({corpora['train'].num_chunks()} chunks; validation: "
+               f"{cfg.train.val_data or 'the hash-held-out 1%'})")
     write_config(out, cfg.to_dict())
     in_loop = InLoopCore(cfg.train, tokenizer, device, mirror=cfg.run.mirror, home=cfg.run.home,
                          world_size=dist_info.world_size) if cfg.train.core_every > 0 else None
     stage = BaseStage(cfg.train, tokenizer, model.config.sequence_len, rank=dist_info.rank,
-                      world_size=dist_info.world_size, home=cfg.run.home, mirror=cfg.run.mirror, in_loop=in_loop)
+                      world_size=dist_info.world_size, home=cfg.run.home, mirror=cfg.run.mirror, in_loop=in_loop,
+                      corpora=corpora)
     trainer = Trainer(model, cfg.train, out, num_steps=num_steps, device=device, dist_info=dist_info,
                       token_bytes=torch.tensor(tokenizer.token_bytes()), meta={"stage": "base", "run": cfg.run.run})
     trainer.fit(stage)

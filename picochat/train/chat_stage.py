@@ -109,6 +109,9 @@ def pick_start(run: str, home: str, start_from: tuple[str, ...]) -> tuple[str, P
 
 
 def build_mixtures(train: TrainConfig, stage: str, seed: int, home: str, mirror: str) -> tuple[Task, Task | None]:
+    if train.data or train.val_data:  # TrainConfig is shared with base, whose --data is pretraining text
+        raise UserError(f"--data/--val-data are pretraining text for `train base`; for {stage}, put your chat file "
+                        "in --mixture as 'chatfile:PATH' (OpenAI messages JSONL)")
     if not train.mixture.strip():
         raise UserError(f"the {stage} stage needs a task mixture: set --mixture (e.g. 'wordproblems, smalltalk')")
     train_task = make_mixture(train.mixture, seed=seed, home=home, mirror=mirror)
