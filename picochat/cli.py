@@ -156,6 +156,10 @@ def resolve(cmd: Command, ns: argparse.Namespace, toml: dict[str, Any] | None = 
     for key, value in given.items():
         section, name = key.split(".", 1)
         setattr(sections[section], name, value)
+    train = sections.get("train")
+    if train is not None and cmd.stage != "base" and train.total_batch_tokens <= 0:
+        raise C.ConfigError(f"--total-batch-tokens must be positive for the {cmd.stage} stage; only the base "
+                            "stage derives its batch from the horizon (0)")
     if "run" in sections and not sections["run"].run:
         sections["run"].run = sections["run"].preset
     extra = {k: v for k, v in vars(ns).items() if "." not in k and not k.startswith("_")}

@@ -75,15 +75,15 @@ def resolve_step(step: Step, cfg):
 
 
 def main(cfg) -> None:
-    if cfg.args.dry_run:
-        from picochat.cost import print_plan
-
-        return print_plan(cfg, [s.name for s in PLAN if s.name in TRAIN_STAGES])
     skip = {s.strip() for s in cfg.args.skip.split(",") if s.strip()}
     unknown = skip - {s.name for s in PLAN}
     if unknown:
         raise C.ConfigError(f"--skip names unknown steps {sorted(unknown)}; steps are "
                             + ", ".join(s.name for s in PLAN))
+    if cfg.args.dry_run:
+        from picochat.cost import print_plan
+
+        return print_plan(cfg, skip)
     t0, timings = time.time(), {}
     for step in PLAN:
         if step.name in skip:

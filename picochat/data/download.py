@@ -12,6 +12,8 @@ A mirror (`--mirror` / PICOCHAT_MIRROR) is either a folder laid out like ../shar
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import http.client
 import os
@@ -20,7 +22,7 @@ import struct
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -167,6 +169,20 @@ def _sha_for(src: Source, file: str) -> str | None:
     return src.files[file].sha256 if file in src.files else None
 
 
+_LOCAL_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("local_only", default=False)
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Within this block `fetch` finds files (mirror or earlier downloads) but never downloads:
+    the speedrun's dry-run sizes what is here and falls back to documented sizes for the rest."""
+    token = _LOCAL_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY.reset(token)
+
+
 def fetch(name: str, file: str, *, home: str = "", mirror: str = "", retries: int = 5, backoff: float = 1.0,
           progress: Callable[[int, int], None] | None = None) -> Path:
     """A verified local path to `file` of source `name`: the mirror folder's copy, else a download.
@@ -182,6 +198,8 @@ def fetch(name: str, file: str, *, home: str = "", mirror: str = "", retries: in
         if verify(dest, sha) is None:
             return dest
         dest.unlink()  # damaged: fetch it again
+    if _LOCAL_ONLY.get():
+        raise UserError(f"{name}/{file} is not here (nothing is downloaded while planning)")
     if url is None:
         where = (f"is not in the mirror folder {mirror_location(mirror)}" if mirror_location(mirror)
                  else "has no public download URL")

@@ -2,10 +2,13 @@
 
 What this stage supplies to the shared loop (train/trainer.py): a model built from scratch at
 the preset's depth, BOS-aligned packed batches from the data loader (resumable by cursor),
-validation batches for loss and bits-per-byte, and the step count from the token budget.
+validation batches for loss and bits-per-byte, and the step count and batch from the horizon rule
+(train/horizon.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 
@@ -18,6 +21,7 @@ from picochat.data.loader import pretrain_batches
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import checkpoint
+from picochat.train.horizon import REF_DEPTH, Horizon, apply_horizon, plan_horizon
 from picochat.train.trainer import Batch, Trainer, write_config
 
 
@@ -36,14 +40,13 @@ def build_model(model_cfg: ModelConfig, vocab_size: int) -> GPT:
     return GPT(config)
 
 
-def steps_for_budget(model: GPT, train: TrainConfig) -> int:
-    """num_steps if given, else param_data_ratio x parameters tokens (Chinchilla's ~20 tokens per
-    parameter, Hoffmann et al. 2022, arXiv:2203.15556) divided by the tokens per step."""
-    if train.num_steps > 0:
-        return train.num_steps
-    if train.param_data_ratio <= 0:
-        raise UserError("set --num-steps or --param-data-ratio so the base stage knows how long to train")
-    return max(1, round(train.param_data_ratio * model.num_params() / train.total_batch_tokens))
+def horizon_for(model_cfg: ModelConfig, vocab_size: int, train: TrainConfig, world_size: int = 1) -> Horizon:
+    """The base stage's steps and batch under `train`'s horizon rule (train/horizon.py), counted on
+    models built on the meta device: this one and its depth-12 reference."""
+    with torch.device("meta"):
+        model, ref = build_model(model_cfg, vocab_size), build_model(replace(model_cfg, depth=REF_DEPTH), vocab_size)
+    micro = train.device_batch_size * model_cfg.seq_len * world_size
+    return plan_horizon(model, ref, train, tokens_per_micro=micro)
 
 
 class BaseStage:
@@ -76,10 +79,14 @@ def main(cfg) -> None:
     torch.manual_seed(cfg.run.seed)
     tokenizer = load_tokenizer(cfg.run.run, cfg.run.home)
     model = build_model(cfg.model, tokenizer.vocab_size).to(device)
-    num_steps = steps_for_budget(model, cfg.train)
+    horizon = horizon_for(cfg.model, tokenizer.vocab_size, cfg.train, dist_info.world_size)
+    cfg.train = apply_horizon(cfg.train, horizon)  # recorded as run: the steps, batch and rates it trains with
+    num_steps = horizon.steps
     banner(f"base pretraining: run '{cfg.run.run}' on {device}")
     print0(f"model: {human(model.num_params())} params, depth {model.config.n_layer}, width {model.config.n_embd}, "
-           f"{model.config.n_head} heads; {num_steps} steps x {human(cfg.train.total_batch_tokens)} tokens")
+           f"{model.config.n_head} heads; {horizon.describe()}")
+    if horizon.batch_auto:
+        print0(f"learning rates x{horizon.lr_scale:.3f} for the derived batch (sqrt of batch / 2^19)")
     write_config(out, cfg.to_dict())
     stage = BaseStage(cfg.train, tokenizer, model.config.sequence_len, rank=dist_info.rank,
                       world_size=dist_info.world_size, home=cfg.run.home, mirror=cfg.run.mirror)
