@@ -56,7 +56,10 @@ COMMANDS: list[Command] = [
             extra=((("--dry-run",), {"action": "store_true",
                                      "help": "print the plan, tokens, time and cost; train nothing"}),
                    (("--skip",), {"default": "", "help": "comma-separated steps to skip, e.g. rl,eval-rl"}),
-                   (("--gpus",), {"type": int, "default": 1, "help": "GPUs for the cost estimate (default: 1)"}),
+                   (("--gpus",), {"type": int, "default": 1,
+                                  "help": "GPUs on this node: the training stages run on this many processes through "
+                                          "torchrun (with --device cpu: CPU processes, gloo); also sizes the cost "
+                                          "estimate (default: 1)"}),
                    (("--gpu-hour-price",), {"type": float, "default": 3.0,
                                             "help": "dollars per GPU-hour for the cost estimate (default: 3.0)"}),
                    (("--mfu",), {"type": float, "default": 0.4,

@@ -199,13 +199,14 @@ def core_work(run: RunConfig, max_per_task: int, seq_len: int) -> tuple[float, s
 
 
 def eval_work(step: Any, preset: Preset, run: RunConfig, tokenizer: Any, seq_len: int) -> StepWork:
-    argv = dict(zip(step.argv[::2], step.argv[1::2], strict=False))
     kind = step.words[1]
     if kind == "bpb":
         tokens = preset.eval.max_bytes / CHARS_PER_TOKEN
         return StepWork(step.name, forward_tokens=tokens, detail=f"{preset.eval.max_bytes:,} bytes", spread=False)
     if kind == "core":
-        per_task = int(argv.get("--max-per-task", preset.eval.max_per_task))
+        from picochat.speedrun import core_per_task
+
+        per_task = core_per_task(preset.eval.max_per_task)
         tokens, detail = core_work(run, per_task, seq_len)
         return StepWork(step.name, forward_tokens=tokens, detail=detail, spread=False)
     if kind == "chat":
