@@ -61,14 +61,17 @@ def test_multi_node_commands_name_the_rendezvous_and_a_shared_home():
     assert "train sft" in lines[1] and len(lines) == 2
 
 
+CHAT_ROW = "num_steps = 2\ndevice_batch_size = 4\ntotal_batch_tokens = 512\neval_every = 2\nsave_every = 0\n" \
+           "eval_tokens = 512\n"
 TWO_PROCESS_TOML = """
-[run]
 [model]
 depth = 1
 seq_len = 64
 [tokenizer]
 vocab_size = 512
 max_chars = 300000
+[eval]
+max_bytes = 5000
 [base]
 num_steps = 6
 device_batch_size = 4
@@ -77,23 +80,7 @@ eval_every = 6
 save_every = 3
 eval_tokens = 512
 log_every = 2
-[mid]
-num_steps = 2
-device_batch_size = 4
-total_batch_tokens = 512
-eval_every = 2
-save_every = 0
-eval_tokens = 512
-[sft]
-num_steps = 2
-device_batch_size = 4
-total_batch_tokens = 512
-eval_every = 2
-save_every = 0
-eval_tokens = 512
-[eval]
-max_bytes = 5000
-"""
+""" + "[mid]\n" + CHAT_ROW + "[sft]\n" + CHAT_ROW
 
 
 @pytest.mark.slow
