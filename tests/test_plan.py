@@ -3,8 +3,10 @@ checked against the preset's own numbers worked out here, and the printed plan o
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from picochat.config import RunConfig, get_preset
 from picochat.plan import TASK_SIZES, plan_work, task_size
@@ -53,3 +55,23 @@ def test_d24_dry_run_on_8_gpus_prints_every_step_time_and_cost(tmp_path):
     for step in ("base", "mid", "sft", "eval-sft", "rl", "core-base"):
         assert f"\n  {step} " in out
     assert "estimated time" in out and "cost ~$" in out and "8 GPU(s)" in out
+
+
+def test_local_only_finds_files_but_never_downloads(tmp_path, monkeypatch):
+    import pytest
+
+    from picochat.common.errors import UserError
+    from picochat.data import download
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("local_only must not download")
+
+    mirror = Path(os.environ.get("PICOCHAT_MIRROR") or "../shared/data")
+    monkeypatch.setattr(download, "download_file", no_network)
+    monkeypatch.delenv("PICOCHAT_MIRROR", raising=False)
+    with download.local_only(), pytest.raises(UserError, match="nothing is downloaded while planning"):
+        download.fetch("gsm8k", "train.jsonl", home=str(tmp_path), mirror="")
+    if not (mirror / "gsm8k" / "train.jsonl").exists():
+        pytest.skip("no data mirror here (set PICOCHAT_MIRROR)")
+    with download.local_only():  # a mirror's copy is found as usual
+        assert download.fetch("gsm8k", "train.jsonl", home=str(tmp_path), mirror=str(mirror)).is_file()
