@@ -66,10 +66,11 @@ def step_seconds(work: StepWork, fpt: float, flops_s: float, devices: int) -> fl
     return (flops + work.decode_tokens * forward / DECODE_EFFICIENCY) / (flops_s * (devices if work.spread else 1))
 
 
-def _work_line(work: StepWork, secs: float) -> str:
+def _work_line(work: StepWork, secs: float, dollars: float | None) -> str:
     parts = [f"{human(t)} {what}" for t, what in ((work.train_tokens, "trained"), (work.forward_tokens, "scored"),
                                                  (work.decode_tokens, "generated")) if t]
-    return f"  {work.name:13s} {', '.join(parts) or 'no model work':40s} ~{duration(secs):>8s}  {work.detail}"
+    cost = f" ${dollars:8.2f}" if dollars is not None else ""
+    return f"  {work.name:13s} {', '.join(parts) or 'no model work':40s} ~{duration(secs):>8s}{cost}  {work.detail}"
 
 
 def print_plan(cfg, skip: set[str] = frozenset()) -> None:
@@ -87,14 +88,18 @@ def print_plan(cfg, skip: set[str] = frozenset()) -> None:
     print0(f"base horizon: {h.describe()}" + (f"; learning rates x{h.lr_scale:.3f}" if h.batch_auto else ""))
     print0(f"throughput: {human(flops_s)}FLOP/s per device ({how}); devices: {gpus}; generation at "
            f"{DECODE_EFFICIENCY:.0%} of that (assumed)")
+    priced = device.type == "cuda" or "assumed" in how  # dollars only mean something for rented GPUs
     total_s = 0.0
     for work in plan.steps:
         secs = step_seconds(work, h.flops_per_token, flops_s, gpus)
         total_s += secs
-        print0(_work_line(work, secs))
+        # the whole node is rented while a single-process step runs, so every step bills all GPUs
+        print0(_work_line(work, secs, secs / 3600 * gpus * price if priced else None))
     line = f"estimated time ~{duration(total_s)} for every step"
-    if device.type == "cuda" or "assumed" in how:  # dollars only mean something for rented GPUs
+    if priced:
         line += f"; cost ~${total_s / 3600 * gpus * price:.2f} on {gpus} GPU(s) at ${price:.2f}/GPU-hour"
     print0(line)
+    if preset.stages["base"].fp8:
+        print0("note: base trains in FP8 where the GPU has it; the rate above is bf16's, so base may finish sooner")
     for note in plan.notes:
         print0(f"note: {note}")
