@@ -126,3 +126,29 @@ def test_cli_flags_and_auto_batch_only_for_base():
     ns = build_parser().parse_args(["train", "sft", "--preset", "d20", "--total-batch-tokens", "0"])
     with pytest.raises(ConfigError, match="only the base stage derives"):
         resolve(ns._command, ns)
+
+
+@pytest.mark.timeout(600)
+def test_train_base_trains_the_steps_the_ratio_sets(tmp_path):
+    """The rule wired into `picochat train base`: depth 1, width 64, vocab 512 has N = 12·64² + 512·64
+    = 81,920 scaling params; ratio 0.05 -> 4,096 tokens = 8 steps of 512."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    home = ["--home", str(tmp_path), "--run", "h", "--device", "cpu"]
+    env = {**os.environ, "PICOCHAT_MIRROR": "", "OMP_NUM_THREADS": "1"}
+
+    def picochat(*argv: str) -> None:
+        r = subprocess.run([sys.executable, "-m", "picochat", *argv, *home], env=env, capture_output=True,
+                           text=True, timeout=500)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+    picochat("tokenizer", "train", "--vocab-size", "512", "--max-chars", "200000")
+    picochat("train", "base", "--depth", "1", "--seq-len", "64", "--device-batch-size", "8", "--total-batch-tokens",
+             "512", "--num-steps", "0", "--target-param-data-ratio", "0.05", "--eval-every", "0", "--eval-tokens",
+             "512", "--save-every", "0")
+    meta = json.loads((tmp_path / "runs" / "h" / "base" / "meta.json").read_text())
+    assert int(0.05 * (12 * 64 * 64 + 512 * 64)) // 512 == 8
+    assert meta["final"]["step"] == 8 and meta["train_config"]["num_steps"] == 8
