@@ -99,6 +99,8 @@ def task_size(spec: str, run: RunConfig, tokenizer: Any, seq_len: int) -> TaskSi
         task = make_task(spec, home=run.home, mirror=run.mirror)
     except UserError:
         name, split, n = _split_spec(spec)
+        if not default_split(name):
+            raise  # not a task name at all: make_task's message says so
         key = (name, split or default_split(name))
         if key not in TASK_SIZES:
             raise UserError(f"cannot size task '{spec}': its files are not here and it has no documented size; "
@@ -118,7 +120,10 @@ def mixture_tokens(spec: str, run: RunConfig, tokenizer: Any, seq_len: int) -> t
     notes = []
     for item in [s for s in spec.split(",") if s.strip()]:
         task_spec, _, weight = item.partition("*")
-        passes = float(weight) if weight.strip() else 1.0
+        try:
+            passes = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            raise UserError(f"mixture item '{item.strip()}': the passes after '*' must be a number") from None
         size = task_size(task_spec.strip(), run, tokenizer, seq_len)
         convs += passes * size.conversations
         tokens += passes * size.conversations * size.tokens

@@ -75,3 +75,18 @@ def test_local_only_finds_files_but_never_downloads(tmp_path, monkeypatch):
         pytest.skip("no data mirror here (set PICOCHAT_MIRROR)")
     with download.local_only():  # a mirror's copy is found as usual
         assert download.fetch("gsm8k", "train.jsonl", home=str(tmp_path), mirror=str(mirror)).is_file()
+
+
+def test_bad_mixtures_are_one_sentence(tmp_path):
+    import pytest
+
+    from picochat.common.errors import UserError
+    from picochat.plan import mixture_tokens
+
+    run = RunConfig(run="p", home=str(tmp_path))
+    with pytest.raises(UserError, match="unknown task spec 'gsm9k:train'"):
+        mixture_tokens("gsm9k:train", run, None, 256)
+    with pytest.raises(UserError, match="passes after"):
+        mixture_tokens("wordproblems:train:10*x", run, None, 256)
+    with pytest.raises(UserError, match="no documented size"):
+        mixture_tokens("chitchat:train", run, None, 256)
