@@ -21,7 +21,9 @@ where D_ref = R x N(d12) is the token horizon of the same recipe at depth 12 (sa
 width rule and context), at which 2^19 = 524,288 tokens per step was measured best, and the
 exponent is the "Power Lines" fit B_opt ∝ D^0.383 (Filatov et al. 2025, arXiv:2505.13738). Under
 the ratio rule D / D_ref = N / N(d12), so B depends on the model size only. Under target_flops,
-D = F / FLOPs per token. A derived batch is at least one micro-step of every device.
+D = F / FLOPs per token, the horizon actually trained (nanochat sizes the batch from the ratio's
+horizon even then; with num_steps we do as it does). A derived batch is at least one micro-step of
+every device.
 With a derived batch the learning rates are scaled by sqrt(B / 2^19), as nanochat does (the usual
 square-root rule for Adam-type optimizers; nanochat applies it to Muon too). nanochat also rescales
 weight decay with B and D; picochat's decay was tuned on its own runs, so it is left as set.
