@@ -56,7 +56,10 @@ COMMANDS: list[Command] = [
             extra=((("--dry-run",), {"action": "store_true",
                                      "help": "print the plan, tokens, time and cost; train nothing"}),
                    (("--skip",), {"default": "", "help": "comma-separated steps to skip, e.g. rl,eval-rl"}),
-                   (("--gpus",), {"type": int, "default": 1, "help": "GPUs for the cost estimate (default: 1)"}),
+                   (("--gpus",), {"type": int, "default": 1,
+                                  "help": "GPUs on this node: the training stages run on this many processes through "
+                                          "torchrun (with --device cpu: CPU processes, gloo); also sizes the cost "
+                                          "estimate (default: 1)"}),
                    (("--gpu-hour-price",), {"type": float, "default": 3.0,
                                             "help": "dollars per GPU-hour for the cost estimate (default: 3.0)"}),
                    (("--mfu",), {"type": float, "default": 0.4,
@@ -168,6 +171,10 @@ def resolve(cmd: Command, ns: argparse.Namespace, toml: dict[str, Any] | None = 
     for key, value in given.items():
         section, name = key.split(".", 1)
         setattr(sections[section], name, value)
+    train = sections.get("train")
+    if train is not None and cmd.stage != "base" and train.total_batch_tokens <= 0:
+        raise C.ConfigError(f"--total-batch-tokens must be positive for the {cmd.stage} stage; only the base "
+                            "stage derives its batch from the horizon (0)")
     if "run" in sections and not sections["run"].run:
         sections["run"].run = sections["run"].preset
     extra = {k: v for k, v in vars(ns).items() if "." not in k and not k.startswith("_")}

@@ -32,7 +32,7 @@ class ConfigError(UserError):
 class RunConfig:
     """Where a run lives and what it runs on; shared by every command."""
 
-    preset: str = opt("demo", "named preset: demo, d12, d20, d26, d32")
+    preset: str = opt("demo", "named preset: demo, d12, d20, d24, d26, d32")
     run: str = opt("", "run name (default: the preset name); artifacts go to $PICOCHAT_HOME/runs/<run>/")
     home: str = opt("", "root for runs and downloads (default: $PICOCHAT_HOME or ~/.cache/picochat)")
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps")
@@ -74,9 +74,12 @@ class TrainConfig:
 
     source: str = opt("synthetic", "training data source (see `picochat data list`)")
     device_batch_size: int = opt(32, "sequences per device per micro-step")
-    total_batch_tokens: int = opt(524288, "tokens per optimizer step, summed over devices and micro-steps")
-    num_steps: int = opt(0, "optimizer steps (0 = derive from param_data_ratio or the data)")
-    param_data_ratio: float = opt(20.0, "tokens per parameter when num_steps is 0 (Chinchilla: 20)")
+    total_batch_tokens: int = opt(524288, "tokens per optimizer step, summed over devices and micro-steps "
+                                          "(base: 0 = derive from the horizon, nanochat's rule; see train/horizon.py)")
+    num_steps: int = opt(0, "optimizer steps (0 = base: from target_flops or target_param_data_ratio; "
+                            "mid/sft/rl: one pass over the data)")
+    target_param_data_ratio: float = opt(20.0, "base: training tokens per scaling parameter (block matrices + "
+                                               "lm_head, as nanochat counts) when num_steps and target_flops are 0")
     matrix_lr: float = opt(0.02, "Muon learning rate for 2-D hidden matrices")
     embedding_lr: float = opt(0.2, "AdamW learning rate for the token embedding")
     unembedding_lr: float = opt(0.004, "AdamW learning rate for the output head")
@@ -122,6 +125,8 @@ class TrainConfig:
     text_field: str = opt("text", "base, with --data: the JSON field / parquet column that holds the text")
     val_data: str = opt("", "base, with --data: held-out text (same formats); default: 1 in 100 documents of "
                             "--data, picked by a hash of the text")
+    target_flops: float = opt(0.0, "base: training FLOPs budget that sets the steps when num_steps is 0 "
+                                   "(0 = off; wins over target_param_data_ratio)")
 
 
 @dataclass
@@ -286,11 +291,11 @@ def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
             # loads base's optimizer state by default (`--load-optimizer 1`, chosen by its sweeps:
             # commit 8180e1d "load optimizer by default when SFT"). Our SFT, after mid, has no such
             # measurement behind it and starts fresh, as nanochat's SFT after its mid stage did.
-            "mid": replace(base, source="mid-mixture", num_steps=0, param_data_ratio=0,
+            "mid": replace(base, source="mid-mixture", num_steps=0, target_param_data_ratio=0,
                            warmdown_frac=0.2, eval_every=150, save_every=0,
                            mixture=GPU_MID_MIXTURE, val_mixture=GPU_MID_VAL, warm_start_optim=True),
             "sft": replace(base, source="sft-mixture", device_batch_size=4, total_batch_tokens=65536,
-                           num_steps=0, param_data_ratio=0, matrix_lr=0.002, embedding_lr=0.02,
+                           num_steps=0, target_param_data_ratio=0, matrix_lr=0.002, embedding_lr=0.02,
                            unembedding_lr=0.0004, warmdown_frac=1.0, eval_every=100, save_every=0,
                            mixture=GPU_SFT_MIXTURE, val_mixture=GPU_SFT_VAL,
                            # in-loop ChatCORE on nanochat's chat_sft sample (categorical tasks whole,
@@ -298,7 +303,7 @@ def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
                            chatcore_every=100, chatcore_max_categorical=-1, chatcore_max_generative=24),
             # RL (train/rl.py): nanochat's chat_rl trains at 5% of the base learning rates, decayed
             # linearly to 0 over one pass of GSM8K train; rows per forward pass = device_batch_size
-            "rl": replace(base, source="rollouts", device_batch_size=8, num_steps=0, param_data_ratio=0,
+            "rl": replace(base, source="rollouts", device_batch_size=8, num_steps=0, target_param_data_ratio=0,
                           matrix_lr=0.001, embedding_lr=0.01, unembedding_lr=0.0002, warmdown_frac=1.0,
                           eval_every=60, save_every=60, log_every=1, compile=False),
         },
@@ -341,16 +346,28 @@ def _demo_preset() -> Preset:
         },
         grpo=GRPOConfig(task="wordproblems:train", eval_task="wordproblems:test", prompts_per_step=8,
                         samples_per_prompt=8, max_new_tokens=64, eval_problems=128, pass_k=4, max_rows=64),
-        eval=EvalConfig(max_bytes=200_000),
+        # CORE on 20 examples per task (on CPU ~20x faster than the GPU speedrun's 100; the report says so)
+        eval=EvalConfig(max_bytes=200_000, max_per_task=20),
         chateval=ChatEvalConfig(task="wordproblems:test:64", batch_size=32, max_new_tokens=64),
     )
+
+
+def _leaderboard(preset: Preset, ratio: float) -> Preset:
+    """A GPU preset turned into one of nanochat's "time to GPT-2" runs (its dev/LEADERBOARD.md):
+    base in FP8, horizon by tokens per scaling parameter, batch derived from the horizon
+    (train/horizon.py; 2^20 tokens at d24 and d26), 16 sequences per device per micro-step."""
+    base = replace(preset.stages["base"], target_param_data_ratio=ratio, total_batch_tokens=0, fp8=True)
+    return replace(preset, stages={**preset.stages, "base": base})
 
 
 PRESETS: dict[str, Preset] = {
     "demo": _demo_preset(),
     "d12": _gpu_preset("d12", 12, 32),
     "d20": _gpu_preset("d20", 20, 32),
-    "d26": _gpu_preset("d26", 26, 16),
+    # Leaderboard run 6 (d24, ratio 8, fp8: CORE 0.2626 in 1.65 h on 8xH100) and run 3 (d26, ratio
+    # 8.25, fp8, 2^20-token batch: CORE 0.2602), the latest of each depth
+    "d24": _leaderboard(_gpu_preset("d24", 24, 16), ratio=8.0),
+    "d26": _leaderboard(_gpu_preset("d26", 26, 16), ratio=8.25),
     "d32": _gpu_preset("d32", 32, 8),
 }
 

@@ -1,9 +1,16 @@
-"""The cost model behind `picochat speedrun --dry-run`: tokens, time and dollars per stage.
+"""The cost model behind `picochat speedrun --dry-run`: tokens, FLOPs, time and dollars per step.
 
-time = tokens x FLOPs/token / (throughput in FLOP/s). The throughput is *measured* when we can:
-a few real training steps of the preset's model on this machine's device (the same forward,
-backward and optimizer step the trainer runs). When that is impractical (a GPU preset planned
-from a CPU) it falls back to the GPU's peak bf16 rate times an assumed MFU, and says so.
+Every step of the speedrun is costed, not only pretraining (the sizes come from picochat/plan.py):
+  - training stages (base, mid, SFT, RL's update): tokens x training FLOPs/token (6 per matmul weight
+    plus attention, `GPT.flops_per_token`);
+  - forward-only work (evals that score text, RL's prompt prefill and reference model): 1/3 of that;
+  - generation (RL rollouts, generative chat evals): decoded tokens x forward FLOPs/token, at
+    DECODE_EFFICIENCY of the training rate of FLOP/s, because batched decoding is bound by memory
+    and kernel launches rather than arithmetic. That factor is an assumption, and said so.
+time = FLOPs / (FLOP/s per device x devices). The FLOP/s is *measured* when we can: a few real
+training steps of the preset's model on this machine's device (the same forward, backward and
+optimizer step the trainer runs). When that is impractical (a GPU preset planned from a CPU) it
+falls back to the GPU's peak bf16 rate times an assumed MFU, and says so.
 """
 
 from __future__ import annotations
@@ -17,16 +24,11 @@ from picochat.common.log import duration, human, print0
 from picochat.config import get_preset
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.optim.groups import build_optimizers
+from picochat.plan import StepWork, plan_work
 from picochat.train.trainer import PEAK_BF16_FLOPS
 
 MEASURE_BUDGET_FLOPS = 2e11  # measure on this device only if one step costs less than this
-
-
-def preset_model_config(preset_name: str) -> GPTConfig:
-    p = get_preset(preset_name)
-    m = p.model
-    return GPTConfig.from_depth(m.depth, aspect_ratio=m.aspect_ratio, head_dim=m.head_dim, n_kv_head=m.n_kv_head,
-                                vocab_size=m.vocab_size, seq_len=m.seq_len, softcap=m.softcap)
+DECODE_EFFICIENCY = 0.1      # assumed: decoding reaches 1/10 of the training FLOP/s
 
 
 def measure_flops_per_second(cfg: GPTConfig, device: torch.device, rows: int, steps: int = 3) -> float:
@@ -51,48 +53,53 @@ def measure_flops_per_second(cfg: GPTConfig, device: torch.device, rows: int, st
     return rows * cfg.sequence_len * model.flops_per_token() / min(times[1:])
 
 
-def shape_stats(cfg: GPTConfig) -> tuple[int, float]:
-    """(parameters, training FLOPs per token), from a model built on the meta device (no memory)."""
-    with torch.device("meta"):
-        model = GPT(cfg)
-    return model.num_params(), model.flops_per_token()
-
-
-def throughput(cfg: GPTConfig, device: torch.device, rows: int, mfu: float) -> tuple[float, str]:
+def throughput(cfg: GPTConfig, fpt: float, device: torch.device, rows: int, mfu: float) -> tuple[float, str]:
     """(FLOP/s per device, how it was obtained)."""
-    if rows * cfg.sequence_len * shape_stats(cfg)[1] <= MEASURE_BUDGET_FLOPS or device.type == "cuda":
+    if rows * cfg.sequence_len * fpt <= MEASURE_BUDGET_FLOPS or device.type == "cuda":
         return measure_flops_per_second(cfg, device, rows), f"measured on {device}"
     return PEAK_BF16_FLOPS["H100"] * mfu, f"assumed: H100 bf16 peak x {mfu:.0%} MFU (run --dry-run on the GPU)"
 
 
-def print_plan(cfg, stages: list[str]) -> None:
+def step_seconds(work: StepWork, fpt: float, flops_s: float, devices: int) -> float:
+    forward = fpt / 3  # forward only: 2 of the 6 FLOPs per weight
+    flops = work.train_tokens * fpt + work.forward_tokens * forward
+    return (flops + work.decode_tokens * forward / DECODE_EFFICIENCY) / (flops_s * (devices if work.spread else 1))
+
+
+def _work_line(work: StepWork, secs: float, dollars: float | None) -> str:
+    parts = [f"{human(t)} {what}" for t, what in ((work.train_tokens, "trained"), (work.forward_tokens, "scored"),
+                                                 (work.decode_tokens, "generated")) if t]
+    cost = f" ${dollars:8.2f}" if dollars is not None else ""
+    return f"  {work.name:13s} {', '.join(parts) or 'no model work':40s} ~{duration(secs):>8s}{cost}  {work.detail}"
+
+
+def print_plan(cfg, skip: set[str] = frozenset()) -> None:
+    """The dry-run: the model, the horizon, and every step's tokens, time and cost."""
     preset = get_preset(cfg.run.preset)
-    mcfg = preset_model_config(cfg.run.preset)
     device = pick_device(cfg.run.device)
     gpus, price = cfg.args.gpus, cfg.args.gpu_hour_price
-    params, fpt = shape_stats(mcfg)
-    base = preset.stages["base"]
-    flops_s, how = throughput(mcfg, device, min(base.device_batch_size, 4), cfg.args.mfu)
+    plan = plan_work(preset, cfg.run, gpus, skip)
+    mcfg, h = plan.model_config, plan.horizon
+    flops_s, how = throughput(mcfg, h.flops_per_token, device, min(preset.stages["base"].device_batch_size, 4),
+                              cfg.args.mfu)
     print0(f"plan for preset '{preset.name}' (run '{cfg.run.run}'): depth {mcfg.n_layer}, width {mcfg.n_embd}, "
-           f"{human(params)} params, {human(fpt)} FLOPs/token")
-    print0(f"throughput: {human(flops_s)}FLOP/s per device ({how}); devices: {gpus}")
+           f"{human(plan.num_params)} params ({human(h.scaling_params)} scaling params), "
+           f"{human(h.flops_per_token)} FLOPs/token")
+    print0(f"base horizon: {h.describe()}" + (f"; learning rates x{h.lr_scale:.3f}" if h.batch_auto else ""))
+    print0(f"throughput: {human(flops_s)}FLOP/s per device ({how}); devices: {gpus}; generation at "
+           f"{DECODE_EFFICIENCY:.0%} of that (assumed)")
+    priced = device.type == "cuda" or "assumed" in how  # dollars only mean something for rented GPUs
     total_s = 0.0
-    for name in stages:
-        train = preset.stages.get(name)
-        if train is None:
-            print0(f"  {name:5s} steps and tokens set by the stage itself (rollouts); not estimated")
-            continue
-        steps = train.num_steps or (round(train.param_data_ratio * params / train.total_batch_tokens)
-                                    if train.param_data_ratio > 0 else 0)
-        if not steps:
-            print0(f"  {name:5s} one pass over its task mixture (data-dependent); not estimated")
-            continue
-        tokens = steps * train.total_batch_tokens
-        secs = tokens * fpt / (flops_s * gpus)
+    for work in plan.steps:
+        secs = step_seconds(work, h.flops_per_token, flops_s, gpus)
         total_s += secs
-        print0(f"  {name:5s} {steps:6d} steps x {human(train.total_batch_tokens)} = {human(tokens):>7s} tokens"
-               f"  ~{duration(secs)}")
-    line = f"estimated training time ~{duration(total_s)}"
-    if device.type == "cuda" or "assumed" in how:  # dollars only mean something for rented GPUs
+        # the whole node is rented while a single-process step runs, so every step bills all GPUs
+        print0(_work_line(work, secs, secs / 3600 * gpus * price if priced else None))
+    line = f"estimated time ~{duration(total_s)} for every step"
+    if priced:
         line += f"; cost ~${total_s / 3600 * gpus * price:.2f} on {gpus} GPU(s) at ${price:.2f}/GPU-hour"
     print0(line)
+    if preset.stages["base"].fp8:
+        print0("note: base trains in FP8 where the GPU has it; the rate above is bf16's, so base may finish sooner")
+    for note in plan.notes:
+        print0(f"note: {note}")

@@ -1,7 +1,8 @@
 """`picochat speedrun`: tokenizer -> base -> mid -> SFT -> RL -> evals -> report, in one command.
 
 Each step is an ordinary CLI command (the same table as `picochat --help`), run in this process
-with the speedrun's shared flags (--preset, --run, --home, --device, --seed, --mirror). A stage
+with the speedrun's shared flags (--preset, --run, --home, --device, --seed, --mirror); with
+`--gpus N` the training stages run on N processes through torchrun (picochat/launch.py). A stage
 whose artifact is complete is skipped; a stage with a checkpoint resumes. So after Ctrl-C or a
 crash, rerunning the same command continues where it stopped.
 
@@ -13,6 +14,7 @@ are TrainConfig fields for that stage only.
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ from picochat import config as C
 from picochat.common.errors import UserError
 from picochat.common.log import banner, duration, print0
 from picochat.common.paths import stage_dir
+from picochat.launch import check_devices, multi_node_commands, run_distributed
 
 TRAIN_STAGES = ("base", "mid", "sft", "rl")
 DATA_STEPS = (("tokenizer", "train"), ("train", "base"))  # the steps `--data` (own pretraining text) goes to
@@ -33,19 +36,35 @@ class Step:
     optional: bool = False         # a UserError here is reported and the run goes on (e.g. no eval data)
 
 
+CORE_PER_TASK = 100  # CORE examples per task in the speedrun, unless the preset's [eval] row sets fewer
+
+
+def _stage_evals(stage: str, chat: bool) -> tuple[Step, ...]:
+    """Every stage is measured the same way, so each report-card row has a number in every column:
+    bits per byte and CORE for every model, the chat evals for the chat stages."""
+    steps = (Step(f"bpb-{stage}", ("eval", "bpb"), ("--stage", stage), optional=True),
+             Step(f"core-{stage}", ("eval", "core"), ("--stage", stage), optional=True))
+    return steps + ((Step(f"eval-{stage}", ("eval", "chat"), ("--stage", stage), optional=True),) if chat else ())
+
+
 PLAN: tuple[Step, ...] = (
     Step("tokenizer", ("tokenizer", "train")),
     Step("base", ("train", "base")),
-    Step("bpb-base", ("eval", "bpb"), ("--stage", "base"), optional=True),
-    Step("core-base", ("eval", "core"), ("--stage", "base", "--max-per-task", "100"), optional=True),
+    *_stage_evals("base", chat=False),
     Step("samples-base", ("eval", "samples"), ("--stage", "base"), optional=True),
     Step("mid", ("train", "mid")),
+    *_stage_evals("mid", chat=True),
     Step("sft", ("train", "sft")),
-    Step("eval-sft", ("eval", "chat"), ("--stage", "sft"), optional=True),
+    *_stage_evals("sft", chat=True),
     Step("rl", ("train", "rl")),
-    Step("eval-rl", ("eval", "chat"), ("--stage", "rl"), optional=True),
+    *_stage_evals("rl", chat=True),
     Step("report", ("report",)),
 )
+
+
+def core_per_task(max_per_task: int) -> int:
+    """The speedrun's CORE sample per task: the configured cap if there is one, else CORE_PER_TASK."""
+    return max_per_task if 0 < max_per_task < CORE_PER_TASK else CORE_PER_TASK
 
 
 def _command(words: tuple[str, ...]):
@@ -74,19 +93,28 @@ def resolve_step(step: Step, cfg):
         tables = {k: v for k, v in data.items() if k not in TRAIN_STAGES}
         if cmd.stage in data:
             tables["train"] = data[cmd.stage]
-    return resolve(cmd, build_parser().parse_args(argv), toml=tables)
+    resolved = resolve(cmd, build_parser().parse_args(argv), toml=tables)
+    if step.words == ("eval", "core"):
+        resolved.eval.max_per_task = core_per_task(resolved.eval.max_per_task)
+    return resolved
 
 
 def main(cfg) -> None:
-    if cfg.args.dry_run:
-        from picochat.cost import print_plan
-
-        return print_plan(cfg, [s.name for s in PLAN if s.name in TRAIN_STAGES])
     skip = {s.strip() for s in cfg.args.skip.split(",") if s.strip()}
     unknown = skip - {s.name for s in PLAN}
     if unknown:
         raise C.ConfigError(f"--skip names unknown steps {sorted(unknown)}; steps are "
                             + ", ".join(s.name for s in PLAN))
+    gpus = cfg.args.gpus
+    if cfg.args.dry_run:
+        from picochat.cost import print_plan
+
+        print_plan(cfg, skip)
+        return _print_multi_node(cfg, skip) if gpus > 1 else None
+    check_devices(gpus, cfg.run.device)
+    if gpus > 1:
+        print0(f"[speedrun] training stages on {gpus} processes (torchrun, one node); evals and report on one")
+        _print_multi_node(cfg, skip)
     t0, timings = time.time(), {}
     for step in PLAN:
         if step.name in skip:
@@ -98,15 +126,40 @@ def main(cfg) -> None:
             continue
         banner(f"speedrun {cfg.run.preset}/{cfg.run.run}: {step.name}")
         t = time.time()
-        module, func = _command(step.words).target.split(":")
-        try:
-            getattr(importlib.import_module(module), func)(resolved)
-        except UserError as e:
-            if not step.optional:
-                raise
-            print0(f"[speedrun] {step.name} skipped: {e}")
+        _run_step(step, resolved, gpus)
         timings[step.name] = time.time() - t
     _summary(cfg, time.time() - t0, timings)
+
+
+def _run_step(step: Step, resolved, gpus: int) -> None:
+    """A training stage on `gpus` processes (torchrun) when gpus > 1; anything else in this process."""
+    cmd = _command(step.words)
+    if gpus > 1 and cmd.stage is not None:
+        return run_distributed(step.name, gpus, step.words, resolved, cmd.sections)
+    module, func = cmd.target.split(":")
+    try:
+        getattr(importlib.import_module(module), func)(resolved)
+    except UserError as e:
+        if not step.optional:
+            raise
+        print0(f"[speedrun] {step.name} skipped: {e}")
+    finally:
+        _release_gpu_memory()  # the next stage's rank 0 shares this process's GPU
+
+
+def _release_gpu_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def _print_multi_node(cfg, skip: set[str]) -> None:
+    stages = [s.name for s in PLAN if s.name in TRAIN_STAGES and s.name not in skip]
+    print0("on several nodes: run the tokenizer once (`picochat tokenizer train`), then each line on every node "
+           "(HOST: the first node's address; --home on a shared filesystem), then the evals and "
+           "`picochat report` on one node (`picochat speedrun --skip base,mid,sft,rl`):")
+    for line in multi_node_commands(cfg.run, stages, cfg.args.gpus, cfg.args.config):
+        print0("  " + line)
 
 
 def _summary(cfg, total: float, timings: dict[str, float]) -> None:

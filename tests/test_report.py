@@ -83,26 +83,32 @@ def table_row(text: str, label: str) -> list[str]:
     raise AssertionError(f"no row {label!r} in the report")
 
 
+def tables(text: str) -> dict[str, list[str]]:
+    """The header line of each metrics table ("Language modelling", "Chat") as its cells."""
+    lines = text.splitlines()
+    return {lines[i][:-1]: [c.strip() for c in lines[i + 2].strip("|").split("|")]
+            for i in range(len(lines) - 2) if lines[i] in ("Language modelling:", "Chat:")}
+
+
 def test_report_has_the_metrics_table_and_plots(fake_run):
     run, home = fake_run
     path = report.write_report(run, str(home), gpu_hour_price=3.0)
     text = path.read_text()
     assert path == home / "runs" / run / "report" / "report.md"
-    header = next(line for line in text.splitlines() if line.startswith("| metric"))
-    assert [c.strip() for c in header.strip("|").split("|")] == ["metric", "BASE", "MID", "SFT", "RL"]
-    # columns BASE, MID, SFT, RL; a stage that did not run (MID) and metrics not measured are dashes
-    assert table_row(text, "CORE-18") == ["0.0512", "—", "—", "—"]
-    assert table_row(text, "ARC-Easy") == ["—", "—", "0.4000", "—"]
-    assert table_row(text, "GSM8K") == ["—", "—", "0.0500", "0.0800"]
+    # one column per stage that ran (MID did not); the chat table only has the chat stages
+    assert tables(text) == {"Language modelling": ["metric", "BASE", "SFT", "RL"], "Chat": ["metric", "SFT", "RL"]}
+    assert table_row(text, "CORE-18 (all examples)") == ["0.0512", "—", "—"]
+    assert table_row(text, "ARC-Easy (100 problems)") == ["0.4000", "—"]
+    assert table_row(text, "GSM8K (100 problems)") == ["0.0500", "0.0800"]
     # ChatCORE by hand: centred (0.15/0.75, 0.03/0.75, 0.06/0.75, 0.05, 0.02) averaged
     want = (0.15 / 0.75 + 0.03 / 0.75 + 0.06 / 0.75 + 0.05 + 0.02) / 5
     row = table_row(text, "ChatCORE")
-    assert row[2] == f"{want:.4f}"
-    assert row[3] == f"{(0.08 - 0) / 1:.4f} (ChatCORE-1)"  # only GSM8K evaluated after RL
-    assert table_row(text, "demo arithmetic pass@1") == ["—", "—", "0.6000", "0.7500"]
-    assert table_row(text, "bits per byte (eval bpb)") == ["1.3456", "—", "—", "—"]
-    assert table_row(text, "val bpb (each stage's own val set)")[:3] == ["1.2500", "—", "0.9000"]
-    assert table_row(text, "RL pass@1 (training eval)") == ["—", "—", "—", f"{10 / 20:.4f}"]
+    assert row[0] == f"{want:.4f}"
+    assert row[1] == f"{(0.08 - 0) / 1:.4f} (ChatCORE-1)"  # only GSM8K evaluated after RL
+    assert table_row(text, "demo arithmetic pass@1 (50 problems)") == ["0.6000", "0.7500"]
+    assert table_row(text, "bits per byte") == ["1.3456", "—", "—"]  # bpb.json without its byte count
+    assert "val bpb on each stage's own held-out set: BASE 1.2500, SFT 0.9000" in text
+    assert "RL pass@1 at its last training eval: 0.5000" in text
     # summary: tokens per param and time; CPU run: no dollar cost
     assert table_row(text, "BASE")[:5] == ["1.0M", "40", "400.0k", "0.4", "1m20s"]
     assert "ran on CPU" in text and "$" not in text.split("## Time and cost")[1].split("## Plots")[0]
@@ -129,8 +135,8 @@ def test_missing_and_damaged_files_give_dashes_not_errors(tmp_path):
     write(run / "base" / "meta.json", "{not json")
     write(run / "sft" / "eval" / "chat.json", {"tasks": {"mmlu": {"accuracy": "n/a"}}})
     text = report.write_report("broken", str(tmp_path)).read_text()
-    assert table_row(text, "MMLU") == ["—", "—", "—", "—"]
-    assert table_row(text, "CORE") == ["—", "—", "—", "—"]
+    assert "MMLU" not in text and "CORE" not in text  # nothing measured: no rows, no all-dash rows
+    assert "nothing evaluated yet" in text
     assert "skipped" in text and "meta.json" in text  # the damaged file is named in the notes
     assert (run / "report" / "loss.png").exists()  # one loss point is still a plot
     assert not (run / "report" / "rl.png").exists()
@@ -150,7 +156,7 @@ def test_cli_report(fake_run, capsys):
     with pytest.raises(SystemExit) as e:
         main(["report", "--run", run, "--home", str(home), "--gpu-hour-price", "1.0"])
     assert e.value.code == 0
-    assert "| ARC-Easy |" in capsys.readouterr().out
+    assert "| ARC-Easy (100 problems) |" in capsys.readouterr().out
 
 
 def test_rl_gain_over_sft_is_reported_with_its_sample_size(fake_run):
@@ -161,6 +167,37 @@ def test_rl_gain_over_sft_is_reported_with_its_sample_size(fake_run):
         "after": {"pass@1": 0.625, "problems": 32, "k": 4},
         "gain": {"pass@1": 0.125, "pass@1_stderr": 0.03}})
     text = report.write_report(run, str(home)).read_text()
-    assert table_row(text, "RL held-out pass@1 (sampled)") == ["—", "—", "0.5000", "0.6250"]
     assert ("RL held-out pass@1: SFT 0.5000 -> RL 0.6250 (gain +0.1250 ± 0.0300 paired stderr) "
             "on 32 held-out problems x 4 samples at temperature 1.0") in text
+
+
+def test_a_run_evaluated_at_every_stage_has_a_number_in_every_cell(tmp_path):
+    """The speedrun evaluates every stage (bpb, CORE, and chat on the chat stages): then the metrics
+    tables have no empty cell, and each row says its sample size."""
+    run = tmp_path / "runs" / "full"
+    for i, stage in enumerate(("base", "mid", "sft", "rl")):
+        write(run / stage / "meta.json", meta(stage, 10, 40_000, 5.0, 1.0 - i / 10))
+        write(run / stage / "eval" / "bpb.json", {"bpb": 0.3 + i / 100, "bytes": 200_000, "tokens": 60_000})
+        write(run / stage / "eval" / "core.json", {"metric": "CORE-18", "score": 0.01 * i, "max_per_task": 100,
+                                                  "examples": {"copa": 100, "piqa": 100}})
+        if stage != "base":
+            write(run / stage / "eval" / "chat.json", {"tasks": {"wordproblems": {
+                "accuracy": 0.9, "pass@1": 0.9, "passed": 58, "total": 64, "spec": "wordproblems:test:64"}}})
+    text = report.write_report("full", str(tmp_path)).read_text()
+    metrics = text.split("## Metrics")[1].split("Evaluation sizes:")[0]
+    assert "—" not in metrics
+    assert tables(text) == {"Language modelling": ["metric", "BASE", "MID", "SFT", "RL"],
+                            "Chat": ["metric", "MID", "SFT", "RL"]}
+    assert table_row(text, "CORE-18 (100/task)") == ["0.0000", "0.0100", "0.0200", "0.0300"]
+    assert table_row(text, "bits per byte (200.0k bytes)") == ["0.3000", "0.3100", "0.3200", "0.3300"]
+    assert table_row(text, "demo arithmetic pass@1 (64 problems)") == ["0.9000"] * 3
+    assert "ARC" not in metrics and "ChatCORE" not in metrics  # not measured: no row
+
+
+def test_differing_sample_sizes_are_written_in_each_cell(tmp_path):
+    run = tmp_path / "runs" / "mixed"
+    for stage, per_task in (("base", 100), ("sft", -1)):
+        write(run / stage / "meta.json", meta(stage, 10, 40_000, 5.0, 1.0))
+        write(run / stage / "eval" / "core.json", {"metric": "CORE-18", "score": 0.1, "max_per_task": per_task})
+    text = report.write_report("mixed", str(tmp_path)).read_text()
+    assert table_row(text, "CORE-18") == ["0.1000 (100/task)", "0.1000 (all examples)"]

@@ -85,6 +85,10 @@ def test_tiny_demo_every_stage_with_kill_and_rerun(tmp_path):
         assert (run / stage / "meta.json").exists(), stage
     report = run / "report" / "report.md"
     assert report.exists() and "| metric | BASE | MID | SFT | RL |" in report.read_text()
+    # every stage was evaluated: a number in every cell of the metrics, with its sample size
+    metrics = report.read_text().split("## Metrics")[1].split("Evaluation sizes:")[0]
+    assert "—" not in metrics and "| metric | MID | SFT | RL |" in metrics, metrics
+    assert "bits per byte (" in metrics and "demo arithmetic pass@1 (4 problems)" in metrics, metrics
     assert list((run / "report").glob("*.png"))
 
     # 3. a third run finds everything complete and trains nothing

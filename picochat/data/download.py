@@ -21,6 +21,7 @@ else the first one that a mirror or URL serves. Archives (the CORE bundle) are u
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import http.client
 import os
@@ -246,6 +247,20 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+_LOCAL_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("local_only", default=False)
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Within this block `fetch` finds files (mirror or earlier downloads) but never downloads:
+    the speedrun's dry-run sizes what is here and falls back to documented sizes for the rest."""
+    token = _LOCAL_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY.reset(token)
+
+
 def fetch(name: str, file: str, *, home: str = "", mirror: str = "", retries: int = 5, backoff: float = 1.0,
           progress: Callable[[int, int], None] | None = None) -> Path:
     """A verified local path to `file` of source `name`: the mirror folder's copy, else a download.
@@ -257,6 +272,8 @@ def fetch(name: str, file: str, *, home: str = "", mirror: str = "", retries: in
     if in_mirror is not None:
         return _checked_mirror_copy(src, file, in_mirror)
     sha, fmt = _sha_for(src, file), src.format_for(file)
+    if _LOCAL_ONLY.get() and (not dest.is_file() or verify(dest, sha, fmt) is not None):
+        raise Unavailable(f"{name}/{file} is not here (nothing is downloaded while planning)")
     if url is None and not dest.is_file():
         where = (f"is not in the mirror folder {mirror_location(mirror)}" if mirror_location(mirror)
                  else "has no public download URL")

@@ -12,9 +12,11 @@ an eval wrote (the report can be rebuilt at any time, on any machine, in a secon
                                            bpb.json (`eval bpb`), chat.json (`eval chat`),
                                            samples.json (`eval samples`)
 
-for stage in base, mid, sft, rl. Whatever is missing shows as "—"; a damaged file is skipped
-with a note, never a crash. The metrics table follows nanochat's report card: one row per
-metric, one column per stage.
+for stage in base, mid, sft, rl. The metrics follow nanochat's report card (one row per metric, one
+column per stage) in two tables: language modelling (CORE, bits per byte: every stage) and chat
+(the chat stages). A row appears only if some stage measured it, with the sample it rests on
+("100/task", "64 problems"); a cell is "—" only where that stage's eval did not run. A damaged
+file is skipped with a note, never a crash.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ def environment() -> dict[str, str]:
     """Where this report was made (the training may have run elsewhere: see each stage's config)."""
     import torch
 
-    gpu = DASH
+    gpu = "none"
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
         gpu = f"{n} x {torch.cuda.get_device_name(0)}"
@@ -156,70 +158,117 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return DASH if x is None else f"{x:.{digits}f}"
 
 
-def _chat_task(stage: StageData, task: str, key: str = "accuracy") -> float | None:
-    value = stage.evals.get("chat", {}).get("tasks", {}).get(task, {}).get(key)
-    return float(value) if isinstance(value, (int, float)) else None
+@dataclass
+class Cell:
+    """One stage's value of a metric, with the sample it rests on ("64 problems", "100/task")."""
+
+    value: float | None = None
+    sample: str = ""
+    label: str = ""  # CORE vs CORE-18, ChatCORE vs ChatCORE-3: what this cell measured
 
 
-def _labelled(stage: StageData, file: str, key: str) -> tuple[str | None, float | None]:
-    """(metric label, score) of core.json ({"metric", "score"}) or chat.json's "chatcore"."""
-    record = stage.evals.get(file, {})
-    record = (record.get(key) or {}) if key else record
-    score = record.get("score") if isinstance(record, dict) else None
+def table_row(name: str, cells: list[Cell]) -> tuple[str, list[str]] | None:
+    """(label, cell texts) of a metric, or None when no stage measured it (no all-dash rows).
+    The row takes the first cell's label; a sample or label shared by every measured cell goes into
+    the row's label, one that differs is written in its cell."""
+    measured = [c for c in cells if c.value is not None]
+    if not measured:
+        return None
+    label = next((c.label for c in measured if c.label), name)
+    samples = {c.sample for c in measured}
+    shared = samples.pop() if len(samples) == 1 else ""
+    texts = []
+    for c in cells:
+        notes = [c.label] if c.label and c.label != label else []
+        notes += [c.sample] if c.sample and not shared else []
+        texts.append(_fmt(c.value) + "".join(f" ({n})" for n in notes) if c.value is not None else DASH)
+    return (f"{label} ({shared})" if shared else label), texts
+
+
+def _chat_cell(stage: StageData, task: str, key: str = "accuracy") -> Cell:
+    record = stage.evals.get("chat", {}).get("tasks", {}).get(task, {})
+    value = record.get(key) if isinstance(record, dict) else None
+    if not isinstance(value, (int, float)):
+        return Cell()
+    k, total = record.get("num_samples", 1), record.get("total")
+    sample = f"{total} problems" + (f" x {k} samples" if isinstance(k, int) and k > 1 else "") if total else ""
+    return Cell(float(value), sample)
+
+
+def _core_cell(stage: StageData) -> Cell:
+    record = stage.evals.get("core", {})
+    score = record.get("score")
     if not isinstance(score, (int, float)):
-        return None, None
-    return record.get("metric"), float(score)
+        return Cell()
+    per_task = record.get("max_per_task", -1)
+    sample = f"{per_task}/task" if isinstance(per_task, int) and per_task > 0 else "all examples"
+    return Cell(float(score), sample, str(record.get("metric") or "CORE"))
 
 
-def _labelled_row(stages: dict[str, StageData], file: str, key: str, name: str) -> tuple[str, list[str]]:
-    """A row for a metric whose label says how complete it is (CORE vs CORE-18): the row is
-    named by the first label found, and a cell with a different label says so."""
-    found = {s: _labelled(st, file, key) for s, st in stages.items()}
-    labels = [lab for lab, v in found.values() if v is not None and lab]
-    label = labels[0] if labels else name
-    cells = []
-    for lab, v in found.values():
-        cell = _fmt(v)
-        cells.append(cell if v is None or not lab or lab == label else f"{cell} ({lab})")
-    return label, cells
+def _chatcore_cell(stage: StageData) -> Cell:
+    record = stage.evals.get("chat", {}).get("chatcore") or {}
+    score = record.get("score") if isinstance(record, dict) else None
+    return Cell(float(score), "", str(record.get("metric") or "ChatCORE")) if isinstance(score, (int, float)) \
+        else Cell()
+
+
+def _bpb_cell(stage: StageData) -> Cell:
+    record = stage.evals.get("bpb", {})
+    value, n = _num(record.get("bpb")), _num(record.get("bytes"))
+    return Cell(value, f"{human(n)} bytes" if n else "")
 
 
 CHAT_ROWS = (("ARC-Easy", "arc_easy"), ("ARC-Challenge", "arc_challenge"), ("MMLU", "mmlu"),
              ("GSM8K", "gsm8k"), ("HumanEval", "humaneval"))
 
 
-def metric_rows(stages: dict[str, StageData]) -> list[tuple[str, list[str]]]:
-    """(row label, one cell per stage) for the report card's metrics table."""
-    cols = list(stages.values())
-    rows = [_labelled_row(stages, "core", "", "CORE")]
-    for label, task in CHAT_ROWS:
-        rows.append((label, [_fmt(_chat_task(s, task)) for s in cols]))
-    rows.append(_labelled_row(stages, "chat", "chatcore", "ChatCORE"))
-    rows.append(("demo arithmetic pass@1", [_fmt(_chat_task(s, "wordproblems", "pass@1")) for s in cols]))
+def lm_columns(stages: dict[str, StageData]) -> list[StageData]:
+    """Every stage that ran: CORE and bits per byte apply to any model."""
+    return [s for s in stages.values() if s.exists]
+
+
+def chat_columns(stages: dict[str, StageData]) -> list[StageData]:
+    """The chat stages that ran (and base, if someone evaluated it as a chat model)."""
+    return [s for s in stages.values() if s.exists and (s.name != "base" or "chat" in s.evals)]
+
+
+def lm_rows(cols: list[StageData]) -> list[tuple[str, list[str]]]:
+    """Language-modelling metrics, one column per stage: CORE and bits per byte on held-out text."""
+    rows = [table_row("CORE", [_core_cell(s) for s in cols]),
+            table_row("bits per byte", [_bpb_cell(s) for s in cols])]
+    return [r for r in rows if r]
+
+
+def chat_rows(cols: list[StageData]) -> list[tuple[str, list[str]]]:
+    """Chat benchmarks, one column per chat stage; only tasks some stage was evaluated on."""
+    rows = [table_row(label, [_chat_cell(s, task) for s in cols]) for label, task in CHAT_ROWS]
+    rows.append(table_row("ChatCORE", [_chatcore_cell(s) for s in cols]))
+    rows.append(table_row("demo arithmetic pass@1", [_chat_cell(s, "wordproblems", "pass@1") for s in cols]))
     known = {t for _, t in CHAT_ROWS} | {"wordproblems"}
-    extra = sorted({t for s in cols for t in s.evals.get("chat", {}).get("tasks", {})} - known)
-    for task in extra:
-        rows.append((task, [_fmt(_chat_task(s, task)) for s in cols]))
-    rl_eval = stages["rl"].evals.get("rl", {}) if "rl" in stages else {}
-    if isinstance(rl_eval.get("after"), dict):
-        # RL's own held-out eval samples at temperature > 0, where greedy accuracy may already be at
-        # its ceiling; "before" is the SFT model on the same problems and seeds (a paired comparison).
-        before, after = rl_eval.get("before", {}), rl_eval["after"]
-        cells = {"sft": _num(before.get("pass@1")), "rl": _num(after.get("pass@1"))}
-        rows.append(("RL held-out pass@1 (sampled)", [_fmt(cells.get(s.name)) for s in cols]))
-    elif any(s.last("pass@1") is not None for s in cols):
-        rows.append(("RL pass@1 (training eval)", [_fmt(s.last("pass@1")) if s.name == "rl" else DASH for s in cols]))
-    rows.append(("bits per byte (eval bpb)", [_fmt(_num(s.evals.get("bpb", {}).get("bpb"))) for s in cols]))
-    rows.append(("val bpb (each stage's own val set)", [_fmt(s.last("val_bpb")) for s in cols]))
-    return rows
+    for task in sorted({t for s in cols for t in s.evals.get("chat", {}).get("tasks", {})} - known):
+        rows.append(table_row(task, [_chat_cell(s, task) for s in cols]))
+    return [r for r in rows if r]
+
+
+def stage_val_line(stages: dict[str, StageData]) -> list[str]:
+    """Each training stage's final validation bpb on its own held-out set (text for base, the chat
+    mixture for mid/SFT): not comparable across stages, so a line rather than a table row."""
+    found = [(s.name.upper(), s.last("val_bpb")) for s in stages.values()]
+    cells = [f"{name} {v:.4f}" for name, v in found if v is not None]
+    return [f"- val bpb on each stage's own held-out set: {', '.join(cells)}"] if cells else []
+
+
+def rl_train_eval_line(stages: dict[str, StageData]) -> list[str]:
+    rl = stages.get("rl")
+    if rl is None or "rl" in rl.evals or rl.last("pass@1") is None:
+        return []
+    return [f"- RL pass@1 at its last training eval: {rl.last('pass@1'):.4f}"]
 
 
 def metrics_table(run_path: Path) -> str:
-    """The report card's metrics table (markdown) for the run as it stands on disk: what a tracker
+    """The report card's metrics tables (markdown) for the run as it stands on disk: what a tracker
     records at the end of a stage and what an exported model's card shows."""
-    stages = load_run(Path(run_path), [])
-    header = ["metric"] + [s.upper() for s in stages]
-    return markdown_table(header, [[label] + cells for label, cells in metric_rows(stages)])
+    return "\n".join(metrics_tables(load_run(Path(run_path), [])))
 
 
 def _num(x) -> float | None:
@@ -313,7 +362,7 @@ def samples_section(stages: dict[str, StageData]) -> list[str]:
             if isinstance(r, dict):
                 lines.append(f"{r.get('prompt', '')}▸{str(r.get('completion', '')).replace(chr(10), ' ')}")
         lines += ["```", ""]
-    return lines or [f"{DASH} (run `picochat eval samples`)"]
+    return lines or ["(none: run `picochat eval samples`)", ""]
 
 
 def eval_details(stages: dict[str, StageData]) -> list[str]:
@@ -331,9 +380,9 @@ def eval_details(stages: dict[str, StageData]) -> list[str]:
                 lines.append(f"- {s.name.upper()} {task}: {r.get('passed', DASH)}/{r['total']} problems"
                              + (f", {k} samples each (pass@{k})" if k != 1 else "")
                              + (f", spec `{r['spec']}`" if r.get("spec") else ""))
-    lines += _rl_gain_line(stages)
+    lines += _rl_gain_line(stages) + rl_train_eval_line(stages) + stage_val_line(stages)
     lines += sandbox_lines(stages)
-    return lines or [DASH]
+    return lines or ["(no evaluation recorded)"]
 
 
 def sandbox_lines(stages: dict[str, StageData]) -> list[str]:
@@ -366,17 +415,29 @@ def _rl_gain_line(stages: dict[str, StageData]) -> list[str]:
             f"{settings.get('eval_temperature', DASH)}, spec `{settings.get('eval_task', DASH)}`"]
 
 
+def metrics_tables(stages: dict[str, StageData]) -> list[str]:
+    """The language-modelling table (every stage) and the chat table (the chat stages), each with
+    only the rows some stage measured: a cell is empty only where its step did not run."""
+    out = []
+    for title, cols, rows in (("Language modelling", lm_columns(stages), lm_rows),
+                              ("Chat", chat_columns(stages), chat_rows)):
+        table = rows(cols) if cols else []
+        if table:
+            out += [f"{title}:", "", markdown_table(["metric"] + [s.name.upper() for s in cols],
+                                                    [[label] + cells for label, cells in table]), ""]
+    return out or ["(nothing evaluated yet: run `picochat eval core|bpb|chat`)", ""]
+
+
 def render(run: str, stages: dict[str, StageData], env: dict[str, str], tokenizer_meta: dict,
            plots: dict[str, str], price: float, notes: list[str]) -> str:
-    header = ["metric"] + [s.upper() for s in stages]
     lines = [f"# picochat report card: run `{run}`", "", "## Environment", ""]
     lines += [f"- {k}: {v}" for k, v in env.items()]
     tok = tokenizer_meta.get("tokenizer", {})
     if tokenizer_meta:
         lines.append(f"- tokenizer: vocab {tokenizer_meta.get('vocab_size', DASH)}, trained on "
                      f"{tok.get('source', DASH) if isinstance(tok, dict) else DASH}")
-    lines += ["", "## Metrics", "", markdown_table(header, [[label] + cells for label, cells in metric_rows(stages)]),
-              "", "Evaluation sizes:", ""] + eval_details(stages) + ["", "## Time and cost", ""]
+    lines += ["", "## Metrics", ""] + metrics_tables(stages)
+    lines += ["Evaluation sizes:", ""] + eval_details(stages) + ["", "## Time and cost", ""]
     summary = stage_summary(stages)
     if summary:
         lines += [markdown_table(["stage", "params", "steps", "tokens", "tokens/param", "time", "tok/s",
@@ -386,8 +447,9 @@ def render(run: str, stages: dict[str, StageData], env: dict[str, str], tokenize
     titles = {"loss": "Training loss", "bpb": "Validation bits per byte", "evals": "Evaluations per stage",
               "core": "CORE tasks (centred)", "in_loop": "In-loop evaluations (CORE, ChatCORE vs step)",
               "rl": "RL reward"}
-    for key, title in titles.items():
-        lines.append(f"### {title}\n\n![{title}]({plots[key]})\n" if key in plots else f"### {title}\n\n{DASH}\n")
+    lines += [f"### {title}\n\n![{title}]({plots[key]})\n" for key, title in titles.items() if key in plots]
+    if not plots:
+        lines.append("(no stage has logged metrics yet)\n")
     lines += ["## Sample completions", ""] + samples_section(stages)
     lines += ["## Configuration", "", config_tables(stages), ""]
     if notes:

@@ -78,6 +78,12 @@ def task_names() -> list[str]:
     return list(_registry())
 
 
+def default_split(name: str) -> str:
+    """The split a spec without one means, e.g. 'mmlu' -> 'test' ('' for an unknown name)."""
+    entry = _registry().get(name.lower().replace("-", "_"))
+    return entry[0] if entry else ""
+
+
 def make_task(spec: str, *, home: str = "", mirror: str = "") -> Task:
     """The task a spec `name[:split[:n]]` names (see the module docstring)."""
     if spec.strip().lower().startswith(CHATFILE):

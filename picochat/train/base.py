@@ -2,7 +2,8 @@
 
 What this stage supplies to the shared loop (train/trainer.py): a model built from scratch at
 the preset's depth, BOS-aligned packed batches from the data loader (resumable by cursor),
-validation batches for loss and bits-per-byte, and the step count from the token budget.
+validation batches for loss and bits-per-byte, and the step count and batch from the horizon rule
+(train/horizon.py).
 The text is a named source (`--source`) or the user's own files (`--data`, data/user_corpus.py),
 opened and checked before the first step, so bad data fails before any training.
 """
@@ -26,6 +27,7 @@ from picochat.model.gpt import GPT, GPTConfig
 from picochat.tokenizer.commands import train_main as train_tokenizer
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import checkpoint
+from picochat.train.horizon import REF_DEPTH, Horizon, apply_horizon, plan_horizon
 from picochat.train.in_loop import InLoopCore
 from picochat.train.trainer import Batch, Trainer, write_config
 
@@ -64,14 +66,13 @@ def build_model(model_cfg: ModelConfig, vocab_size: int) -> GPT:
     return GPT(config)
 
 
-def steps_for_budget(model: GPT, train: TrainConfig) -> int:
-    """num_steps if given, else param_data_ratio x parameters tokens (Chinchilla's ~20 tokens per
-    parameter, Hoffmann et al. 2022, arXiv:2203.15556) divided by the tokens per step."""
-    if train.num_steps > 0:
-        return train.num_steps
-    if train.param_data_ratio <= 0:
-        raise UserError("set --num-steps or --param-data-ratio so the base stage knows how long to train")
-    return max(1, round(train.param_data_ratio * model.num_params() / train.total_batch_tokens))
+def horizon_for(model_cfg: ModelConfig, vocab_size: int, train: TrainConfig, world_size: int = 1) -> Horizon:
+    """The base stage's steps and batch under `train`'s horizon rule (train/horizon.py), counted on
+    models built on the meta device: this one and its depth-12 reference."""
+    with torch.device("meta"):
+        model, ref = build_model(model_cfg, vocab_size), build_model(replace(model_cfg, depth=REF_DEPTH), vocab_size)
+    micro = train.device_batch_size * model_cfg.seq_len * world_size
+    return plan_horizon(model, ref, train, tokens_per_micro=micro)
 
 
 def open_corpora(train: TrainConfig, home: str, mirror: str) -> dict:
@@ -117,10 +118,14 @@ def main(cfg) -> None:
     corpora = open_corpora(cfg.train, cfg.run.home, cfg.run.mirror)  # bad data fails before anything is trained
     tokenizer = tokenizer_for(cfg, dist_info.world_size)
     model = build_model(cfg.model, tokenizer.vocab_size).to(device)
-    num_steps = steps_for_budget(model, cfg.train)
+    horizon = horizon_for(cfg.model, tokenizer.vocab_size, cfg.train, dist_info.world_size)
+    cfg.train = apply_horizon(cfg.train, horizon)  # recorded as run: the steps, batch and rates it trains with
+    num_steps = horizon.steps
     banner(f"base pretraining: run '{cfg.run.run}' on {device}")
     print0(f"model: {human(model.num_params())} params, depth {model.config.n_layer}, width {model.config.n_embd}, "
-           f"{model.config.n_head} heads; {num_steps} steps x {human(cfg.train.total_batch_tokens)} tokens")
+           f"{model.config.n_head} heads; {horizon.describe()}")
+    if horizon.batch_auto:
+        print0(f"learning rates x{horizon.lr_scale:.3f} for the derived batch (sqrt of batch / 2^19)")
     if cfg.train.data:  # the config records where the text came from, as paths valid from anywhere
         cfg.train.data, cfg.train.val_data = absolute_spec(cfg.train.data), absolute_spec(cfg.train.val_data)
         print0(f"data: {cfg.train.data} ({corpora['train'].num_chunks()} chunks; validation: "

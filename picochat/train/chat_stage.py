@@ -79,7 +79,7 @@ def _shared_cursor(cursors: list[dict]) -> dict:
 def steps_for_one_pass(train: TrainConfig, task: Task, tokenizer: Any, seq_len: int, crop: bool) -> int:
     """num_steps if given, else the steps one pass over the mixture takes (estimated by packing
     a sample of it). A chat stage's length is set by its data, not by a token-per-parameter
-    budget, so param_data_ratio does not apply here."""
+    budget, so target_param_data_ratio does not apply here."""
     if train.num_steps > 0:
         return train.num_steps
     rows_per_step = train.total_batch_tokens // seq_len
