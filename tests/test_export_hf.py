@@ -73,6 +73,9 @@ def exported(request, tok, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     model = demo_shaped_model(tok.vocab_size, request.param)
     make_run(home, tok, model)
+    bpb = stage_dir("t", "sft", str(home)) / "eval" / "bpb.json"  # an eval, so the card has a number to carry
+    bpb.parent.mkdir(parents=True)
+    bpb.write_text(json.dumps({"bpb": 1.25, "bytes": 1000}))
     from picochat.eval.report import write_report
 
     write_report("t", str(home))
@@ -87,7 +90,8 @@ def test_loads_with_transformers_own_classes(exported):
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "generation_config.json",
                                                      "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     card = (out / "README.md").read_text()
-    assert "| metric | BASE | MID | SFT | RL |" in card and "NanoChatForCausalLM" in card
+    assert "| metric | SFT |" in card and "| bits per byte (1.0k bytes) | 1.2500 |" in card
+    assert "NanoChatForCausalLM" in card
 
 
 def test_tokenizer_and_chat_template_give_picochats_ids(exported, tok):

@@ -38,6 +38,9 @@ def _train(tmp_path: Path, tracker: str) -> tuple[Path, list[dict]]:
     cfg = TrainConfig(num_steps=6, eval_every=3, log_every=2, save_every=0, device_batch_size=2,
                       total_batch_tokens=16, tracker=tracker)
     write_config(out, {"train": {"tracker": tracker, "num_steps": 6}, "run": {"run": "r"}})
+    # an earlier `eval bpb` of this stage, so the report card's table has a measured row to carry
+    (out / "eval").mkdir()
+    (out / "eval" / "bpb.json").write_text(json.dumps({"bpb": 1.25, "bytes": 1000}))
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_depth(1, head_dim=32, vocab_size=32, seq_len=8))
     Trainer(model, cfg, out, num_steps=6, device=torch.device("cpu"), meta={"stage": "base"}).fit(_Stage())
@@ -65,6 +68,7 @@ def test_tensorboard_events_hold_the_jsonl_numbers(tmp_path):
     texts = {tag: acc.Tensors(tag)[0].tensor_proto.string_val[0].decode() for tag in acc.Tags()["tensors"]}
     assert '"num_steps": 6' in texts["config/text_summary"]         # the resolved config.json
     assert "| metric | BASE |" in texts["report_card/text_summary"]  # the report card's table
+    assert "| bits per byte (1.0k bytes) | 1.2500 |" in texts["report_card/text_summary"]
     assert '"step": 6' in texts["final/text_summary"]
 
 
