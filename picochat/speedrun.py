@@ -14,9 +14,10 @@ are TrainConfig fields for that stage only.
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from picochat import config as C
 from picochat.common.errors import UserError
@@ -35,6 +36,13 @@ class Step:
     argv: tuple[str, ...] = ()     # extra arguments for that command
     optional: bool = False         # a UserError here is reported and the run goes on (e.g. no eval data)
 
+
+# Sizing the download of a sharded pretraining source: nanochat's repackaged shards hold ~250M
+# characters each (dev/repackage_data_reference.py); 5 characters per token is above what a 32k BPE
+# reaches on English web text (~4.3-4.8), so the estimate errs towards one shard too many, never
+# towards a base stage that wraps around into a second epoch.
+CHARS_PER_SHARD = 250_000_000
+CHARS_PER_TOKEN = 5.0
 
 CORE_PER_TASK = 100  # CORE examples per task in the speedrun, unless the preset's [eval] row sets fewer
 
@@ -101,9 +109,9 @@ def resolve_step(step: Step, cfg):
 
 def main(cfg) -> None:
     skip = {s.strip() for s in cfg.args.skip.split(",") if s.strip()}
-    unknown = skip - {s.name for s in PLAN}
+    unknown = skip - {s.name for s in PLAN} - {"data"}
     if unknown:
-        raise C.ConfigError(f"--skip names unknown steps {sorted(unknown)}; steps are "
+        raise C.ConfigError(f"--skip names unknown steps {sorted(unknown)}; steps are data, "
                             + ", ".join(s.name for s in PLAN))
     gpus = cfg.args.gpus
     if cfg.args.dry_run:
@@ -116,6 +124,10 @@ def main(cfg) -> None:
         print0(f"[speedrun] training stages on {gpus} processes (torchrun, one node); evals and report on one")
         _print_multi_node(cfg, skip)
     t0, timings = time.time(), {}
+    if "data" not in skip:  # everything the steps will read, before the first one starts
+        banner(f"speedrun {cfg.run.preset}/{cfg.run.run}: data")
+        fetch_data(cfg)
+        timings["data"] = time.time() - t0
     for step in PLAN:
         if step.name in skip:
             print0(f"[speedrun] skipping {step.name} (--skip)")
@@ -129,6 +141,29 @@ def main(cfg) -> None:
         _run_step(step, resolved, gpus)
         timings[step.name] = time.time() - t
     _summary(cfg, time.time() - t0, timings)
+
+
+def fetch_data(cfg) -> None:
+    """Download what this run's steps read (data/requirements.py: download_preset), so a missing
+    dataset fails in the first minute, not after hours of pretraining: the pretraining shards the
+    base stage's horizon consumes (+ the validation shard), every task split, the CORE bundle."""
+    from picochat.data.requirements import download_preset
+    from picochat.train.base import horizon_for
+
+    tok = resolve_step(Step("tokenizer", ("tokenizer", "train")), cfg).tokenizer
+    base = resolve_step(Step("base", ("train", "base")), cfg)
+    preset = C.get_preset(cfg.run.preset)
+    stages = {name: resolve_step(Step(name, ("train", name)), cfg).train for name in TRAIN_STAGES}
+    if base.train.data:  # the user's own text: nothing to download for pretraining
+        stages["base"] = replace(stages["base"], source="synthetic")
+        tok = replace(tok, source="synthetic")
+    horizon = horizon_for(base.model, base.model.vocab_size, base.train, max(1, cfg.args.gpus))
+    chars = max(horizon.tokens * CHARS_PER_TOKEN, tok.max_chars)
+    shards = list(range(math.ceil(chars / CHARS_PER_SHARD) + 1))
+    print0(f"[speedrun] base: {horizon.steps} steps x {horizon.batch_tokens} tokens -> "
+           f"{len(shards)} training shard(s) of a sharded source (at <= {CHARS_PER_TOKEN:g} chars/token)")
+    download_preset(replace(preset, tokenizer=tok, stages=stages), shards=shards, home=cfg.run.home,
+                    mirror=cfg.run.mirror, log=lambda line: print0(f"[speedrun] {line}"))
 
 
 def _run_step(step: Step, resolved, gpus: int) -> None:

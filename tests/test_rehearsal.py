@@ -82,12 +82,11 @@ def test_d20_speedrun_from_download_to_report_card(tmp_path, monkeypatch, capsys
     home = tmp_path / "home"
     with serve_fake_hub(root) as hub:
         monkeypatch.setenv("PICOCHAT_URL_PREFIX", hub.url_prefix)
-        _run(["data", "download", "d20", "--shards", "0-1", "--home", str(home)])
         _run(["speedrun", "--preset", "d20", "--run", "rehearsal", "--home", str(home), "--device", "cpu",
               "--config", str(tmp_path / "tiny.toml")])
     out = capsys.readouterr().out
 
-    # every dataset came from the hub, at its published path
+    # the speedrun's first step downloaded every dataset from the hub, at its published path
     asked = "\n".join(hub.requests)
     for path in ("climbmix-400b-shuffle/resolve/main/shard_00000.parquet",
                  "climbmix-400b-shuffle/resolve/main/shard_06542.parquet", "smol-smoltalk", "auxiliary_train",
