@@ -148,6 +148,7 @@ def fetch_data(cfg) -> None:
     dataset fails in the first minute, not after hours of pretraining: the pretraining shards the
     base stage's horizon consumes (+ the validation shard), every task split, the CORE bundle."""
     from picochat.data.requirements import download_preset
+    from picochat.data.sources import get_source
     from picochat.train.base import horizon_for
 
     tok = resolve_step(Step("tokenizer", ("tokenizer", "train")), cfg).tokenizer
@@ -160,8 +161,10 @@ def fetch_data(cfg) -> None:
     horizon = horizon_for(base.model, base.model.vocab_size, base.train, max(1, cfg.args.gpus))
     chars = max(horizon.tokens * CHARS_PER_TOKEN, tok.max_chars)
     shards = list(range(math.ceil(chars / CHARS_PER_SHARD) + 1))
-    print0(f"[speedrun] base: {horizon.steps} steps x {horizon.batch_tokens} tokens -> "
-           f"{len(shards)} training shard(s) of a sharded source (at <= {CHARS_PER_TOKEN:g} chars/token)")
+    sharded = sorted({s for s in (tok.source, stages["base"].source) if get_source(s).num_shards})
+    if sharded:
+        print0(f"[speedrun] base: {horizon.steps} steps x {horizon.batch_tokens} tokens -> {len(shards)} training "
+               f"shard(s) of {', '.join(sharded)} (at <= {CHARS_PER_TOKEN:g} chars/token)")
     download_preset(replace(preset, tokenizer=tok, stages=stages), shards=shards, home=cfg.run.home,
                     mirror=cfg.run.mirror, log=lambda line: print0(f"[speedrun] {line}"))
 
