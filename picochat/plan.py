@@ -92,11 +92,14 @@ def _conversation_tokens(example: dict, tokenizer: Any) -> float:
 
 
 def task_size(spec: str, run: RunConfig, tokenizer: Any, seq_len: int) -> TaskSize:
-    """Conversations and tokens per conversation of one task spec, measured if its files are here."""
+    """Conversations and tokens per conversation of one task spec, measured if its files are here
+    (planning never downloads: a file that is not here falls back to the documented size)."""
+    from picochat.data.download import local_only
     from picochat.tasks.registry import default_split, make_task
 
     try:
-        task = make_task(spec, home=run.home, mirror=run.mirror)
+        with local_only():
+            task = make_task(spec, home=run.home, mirror=run.mirror)
     except UserError:
         name, split, n = _split_spec(spec)
         if not default_split(name):
