@@ -43,6 +43,13 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "batch-lr-scaling": ("nanochat's batch-size rule: every learning rate x sqrt(16384/524288) = 0.177",
                          ["--matrix-lr=0.003536", "--embedding-lr=0.03536", "--unembedding-lr=0.000707"]),
     "long-warmup": ("nanochat's 40-step warmup (31% of the 128 steps; none in the recipe)", ["--warmup-frac=0.3125"]),
+    # issue #23: the two architecture options nanochat has (model/gpt.py); off in the recipe
+    "value-embeddings": ("value embeddings, gated per head, on every other layer (ResFormer)", ["--value-embeds"]),
+    "sliding-window": ("sliding-window attention SSSL: 3 of 4 layers see the last 128 of 512 tokens",
+                       ["--window-pattern=SSSL", "--window-len=128"]),
+    "value-embeddings-seed": ("value embeddings, seed 1 (read against the seed row)", ["--value-embeds", "--seed=1"]),
+    "sliding-window-seed": ("sliding window SSSL/128, seed 1 (read against the seed row)",
+                            ["--window-pattern=SSSL", "--window-len=128", "--seed=1"]),
 }
 
 

@@ -26,7 +26,8 @@ def preset_model_config(preset_name: str) -> GPTConfig:
     p = get_preset(preset_name)
     m = p.model
     return GPTConfig.from_depth(m.depth, aspect_ratio=m.aspect_ratio, head_dim=m.head_dim, n_kv_head=m.n_kv_head,
-                                vocab_size=m.vocab_size, seq_len=m.seq_len, softcap=m.softcap)
+                                vocab_size=m.vocab_size, seq_len=m.seq_len, softcap=m.softcap,
+                                value_embeds=m.value_embeds, window_pattern=m.window_pattern, window_len=m.window_len)
 
 
 def measure_flops_per_second(cfg: GPTConfig, device: torch.device, rows: int, steps: int = 3) -> float:
