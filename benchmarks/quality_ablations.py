@@ -9,6 +9,12 @@ then mean nothing, and none are reported).
 
     python benchmarks/quality_ablations.py --mirror ../shared/data --anchor-bpb 2.10 --jobs 2
     python benchmarks/quality_ablations.py --mirror ../shared/data --only softcap,warmdown --steps 16  # quick
+
+Out of domain (issue #26): each finished row's model is also scored, by the same evaluator, on
+two held-out texts of other kinds from the mirror: WikiText-2's test articles (encyclopedic prose;
+Merity et al. 2016, arXiv:1609.07843; its " @-@ "-style number splits undone) and Tiny Shakespeare
+(verse dialogue; Karpathy's char-rnn corpus), each cut into documents of at most 1,000 characters
+and capped at --ood-chars characters, every document scored alone from BOS.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OOD_SETS = ("wikitext2", "shakespeare")
 
 # name -> (what it tests, extra flags for `picochat train base`)
 ABLATIONS: dict[str, tuple[str, list[str]]] = {
@@ -43,6 +51,13 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "batch-lr-scaling": ("nanochat's batch-size rule: every learning rate x sqrt(16384/524288) = 0.177",
                          ["--matrix-lr=0.003536", "--embedding-lr=0.03536", "--unembedding-lr=0.000707"]),
     "long-warmup": ("nanochat's 40-step warmup (31% of the 128 steps; none in the recipe)", ["--warmup-frac=0.3125"]),
+    # issue #23: the two architecture options nanochat has (model/gpt.py); off in the recipe
+    "value-embeddings": ("value embeddings, gated per head, on every other layer (ResFormer)", ["--value-embeds"]),
+    "sliding-window": ("sliding-window attention SSSL: 3 of 4 layers see the last 128 of 512 tokens",
+                       ["--window-pattern=SSSL", "--window-len=128"]),
+    "value-embeddings-seed": ("value embeddings, seed 1 (read against the seed row)", ["--value-embeds", "--seed=1"]),
+    "sliding-window-seed": ("sliding window SSSL/128, seed 1 (read against the seed row)",
+                            ["--window-pattern=SSSL", "--window-len=128", "--seed=1"]),
 }
 
 
@@ -58,6 +73,8 @@ def run_row(name: str, flags: list[str], args, work: Path) -> dict:
            "--json", str(out / "result.json"), *(f"--picochat-arg={f}" for f in flags)]
     if args.anchor_bpb is not None:
         cmd += ["--anchor-bpb", str(args.anchor_bpb)]
+    if args.val_docs:  # a smaller budget for a loaded machine: score fewer validation documents
+        cmd += ["--val-docs", str(args.val_docs)]
     env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if args.jobs > 1 else {})}
     print(f"[{name}] $ {' '.join(cmd)}", flush=True)
     # Output to a file, not a pipe: a row outlives this driver if it is stopped (and can be rerun).
@@ -71,6 +88,58 @@ def run_row(name: str, flags: list[str], args, work: Path) -> dict:
     return result
 
 
+def passages(paragraphs: list[str], max_chars: int = 1000) -> list[str]:
+    """Consecutive paragraphs joined into documents of at most max_chars (a longer one is cut)."""
+    docs, cur = [], ""
+    for para in (p.strip()[:max_chars] for p in paragraphs if p.strip()):
+        if cur and len(cur) + 2 + len(para) > max_chars:
+            docs.append(cur)
+            cur = ""
+        cur = f"{cur}\n\n{para}" if cur else para
+    return docs + ([cur] if cur else [])
+
+
+def ood_documents(mirror: str, name: str, max_chars: int) -> list[str]:
+    if name == "wikitext2":
+        raw = (Path(mirror) / "wikitext2" / "wiki.test.tokens").read_text(encoding="utf-8")
+        for split, joined in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", ".")):
+            raw = raw.replace(split, joined)
+        paras = [line for line in raw.splitlines() if line.strip() and not line.strip().startswith("=")]
+    else:
+        raw = (Path(mirror) / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+        paras = raw.split("\n\n")
+    docs, total = [], 0
+    for doc in passages(paras):
+        if total + len(doc) > max_chars:
+            break
+        docs.append(doc)
+        total += len(doc)
+    return docs
+
+
+def score_out_of_domain(name: str, args, work: Path) -> dict:
+    """bpb of the row's final model on each out-of-domain set (cached in the row's ood.json)."""
+    from picochat.eval.bpb import bits_per_byte
+    from picochat.train import checkpoint
+    from picochat.train.base import load_tokenizer
+
+    out = work / name / "ood.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    home = work / name / "picochat_home"
+    stage = home / "runs" / "quality" / "base"
+    if not stage.exists():
+        return {}
+    model, meta = checkpoint.load_model(stage, "cpu")
+    model = model.float().eval()
+    tokenizer = load_tokenizer("quality", str(home))
+    scores = {s: bits_per_byte(model, tokenizer, ood_documents(args.mirror, s, args.ood_chars),
+                               seq_len=model.config.sequence_len, batch_size=8) for s in OOD_SETS}
+    out.write_text(json.dumps(scores))
+    print(f"[{name}] out of domain: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
+    return scores
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mirror", default=os.environ.get("PICOCHAT_MIRROR", ""), help="dataset mirror (../shared/data)")
@@ -81,6 +150,9 @@ def main() -> None:
     ap.add_argument("--work", default="", help="working directory (default: a fresh temporary one); "
                     "rerunning with the same one skips scored rows, only scores rows whose model finished, "
                     "and retrains the rest")
+    ap.add_argument("--val-docs", type=int, default=0, help="in-domain validation documents scored (0 = all)")
+    ap.add_argument("--ood-chars", type=int, default=300_000,
+                    help="characters of each out-of-domain set scored (0 = skip out-of-domain scoring)")
     args = ap.parse_args()
     if not args.mirror:
         sys.exit("give --mirror DIR (the dataset mirror, e.g. ../shared/data) or set PICOCHAT_MIRROR")
@@ -95,9 +167,12 @@ def main() -> None:
     print(f"working directory: {work}")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = dict(zip(names, pool.map(lambda n: run_row(n, ABLATIONS[n][1], args, work), names)))
+    ood = {n: score_out_of_domain(n, args, work) for n in names} if args.ood_chars else {}
     base = results["recipe"].get("final_bpb")
-    print(f"\n| row | change | flags | final val bpb | vs recipe |{' vs nanochat |' if args.anchor_bpb else ''}")
-    print(f"|---|---|---|---|---|{'---|' if args.anchor_bpb else ''}")
+    ood_cols = "".join(f" {s} bpb (vs recipe) |" for s in OOD_SETS) if ood else ""
+    print(f"\n| row | change | flags | final val bpb | vs recipe |{' vs nanochat |' if args.anchor_bpb else ''}"
+          f"{ood_cols}")
+    print(f"|---|---|---|---|---|{'---|' if args.anchor_bpb else ''}{'---|' * len(OOD_SETS) if ood else ''}")
     for name in names:
         what, flags = ABLATIONS[name]
         bpb = results[name].get("final_bpb")
@@ -105,6 +180,9 @@ def main() -> None:
                  f"{bpb:.4f}" if bpb else "failed", f"{bpb - base:+.4f}" if bpb and base else "-"]
         if args.anchor_bpb:
             cells.append(f"{bpb - args.anchor_bpb:+.4f}" if bpb else "-")
+        for s in OOD_SETS if ood else ():
+            v, b = ood[name].get(s), ood["recipe"].get(s)
+            cells.append(f"{v:.4f} ({v - b:+.4f})" if v and b else "-")
         print("| " + " | ".join(cells) + " |")
 
 

@@ -51,6 +51,11 @@ class ModelConfig:
     vocab_size: int = opt(32768, "tokenizer vocabulary size (special tokens included)")
     seq_len: int = opt(2048, "context length in tokens")
     softcap: float = opt(15.0, "logit soft-cap c: logits = c * tanh(logits / c); 0 disables")
+    value_embeds: bool = opt(False, "add a per-token value embedding, gated per head, to the attention values of "
+                                    "every other layer (ResFormer, arXiv:2410.17897; see model/gpt.py)")
+    window_pattern: str = opt("L", "attention span per layer, tiled over the layers: L = full context, "
+                                   "S = the last --window-len tokens (e.g. SSSL); the last layer is always L")
+    window_len: int = opt(0, "tokens a short-window (S) layer attends to, itself included (0 = seq_len / 4)")
 
 
 @dataclass

@@ -157,7 +157,11 @@ def test_refuses_what_it_cannot_map(tmp_path, tok):
         export_hf("t", tmp_path / "rl", home=str(tmp_path))
     meta = {"model_config": {**model.config.to_dict(), "value_embeds": True}}
     checkpoint.save_artifact(stage_dir("t", "rl", str(tmp_path)), model, meta)
-    with pytest.raises(ExportError, match=r"does not map \(value_embeds\)"):
+    with pytest.raises(ExportError, match="uses value embeddings"):
+        export_hf("t", tmp_path / "rl", stage="rl", home=str(tmp_path))
+    meta = {"model_config": {**model.config.to_dict(), "mixture_of_depths": 2}}
+    checkpoint.save_artifact(stage_dir("t", "rl", str(tmp_path)), model, meta)
+    with pytest.raises(ExportError, match=r"does not map \(mixture_of_depths\)"):
         export_hf("t", tmp_path / "rl", stage="rl", home=str(tmp_path))
     assert not (tmp_path / "rl").exists()
 

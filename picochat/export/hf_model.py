@@ -28,6 +28,9 @@ from picochat.common.errors import UserError
 RMS_NORM_EPS = float(torch.finfo(torch.float32).eps)  # what F.rms_norm(x, shape) uses with eps=None
 ROPE_THETA = 10000.0                                  # model/gpt.py rotary_tables' default base
 MODEL_CONFIG_KEYS = {"sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd", "softcap"}
+# Opt-in architecture options NanoChatForCausalLM does not have, with their "off" values: a config
+# may carry them (every newer checkpoint does), but only switched off can it be exported.
+OPTIONAL_OFF_KEYS = {"value_embeds": False, "window_pattern": "L", "window_len": 0}
 # picochat name (per block where {i} appears) -> NanoChat name
 _BLOCK_NAMES = {
     "attn.c_q.weight": "self_attn.q_proj.weight",
@@ -44,7 +47,14 @@ class ExportError(UserError):
 
 
 def check_model_config(model_config: dict) -> None:
-    unknown = sorted(set(model_config) - MODEL_CONFIG_KEYS)
+    if model_config.get("value_embeds"):
+        raise ExportError("the model uses value embeddings (value_embeds), which transformers' NanoChat model "
+                          "does not have; it cannot be exported without changing its output")
+    if "S" in str(model_config.get("window_pattern", "L")).upper():
+        raise ExportError(f"the model uses sliding-window attention (window_pattern "
+                          f"{model_config['window_pattern']}), which transformers' NanoChat model does not have; "
+                          "it cannot be exported without changing its output")
+    unknown = sorted(set(model_config) - MODEL_CONFIG_KEYS - set(OPTIONAL_OFF_KEYS))
     missing = sorted(MODEL_CONFIG_KEYS - set(model_config))
     if unknown or missing:
         raise ExportError(f"the model config has fields this exporter does not map ({', '.join(unknown) or '-'}) "

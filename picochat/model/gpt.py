@@ -14,6 +14,13 @@ What differs from GPT-2 (Radford et al. 2019), and why:
 - Untied input embedding and output head, no biases anywhere.
 - Logit soft-capping c·tanh(z/c) (Gemma 2, arXiv:2408.00118): bounds the logits smoothly.
 
+Two opt-in options (off by default, so every preset and checkpoint is unchanged):
+- Value embeddings (`value_embeds`): every other layer adds a token embedding of its own to the
+  attention values, through a learned per-head gate (ResFormer's value residual, Zhou et al. 2024,
+  "Value Residual Learning", arXiv:2410.17897; the token-embedding form is modded-nanogpt's).
+- Sliding-window attention (`window_pattern`, `window_len`): "S" layers see only the last
+  `window_len` tokens (Longformer's local attention, Beltagy et al. 2020, arXiv:2004.05150).
+
 Shapes in comments: B batch, T time (tokens), C width (n_embd), H query heads, Hkv key/value
 heads, D head dim, V vocab.
 """
@@ -27,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from picochat.model.kv_cache import KVCache
+from picochat.model.kv_cache import KVCache, causal_window_mask
 
 
 @dataclass
@@ -39,19 +46,47 @@ class GPTConfig:
     n_kv_head: int = 6
     n_embd: int = 768
     softcap: float = 15.0
+    value_embeds: bool = False  # per-token value embeddings on every other layer (see Block)
+    window_pattern: str = "L"   # per-layer attention span, tiled over the layers: L = full, S = window_len
+    window_len: int = 0         # keys an "S" layer's query sees, itself included (0 = sequence_len // 4)
+
+    def __post_init__(self) -> None:
+        if not self.window_pattern or set(self.window_pattern.upper()) - {"S", "L"}:
+            raise ValueError(f"window pattern {self.window_pattern!r} must be letters S (short window) and "
+                             "L (full context), e.g. SSSL")
+        if self.window_len < 0:
+            raise ValueError(f"window length {self.window_len} must be >= 0 (0 = a quarter of the context)")
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
+    def layer_windows(self) -> list[int]:
+        """Keys each layer's queries may see, themselves included; 0 = the whole context.
+
+        The pattern is tiled over the layers ("SSSL" on 6 layers: S S S L S S), and the last
+        layer is always full: the head reads only the last layer, so every prediction then rests
+        on at least one layer that saw the whole context."""
+        pattern = self.window_pattern.upper()
+        short = self.window_len or max(1, self.sequence_len // 4)
+        windows = [short if pattern[i % len(pattern)] == "S" else 0 for i in range(self.n_layer)]
+        windows[-1] = 0
+        return windows
+
+    def has_value_embed(self, layer: int) -> bool:
+        """Value embeddings on every other layer, counted from the last one (which always has one)."""
+        return self.value_embeds and layer % 2 == (self.n_layer - 1) % 2
+
     @classmethod
     def from_depth(cls, depth: int, *, aspect_ratio: int = 64, head_dim: int = 128, n_kv_head: int = 0,
-                   vocab_size: int = 32768, seq_len: int = 2048, softcap: float = 15.0) -> GPTConfig:
+                   vocab_size: int = 32768, seq_len: int = 2048, softcap: float = 15.0,
+                   value_embeds: bool = False, window_pattern: str = "L", window_len: int = 0) -> GPTConfig:
         """The one-knob rule: width = aspect_ratio x depth, rounded up to whole heads."""
         n_embd = -(-depth * aspect_ratio // head_dim) * head_dim
         n_head = n_embd // head_dim
         return cls(sequence_len=seq_len, vocab_size=vocab_size, n_layer=depth, n_head=n_head,
-                   n_kv_head=n_kv_head or n_head, n_embd=n_embd, softcap=softcap)
+                   n_kv_head=n_kv_head or n_head, n_embd=n_embd, softcap=softcap, value_embeds=value_embeds,
+                   window_pattern=window_pattern, window_len=window_len)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +113,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+VE_GATE_CHANNELS = 32  # input channels the value-embedding gate reads (see CausalSelfAttention)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
@@ -88,23 +126,45 @@ class CausalSelfAttention(nn.Module):
         self.c_k = nn.Linear(config.n_embd, config.n_kv_head * self.head_dim, bias=False)
         self.c_v = nn.Linear(config.n_embd, config.n_kv_head * self.head_dim, bias=False)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.window = config.layer_windows()[layer_idx]            # 0 = full context
+        # Value-embedding gate: one scalar per key/value head and token, read off the first few
+        # channels of the (normed) input. Why a gate: the token's own embedding helps some heads
+        # (those that copy or look up token identity) and is noise to others; a gate lets each
+        # head, at each position, take as much of it as it needs, down to none.
+        self.ve_gate = (nn.Linear(min(VE_GATE_CHANNELS, config.n_embd), config.n_kv_head, bias=False)
+                        if config.has_value_embed(layer_idx) else None)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                kv_cache: KVCache | None = None) -> torch.Tensor:
+                kv_cache: KVCache | None = None, ve: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.size()
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)      # (B, T, H, D)
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)   # (B, T, Hkv, D)
         v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)   # (B, T, Hkv, D)
+        if ve is not None:
+            # Value residual (arXiv:2410.17897): deep layers' values drift away from the tokens
+            # they sit on, and attention then mixes representations that have lost token identity.
+            # Adding a per-token embedding straight into V gives every such layer the raw token
+            # back, at the cost of a lookup (no matmul); the gate's 2·sigmoid starts at 1.
+            gate = 2 * torch.sigmoid(self.ve_gate(x[..., :self.ve_gate.in_features]))  # (B, T, Hkv)
+            v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_kv_head, self.head_dim).to(v.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q, k = rms_norm(q), rms_norm(k)                              # QK-norm
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, D)
-        if kv_cache is None:
+        if kv_cache is None and not 0 < self.window < T:
             # Training (and cache-free inference): plain causal attention over the T tokens.
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head)
+        elif kv_cache is None:
+            # A sliding-window layer: the causal triangle cut to a band of `window` diagonals. SDPA
+            # with an explicit mask still computes all T x T scores (the CPU and math kernels do
+            # not skip masked blocks), so on CPU the window changes what is learned, not the time.
+            pos = torch.arange(T, device=q.device)
+            mask = causal_window_mask(pos[:, None], pos[None, :], self.window)  # (T, T) bool
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv_head != self.n_head)
         else:
-            # Inference: append this chunk's keys/values, attend over the whole cache so far.
+            # Inference: append this chunk's keys/values, attend over the whole cache so far
+            # (a window layer masks off keys older than its window; the cache keeps them all).
             k, v = kv_cache.update(self.layer_idx, k, v)                 # (B, Hkv, T_past + T, D)
-            mask = kv_cache.attention_mask(T, device=q.device)           # None, or (T, T_past + T) bool
+            mask = kv_cache.attention_mask(T, device=q.device, window=self.window)  # None or bool
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False,
                                                enable_gqa=self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).contiguous().view(B, T, C)             # re-assemble the heads
@@ -128,8 +188,8 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                kv_cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(rms_norm(x), cos, sin, kv_cache)
+                kv_cache: KVCache | None = None, ve: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(rms_norm(x), cos, sin, kv_cache, ve)
         x = x + self.mlp(rms_norm(x))
         return x
 
@@ -140,6 +200,10 @@ class GPT(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        # Value embeddings: a (V, Hkv·D) table per layer that has them, keyed by the layer's index.
+        self.value_embeds = nn.ModuleDict({
+            str(i): nn.Embedding(config.vocab_size, config.n_kv_head * config.head_dim)
+            for i in range(config.n_layer) if config.has_value_embed(i)})
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # RoPE tables are computed, not learned: buffers, not saved in checkpoints. 4x headroom
         # lets the engine decode past the training length (quality there is not promised).
@@ -167,6 +231,12 @@ class GPT(nn.Module):
                 nn.init.uniform_(lin.weight, -bound, bound)
             nn.init.zeros_(block.attn.c_proj.weight)
             nn.init.zeros_(block.mlp.c_proj.weight)
+            if block.attn.ve_gate is not None:
+                nn.init.zeros_(block.attn.ve_gate.weight)   # gate 2·sigmoid(0) = 1: the plain sum at start
+        # Value embeddings start at the size of c_v's weights, so the values begin as (almost) the
+        # plain c_v(x) and the lookup grows in as AdamW finds a use for it.
+        for table in self.value_embeds.values():
+            nn.init.uniform_(table.weight, -bound, bound)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 kv_cache: KVCache | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -185,8 +255,9 @@ class GPT(nn.Module):
             # bf16 is fp32: the residual stream would stay fp32, doubling the bytes of every add and
             # norm (memory-bound work). Carry it in the compute dtype, as the blocks' outputs are.
             x = x.to(torch.get_autocast_dtype(idx.device.type))
-        for block in self.blocks:
-            x = block(x, cos, sin, kv_cache)
+        for i, block in enumerate(self.blocks):
+            ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None  # (B, T, Hkv·D)
+            x = block(x, cos, sin, kv_cache, ve)
         if kv_cache is not None:
             kv_cache.advance(T)
         x = rms_norm(x)
@@ -202,17 +273,23 @@ class GPT(nn.Module):
 
     # ---- accounting, used for MFU, cost estimates and the report ----
 
+    def embedding_params(self) -> int:
+        """Parameters that are looked up, not multiplied: the token embedding and value embeddings."""
+        return self.wte.weight.numel() + sum(p.numel() for p in self.value_embeds.parameters())
+
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
-        return n - self.wte.weight.numel() if non_embedding else n
+        return n - self.embedding_params() if non_embedding else n
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward), the PaLM paper's estimate (arXiv:2204.02311, App. B):
-        6 per matmul weight (2 forward, 4 backward) plus 12·L·H·D·T for the attention scores and
-        their product with V. The embedding is a lookup, not a matmul, so it is not counted."""
+        6 per matmul weight (2 forward, 4 backward) plus 12·H·D·T per layer for the attention scores
+        and their product with V, where a sliding-window layer counts min(window, T) keys, not T.
+        Embeddings (token and value) are lookups, not matmuls, so they are not counted."""
         cfg = self.config
-        matmul_params = self.num_params() - self.wte.weight.numel()
-        return 6 * matmul_params + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * cfg.sequence_len
+        matmul_params = self.num_params() - self.embedding_params()
+        keys = sum(min(w, cfg.sequence_len) if w else cfg.sequence_len for w in cfg.layer_windows())
+        return 6 * matmul_params + 12 * cfg.n_head * cfg.head_dim * keys
 
     @property
     def device(self) -> torch.device:

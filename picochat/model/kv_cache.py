@@ -19,6 +19,13 @@ from __future__ import annotations
 import torch
 
 
+def causal_window_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:
+    """True where a query at q_pos may attend to a key at k_pos: causal, and, for window > 0,
+    only the last `window` positions (the query's own included). Broadcasts like q_pos - k_pos."""
+    allowed = k_pos <= q_pos
+    return allowed & (k_pos > q_pos - window) if window > 0 else allowed
+
+
 class KVCache:
     def __init__(self, batch_size: int, n_layer: int, n_kv_head: int, head_dim: int, max_len: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
@@ -54,16 +61,18 @@ class KVCache:
             raise ValueError(f"sequence of {self.pos + T} tokens exceeds the rotary table ({cos.size(1)})")
         return cos[:, self.pos:self.pos + T], sin[:, self.pos:self.pos + T]
 
-    def attention_mask(self, T: int, device: torch.device) -> torch.Tensor | None:
+    def attention_mask(self, T: int, device: torch.device, window: int = 0) -> torch.Tensor | None:
         """Which cached positions each of the T new queries may see (True = attend).
 
         A single new token (decode) sees everything, so no mask. A chunk of T tokens after a
-        prefix of `pos` sees the whole prefix plus a causal triangle over itself."""
-        if T == 1:
+        prefix of `pos` sees the whole prefix plus a causal triangle over itself. A sliding-window
+        layer (window > 0) sees only its last `window` positions, so it needs a mask as soon as
+        the cache holds more than that, for decoding too."""
+        if T == 1 and not 0 < window <= self.pos:
             return None
         q_pos = torch.arange(self.pos, self.pos + T, device=device)[:, None]
         k_pos = torch.arange(self.pos + T, device=device)[None, :]
-        return k_pos <= q_pos
+        return causal_window_mask(q_pos, k_pos, window)
 
     def advance(self, T: int) -> None:
         self.pos += T
@@ -145,12 +154,12 @@ class RaggedKVCache(KVCache):
             vc[rows, :, pos] = v.transpose(1, 2).to(vc.dtype)
         return kc[:, :, :end].to(k.dtype), vc[:, :, :end].to(v.dtype)
 
-    def attention_mask(self, T: int, device: torch.device) -> torch.Tensor | None:
+    def attention_mask(self, T: int, device: torch.device, window: int = 0) -> torch.Tensor | None:
         if self._uniform():
-            return super().attention_mask(T, device)
+            return super().attention_mask(T, device, window)
         q_pos = self._positions(T, device)[:, None, :, None]            # (B, 1, T, 1)
         k_pos = torch.arange(max(self.lens[self.active]) + T, device=device)
-        return k_pos[None, None, None, :] <= q_pos                     # (B, 1, T, T_keys)
+        return causal_window_mask(q_pos, k_pos[None, None, None, :], window)  # (B, 1, T, T_keys)
 
     def advance(self, T: int) -> None:
         for b in range(*self.active.indices(self.batch_size)):

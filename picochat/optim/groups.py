@@ -6,6 +6,11 @@ AdamW rates are tuned at width 768 and scaled by (width/768)^-0.5 for other widt
 the typical update to a unit of the residual stream should shrink as more units share it
 (muP-style scaling, Yang et al. 2022, arXiv:2203.03466). Muon's update is already normalised
 per matrix, so its rate is not scaled.
+
+Value embeddings (model/gpt.py, opt-in) are embeddings: tables of rows looked up by token id, of
+which a step touches only the rows of the tokens it saw. Muon's orthogonalised update would spread
+each step over every row, so they go with the token embedding to AdamW, at the embedding rate.
+Their per-head gates are small 2-D matrices inside the blocks and go to Muon like the others.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from picochat.optim.muon import Muon
 def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     width = model.config.n_embd
     scale = (width / 768) ** -0.5
-    embedding = [model.wte.weight]
+    embedding = [model.wte.weight, *model.value_embeds.parameters()]
     head = [model.lm_head.weight]
     matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
     scalars = [p for n, p in model.named_parameters()

@@ -60,10 +60,19 @@ def tokenizer_for(cfg, world_size: int) -> Tokenizer:
 
 
 def build_model(model_cfg: ModelConfig, vocab_size: int) -> GPT:
-    config = GPTConfig.from_depth(model_cfg.depth, aspect_ratio=model_cfg.aspect_ratio, head_dim=model_cfg.head_dim,
-                                  n_kv_head=model_cfg.n_kv_head, vocab_size=vocab_size,
-                                  seq_len=model_cfg.seq_len, softcap=model_cfg.softcap)
+    try:
+        config = _gpt_config(model_cfg, vocab_size)
+    except ValueError as e:  # a malformed --window-pattern / --window-len: one sentence, not a traceback
+        raise UserError(str(e)) from None
     return GPT(config)
+
+
+def _gpt_config(model_cfg: ModelConfig, vocab_size: int) -> GPTConfig:
+    return GPTConfig.from_depth(model_cfg.depth, aspect_ratio=model_cfg.aspect_ratio, head_dim=model_cfg.head_dim,
+                                n_kv_head=model_cfg.n_kv_head, vocab_size=vocab_size,
+                                seq_len=model_cfg.seq_len, softcap=model_cfg.softcap,
+                                value_embeds=model_cfg.value_embeds, window_pattern=model_cfg.window_pattern,
+                                window_len=model_cfg.window_len)
 
 
 def horizon_for(model_cfg: ModelConfig, vocab_size: int, train: TrainConfig, world_size: int = 1) -> Horizon:
