@@ -65,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from picochat.common.io import atomic_write_text  # noqa: E402
 from picochat.data.sources import iter_documents  # noqa: E402
 from picochat.eval.bpb import bits_per_byte  # noqa: E402
-from picochat.train import checkpoint  # noqa: E402
+from picochat.model import artifact
 from picochat.train.base import load_tokenizer  # noqa: E402
 
 RUN = "quality"
@@ -160,7 +160,7 @@ def train_picochat(args, work: Path) -> SideResult:
         if "val_bpb" in rec:
             res.curve.append((rec["step"], rec["val_bpb"]))
             res.curve_s.append(rec["elapsed"] - res.first_step_s)
-    model, meta = checkpoint.load_model(stage, "cpu")
+    model, meta = artifact.load_model(stage, "cpu")
     res.params, res.flops_per_token = meta["num_params"], meta["flops_per_token"]
     res.train_s, res.tokens, res.steps = meta["final"]["elapsed"], meta["final"]["tokens"], meta["final"]["step"]
     res.final_bpb = common_bpb(model, load_tokenizer(RUN, home), args)

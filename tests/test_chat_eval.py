@@ -252,7 +252,7 @@ def test_merge_replaces_tasks_and_recomputes_chatcore(tmp_path):
 @pytest.fixture
 def saved_run(tmp_path, tok):
     """A run directory with a tokenizer and a tiny (random) finished SFT model."""
-    from picochat.train.checkpoint import save_artifact
+    from picochat.model.artifact import save_artifact
 
     run = tmp_path / "runs" / "tiny"
     tok.save(run / "tokenizer" / "tokenizer.json")

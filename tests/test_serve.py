@@ -172,7 +172,7 @@ def test_two_workers_continuous_batching_equals_engine(engine, tok, prefill_chun
 
 def test_chat_one_shot_loads_a_run(tmp_path, tok, capsys):
     from picochat.cli import main
-    from picochat.train.checkpoint import save_artifact
+    from picochat.model.artifact import save_artifact
 
     model = random_gpt(tok.vocab_size)
     tok.save(tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json")

@@ -15,7 +15,7 @@ STAGE_PREFERENCE = ("rl", "sft", "mid", "base")
 
 def resolve_stage(run: str, home: str, stage: str = "") -> str:
     """The stage asked for, or the latest finished one of rl > sft > mid > base."""
-    from picochat.train.checkpoint import is_complete
+    from picochat.model.artifact import is_complete
 
     if stage:
         if stage not in STAGE_PREFERENCE:
@@ -40,7 +40,7 @@ def load_tokenizer(run: str, home: str):
 
 def load_model_and_tokenizer(run: str, home: str, stage: str, device: torch.device | str):
     """(model in eval mode, tokenizer, the stage actually loaded)."""
-    from picochat.train.checkpoint import load_model
+    from picochat.model.artifact import load_model
 
     stage = resolve_stage(run, home, stage)
     tokenizer = load_tokenizer(run, home)

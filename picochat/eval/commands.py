@@ -23,8 +23,8 @@ MODEL_STAGES = ("base", "mid", "sft", "rl")
 
 def _load(cfg) -> tuple[torch.nn.Module, object, dict, torch.device, Path]:
     """(model, tokenizer, meta, device, stage dir) for cfg.eval.stage of cfg.run.run."""
+    from picochat.model.artifact import load_model
     from picochat.tokenizer.tokenizer import Tokenizer
-    from picochat.train.checkpoint import load_model
 
     if cfg.eval.stage not in MODEL_STAGES:
         raise UserError(f"unknown stage '{cfg.eval.stage}'; use one of {', '.join(MODEL_STAGES)}")

@@ -23,10 +23,10 @@ from picochat.common.paths import stage_dir
 from picochat.config import ModelConfig, TrainConfig, get_preset
 from picochat.data.loader import batches_from_corpus
 from picochat.data.user_corpus import absolute_spec, open_text_corpora
+from picochat.model import artifact
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.tokenizer.commands import train_main as train_tokenizer
 from picochat.tokenizer.tokenizer import Tokenizer
-from picochat.train import checkpoint
 from picochat.train.horizon import REF_DEPTH, Horizon, apply_horizon, plan_horizon
 from picochat.train.in_loop import InLoopCore
 from picochat.train.trainer import Batch, Trainer, write_config
@@ -107,7 +107,7 @@ class BaseStage:
 def main(cfg) -> None:
     """`picochat train base`: pretrain from scratch (or resume) and save runs/<run>/base/."""
     out = stage_dir(cfg.run.run, "base", cfg.run.home)
-    if checkpoint.is_complete(out):
+    if artifact.is_complete(out):
         print0(f"base stage of run '{cfg.run.run}' is already complete ({out}); skipping")
         return
     if cfg.train.warm_start_optim:

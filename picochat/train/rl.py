@@ -53,8 +53,8 @@ from picochat.common.log import banner, print0
 from picochat.common.paths import stage_dir
 from picochat.config import GRPOConfig
 from picochat.engine.engine import Completion, Engine, SamplingParams
+from picochat.model import artifact
 from picochat.tasks.common import Task, describe
-from picochat.train import checkpoint
 from picochat.train.rollouts import (
     RolloutBatch,
     derive_seed,
@@ -330,7 +330,7 @@ def main(cfg: Any) -> dict | None:
 
     run, home, mirror, rl = cfg.run.run, cfg.run.home, cfg.run.mirror, cfg.grpo
     out = stage_dir(run, "rl", home)
-    if checkpoint.is_complete(out):
+    if artifact.is_complete(out):
         print0(f"rl stage of run '{run}' is already complete ({out}); skipping")
         return None
     check_config(rl)
@@ -345,7 +345,7 @@ def main(cfg: Any) -> dict | None:
     dist_info, device = init_distributed(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
     tokenizer = load_tokenizer(run, home)
-    model, start_meta = checkpoint.load_model(stage_dir(run, "sft", home), device)
+    model, start_meta = artifact.load_model(stage_dir(run, "sft", home), device)
     ref = None
     if rl.kl_coef > 0:
         ref = copy.deepcopy(model).eval().requires_grad_(False)

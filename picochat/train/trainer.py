@@ -37,6 +37,7 @@ from picochat.common.log import duration, human, is_main_process, print0
 from picochat.common.tracking import open_tracker
 from picochat.config import TrainConfig
 from picochat.eval.report import metrics_table
+from picochat.model import artifact
 from picochat.model.fp8 import check_recipe, enable_fp8_training
 from picochat.optim.groups import build_optimizers
 from picochat.optim.schedule import lr_multiplier, muon_momentum
@@ -355,7 +356,7 @@ class Trainer:
                     # where it ran, for the report's cost line (GPU-hours = elapsed x world_size)
                     "device": self.device.type, "world_size": self.dist.world_size,
                     "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"}
-            checkpoint.save_artifact(self.out_dir, model_sd, meta, optimizer=optim_sd)
+            artifact.save_artifact(self.out_dir, model_sd, meta, optimizer=optim_sd)
             for p in (self.out_dir / "checkpoints").glob("step_*"):
                 p.unlink(missing_ok=True)  # the artifact supersedes the resume state
             self.tracker.finish(final, lambda: metrics_table(self.out_dir.parent))
