@@ -47,7 +47,7 @@ class NanochatTokenizer:
         self.tok = tok
 
     def render_for_completion(self, conversation: dict) -> list[int]:
-        from picochat.eval.chat import prompt_ids
+        from picochat.tokenizer.chat import prompt_ids
 
         return prompt_ids(self.tok, conversation)
 

@@ -173,6 +173,15 @@ def render_for_completion(tokenizer: Any, conversation: list[dict] | dict) -> li
     return ids + [tok.assistant_start]
 
 
+def prompt_ids(tokenizer: Any, example: dict) -> list[int]:
+    """The prompt of a task example: its conversation without the reference reply, rendered for
+    the assistant's turn (ending in <|assistant_start|>)."""
+    messages = list(example["messages"])
+    if messages and messages[-1]["role"] == "assistant":
+        messages = messages[:-1]
+    return render_for_completion(tokenizer, messages)
+
+
 # ----------------------------------------------------------------------------- parsing
 
 

@@ -73,7 +73,7 @@ EVAL_SEED = 7_777  # mixed with the run seed: every evaluation samples with the 
 def prompt_of(tokenizer: Any, example: dict, max_prompt: int) -> list[int]:
     """The example's conversation minus its final assistant turn, ready for the reply (cut to
     its last max_prompt tokens so that the reply fits the context)."""
-    from picochat.eval.chat import prompt_ids
+    from picochat.tokenizer.chat import prompt_ids
 
     return prompt_ids(tokenizer, example)[-max_prompt:]
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from picochat.common.device import DistInfo, autocast_for, synchronize, uses_bf16
+from picochat.common.device import DistInfo, autocast_for, peak_flops, synchronize, uses_bf16
 from picochat.common.errors import UserError
 from picochat.common.io import atomic_write_json, atomic_write_text
 from picochat.common.log import duration, human, is_main_process, print0
@@ -80,17 +80,6 @@ def default_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     nll = model(batch.inputs, batch.targets, reduction="none")               # (B, T)
     w = batch.weights * (batch.targets >= 0)
     return (nll * w).sum() / w.abs().sum().clamp_min(1.0)
-
-
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12}
-
-
-def peak_flops(device: torch.device) -> float | None:
-    """Dense bf16 peak of the GPU, for MFU; None where we do not know it (CPU, unknown GPU)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
 @torch.no_grad()
