@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
+from picochat.data.corpus import open_corpus
 from picochat.data.loader import batches_from_corpus, waste_fraction
-from picochat.data.sources import open_corpus
 
 
 def get_tokenizer(path: str, mirror: str, vocab_size: int, train_chars: int):

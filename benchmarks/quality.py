@@ -3,7 +3,7 @@
 Both sides train at the same shape (by default depth 4, width 256, 4 heads x 64, vocab 8192,
 sequence 512, 16,384 tokens per step, 128 steps; `--depth`, `--head-dim`, `--vocab`, ... change it)
 on the same documents: the Gutenberg mirror's books cut into passages of at most 1,000
-characters, in picochat's loader order (`picochat.data.sources.iter_documents`). nanochat reads
+characters, in picochat's loader order (`picochat.data.corpus.iter_documents`). nanochat reads
 them from parquet shards that this script writes into a temporary NANOCHAT_BASE_DIR (its loader
 takes the last shard as validation).
 
@@ -63,7 +63,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from picochat.common.io import atomic_write_text  # noqa: E402
-from picochat.data.sources import iter_documents  # noqa: E402
+from picochat.data.corpus import iter_documents  # noqa: E402
 from picochat.eval.bpb import bits_per_byte  # noqa: E402
 from picochat.model import artifact
 from picochat.train.base import load_tokenizer  # noqa: E402

@@ -265,7 +265,7 @@ def test_base_stopped_on_two_ranks_resumes_on_one_with_exactly_the_remaining_doc
     checkpoint; 1 rank resumes, re-sharding their cursors, and dies after step 16. What the 2 ranks
     packed, what the 1 rank packed and what it still holds are, together, exactly the first
     documents of the single-rank stream, each once: nothing trained twice, nothing skipped."""
-    from picochat.data.sources import open_corpus
+    from picochat.data.corpus import open_corpus
 
     home = base_run_dir(tmp_path)
     logs = tmp_path / "doclog"
