@@ -47,11 +47,29 @@ LAYERS: dict[str, int] = {
     "chat_cli": 5,
     "cli": 5,
     "__main__": 5,
-    # A package's `commands` module is that package's CLI entry: it sits with the commands.
-    "tokenizer.commands": 5,
-    "data.commands": 5,
-    "eval.commands": 5,
+    # A package's `commands` module (tokenizer/, data/, eval/) is that package's CLI entry; each
+    # imports only its own package and lower, so it sits with its package (train/base.py calls
+    # tokenizer.commands.train_main to train a missing tokenizer).
 }
+
+# Edges still pointing up, each with what removing it takes. The test fails on any edge not
+# listed here AND on a listed edge that no longer exists, so this list can only shrink.
+KNOWN_BACK_EDGES = {
+    # The in-loop evaluators (CORE + samples in base, ChatCORE in SFT) call eval's scorers; the
+    # fix moves train/in_loop.py into eval/ and has the stage's caller pass the evaluator in
+    # (the stage `main`s are built by train/ itself today).
+    "picochat.train.in_loop (layer 3) -> picochat.eval.chat (layer 4)",
+    "picochat.train.in_loop (layer 3) -> picochat.eval.core (layer 4)",
+    "picochat.train.in_loop (layer 3) -> picochat.eval.samples (layer 4)",
+    # The tracker's end-of-stage report card (metrics_table); the fix has the stage's caller
+    # pass the callable, for the same reason as above.
+    "picochat.train.trainer (layer 3) -> picochat.eval.report (layer 4)",
+}
+KNOWN_CYCLES = [
+    # plan reads speedrun's PLAN and core_per_task; speedrun prints cost's plan; cost reads plan.
+    # The fix moves PLAN and core_per_task into plan.py (speedrun.py was being edited elsewhere).
+    ["picochat.cost", "picochat.plan", "picochat.speedrun"],
+]
 PACKAGE_ROOT = -1  # picochat/__init__.py: imported by everything, must import nothing
 
 
@@ -163,13 +181,19 @@ def test_every_module_has_a_layer() -> None:
 
 
 def test_imports_point_down() -> None:
-    bad = back_edges(import_graph())
+    found = back_edges(import_graph())
+    bad = [e for e in found if e not in KNOWN_BACK_EDGES]
     assert not bad, "imports of a higher layer (importer -> imported):\n" + "\n".join(bad)
+    gone = sorted(KNOWN_BACK_EDGES - set(found))
+    assert not gone, "fixed, so remove from KNOWN_BACK_EDGES:\n" + "\n".join(gone)
 
 
 def test_no_import_cycles() -> None:
     found = cycles(import_graph())
-    assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
+    bad = [c for c in found if c not in KNOWN_CYCLES]
+    assert not bad, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in bad)
+    gone = [c for c in KNOWN_CYCLES if c not in found]
+    assert not gone, f"fixed, so remove from KNOWN_CYCLES: {gone}"
 
 
 # The checker itself must be able to fail: run it on small made-up graphs.
