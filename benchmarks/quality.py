@@ -66,7 +66,7 @@ from picochat.common.io import atomic_write_text  # noqa: E402
 from picochat.data.corpus import iter_documents  # noqa: E402
 from picochat.eval.bpb import bits_per_byte  # noqa: E402
 from picochat.model import artifact
-from picochat.train.base import load_tokenizer  # noqa: E402
+from picochat.run_layout import load_tokenizer  # noqa: E402
 
 RUN = "quality"
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from picochat.common.errors import UserError
-from picochat.engine.load import load_model_and_tokenizer
 from picochat.model import artifact
 from picochat.model.gpt import GPT, GPTConfig
+from picochat.run_layout import load_model_and_tokenizer
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import checkpoint
 

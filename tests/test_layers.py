@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "data": 1,
     "model": 1,
     "sandbox": 1,  # the jailed code runner and graders: used by engine tools and tasks
+    "run_layout": 1,  # a run on disk: stage order, latest finished stage, loading tokenizer + model
     # 2 - what is built from the blocks.
     "optim": 2,
     "engine": 2,

@@ -303,7 +303,7 @@ def main(cfg) -> None:
     from picochat.common.log import banner, is_main_process, print0
     from picochat.common.paths import stage_dir
     from picochat.engine.engine import Engine
-    from picochat.engine.load import load_model_and_tokenizer
+    from picochat.run_layout import load_model_and_tokenizer
     from picochat.tasks.humaneval import check_sandbox, runs_code, sandbox_record
     ce = cfg.chateval
     info, device = init_distributed(cfg.run.device)

@@ -37,7 +37,8 @@ class ConversationError(UserError):
 
 
 class ChatTokens(NamedTuple):
-    """The ids of the chat special tokens in one tokenizer."""
+    """The ids of the chat special tokens in one tokenizer: the one registry the renderer, the
+    engine's tool-use state machine and the Hugging Face export all read."""
 
     bos: int
     user_start: int
@@ -48,6 +49,10 @@ class ChatTokens(NamedTuple):
     python_end: int
     output_start: int
     output_end: int
+
+    def stops(self, token: int) -> bool:
+        """A sampled <|assistant_end|> or <|bos|> ends the reply."""
+        return token == self.assistant_end or token == self.bos
 
 
 def chat_tokens(tokenizer: Any) -> ChatTokens:

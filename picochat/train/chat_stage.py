@@ -25,10 +25,10 @@ from picochat.common.log import banner, human, print0
 from picochat.common.paths import stage_dir
 from picochat.config import TrainConfig
 from picochat.model import artifact
+from picochat.run_layout import first_finished, load_tokenizer
 from picochat.tasks.common import Task, describe
 from picochat.tasks.registry import make_mixture
 from picochat.train import checkpoint, parallel
-from picochat.train.base import load_tokenizer
 from picochat.train.chat_batches import chat_batches, estimate_rows, waste_fraction
 from picochat.train.in_loop import InLoopChatCore
 from picochat.train.trainer import Batch, Trainer, evaluate_loss_bpb, write_config
@@ -100,10 +100,9 @@ def heldout_loss(model: torch.nn.Module, stage: ChatStage, token_bytes: torch.Te
 
 def pick_start(run: str, home: str, start_from: tuple[str, ...]) -> tuple[str, Path]:
     """The first finished stage of `start_from` (e.g. SFT: mid, else base)."""
-    for name in start_from:
-        path = stage_dir(run, name, home)
-        if artifact.is_complete(path):
-            return name, path
+    found = first_finished(run, home, start_from)
+    if found is not None:
+        return found
     wanted = " or ".join(start_from)
     raise UserError(f"run '{run}' has no finished {wanted} model to start from; train it first with "
                     f"`picochat train {start_from[-1]} --run {run}`")

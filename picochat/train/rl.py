@@ -324,9 +324,9 @@ def eval_settings(rl: GRPOConfig, seed: int) -> dict:
 
 def main(cfg: Any) -> dict | None:
     """`picochat train rl`: runs/<run>/sft/ -> runs/<run>/rl/ (resumes; skips when complete)."""
+    from picochat.run_layout import load_tokenizer
     from picochat.tasks.humaneval import check_sandbox, sandbox_record
     from picochat.tasks.registry import make_task
-    from picochat.train.base import load_tokenizer
 
     run, home, mirror, rl = cfg.run.run, cfg.run.home, cfg.run.mirror, cfg.grpo
     out = stage_dir(run, "rl", home)
