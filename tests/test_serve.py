@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 import torch
-from helpers.tiny_chat import TEXT, ServerThread, random_gpt
+from helpers.tiny_chat import ServerThread, random_gpt
 
 from picochat.engine.batcher import Batcher, Overloaded, Router
 from picochat.engine.engine import Engine, SamplingParams
@@ -19,13 +19,6 @@ from picochat.serve.app import ServeLimits, create_app
 from picochat.tokenizer.chat import render_for_completion
 
 openai = pytest.importorskip("openai")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from picochat.tokenizer.tokenizer import Tokenizer
-
-    return Tokenizer.train([TEXT], vocab_size=300, native=False)
 
 
 @pytest.fixture(scope="module")
