@@ -47,7 +47,7 @@ class NanochatTokenizer:
         self.tok = tok
 
     def render_for_completion(self, conversation: dict) -> list[int]:
-        from picochat.eval.chat import prompt_ids
+        from picochat.tokenizer.chat import prompt_ids
 
         return prompt_ids(self.tok, conversation)
 
@@ -83,7 +83,7 @@ def main() -> None:
     sys.path.insert(0, args.nanochat)
     from scripts.chat_eval import run_categorical_eval
 
-    from picochat.data.sources import iter_documents
+    from picochat.data.corpus import iter_documents
     from picochat.eval import chat
     from picochat.model.gpt import GPT, GPTConfig
     from picochat.tasks.registry import make_task

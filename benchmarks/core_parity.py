@@ -43,7 +43,7 @@ def main() -> None:
     sys.path.insert(0, args.nanochat)
     from nanochat import core_eval as ref
 
-    from picochat.data.sources import iter_documents
+    from picochat.data.corpus import iter_documents
     from picochat.eval import core
     from picochat.model.gpt import GPT, GPTConfig
     from picochat.tokenizer.tokenizer import Tokenizer

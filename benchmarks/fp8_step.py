@@ -29,12 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train_step import make_step, nanochat_model, time_steps  # noqa: E402
 
-from picochat.common.device import autocast_for, pick_device  # noqa: E402
+from picochat.common.device import autocast_for, peak_flops, pick_device  # noqa: E402
 from picochat.config import TrainConfig  # noqa: E402
 from picochat.model.fp8 import enable_fp8_training, fp8_unavailable_reason  # noqa: E402
 from picochat.model.gpt import GPT, GPTConfig  # noqa: E402
 from picochat.optim.groups import build_optimizers  # noqa: E402
-from picochat.train.trainer import peak_flops  # noqa: E402
 
 PICOCHAT_VARIANTS = ("bf16", "tensorwise", "rowwise", "torchao-tensorwise", "torchao-rowwise")
 

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
+from picochat.data.corpus import open_corpus
 from picochat.data.loader import batches_from_corpus, waste_fraction
-from picochat.data.sources import open_corpus
 
 
 def get_tokenizer(path: str, mirror: str, vocab_size: int, train_chars: int):
@@ -171,7 +171,7 @@ def own_data_rows(corpus, tok, B: int, T: int, args, tmp: str) -> list[tuple[str
 
 def demo_trainer_rate(steps: int) -> float:
     from picochat.config import get_preset
-    from picochat.train.base import build_model
+    from picochat.run_layout import build_model
 
     preset = get_preset("demo")
     B, T = preset.stages["base"].device_batch_size, preset.model.seq_len

@@ -3,7 +3,7 @@
 Both sides train at the same shape (by default depth 4, width 256, 4 heads x 64, vocab 8192,
 sequence 512, 16,384 tokens per step, 128 steps; `--depth`, `--head-dim`, `--vocab`, ... change it)
 on the same documents: the Gutenberg mirror's books cut into passages of at most 1,000
-characters, in picochat's loader order (`picochat.data.sources.iter_documents`). nanochat reads
+characters, in picochat's loader order (`picochat.data.corpus.iter_documents`). nanochat reads
 them from parquet shards that this script writes into a temporary NANOCHAT_BASE_DIR (its loader
 takes the last shard as validation).
 
@@ -63,10 +63,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from picochat.common.io import atomic_write_text  # noqa: E402
-from picochat.data.sources import iter_documents  # noqa: E402
+from picochat.data.corpus import iter_documents  # noqa: E402
 from picochat.eval.bpb import bits_per_byte  # noqa: E402
-from picochat.train import checkpoint  # noqa: E402
-from picochat.train.base import load_tokenizer  # noqa: E402
+from picochat.model import artifact
+from picochat.run_layout import load_tokenizer  # noqa: E402
 
 RUN = "quality"
 
@@ -160,7 +160,7 @@ def train_picochat(args, work: Path) -> SideResult:
         if "val_bpb" in rec:
             res.curve.append((rec["step"], rec["val_bpb"]))
             res.curve_s.append(rec["elapsed"] - res.first_step_s)
-    model, meta = checkpoint.load_model(stage, "cpu")
+    model, meta = artifact.load_model(stage, "cpu")
     res.params, res.flops_per_token = meta["num_params"], meta["flops_per_token"]
     res.train_s, res.tokens, res.steps = meta["final"]["elapsed"], meta["final"]["tokens"], meta["final"]["step"]
     res.final_bpb = common_bpb(model, load_tokenizer(RUN, home), args)

@@ -120,8 +120,8 @@ def ood_documents(mirror: str, name: str, max_chars: int) -> list[str]:
 def score_out_of_domain(name: str, args, work: Path) -> dict:
     """bpb of the row's final model on each out-of-domain set (cached in the row's ood.json)."""
     from picochat.eval.bpb import bits_per_byte
-    from picochat.train import checkpoint
-    from picochat.train.base import load_tokenizer
+    from picochat.model import artifact
+    from picochat.run_layout import load_tokenizer
 
     out = work / name / "ood.json"
     if out.exists():
@@ -130,7 +130,7 @@ def score_out_of_domain(name: str, args, work: Path) -> dict:
     stage = home / "runs" / "quality" / "base"
     if not stage.exists():
         return {}
-    model, meta = checkpoint.load_model(stage, "cpu")
+    model, meta = artifact.load_model(stage, "cpu")
     model = model.float().eval()
     tokenizer = load_tokenizer("quality", str(home))
     scores = {s: bits_per_byte(model, tokenizer, ood_documents(args.mirror, s, args.ood_chars),

@@ -27,11 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from picochat.common.device import autocast_for, pick_device, synchronize  # noqa: E402
+from picochat.common.device import autocast_for, peak_flops, pick_device, synchronize  # noqa: E402
 from picochat.config import TrainConfig  # noqa: E402
 from picochat.model.gpt import GPT, GPTConfig  # noqa: E402
 from picochat.optim.groups import build_optimizers  # noqa: E402
-from picochat.train.trainer import peak_flops  # noqa: E402
 
 
 def picochat_step_fn(cfg: GPTConfig, device, dtype: str, compile_: bool):

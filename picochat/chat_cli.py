@@ -40,7 +40,7 @@ def reply(engine: Engine, conversation: list[dict], params: SamplingParams, out:
 
 def main(cfg: Any) -> int:
     from picochat.common.device import pick_device
-    from picochat.engine.load import load_model_and_tokenizer
+    from picochat.run_layout import load_model_and_tokenizer
 
     c = cfg.chat
     model, tokenizer, stage = load_model_and_tokenizer(cfg.run.run, cfg.run.home, c.stage,

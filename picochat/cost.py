@@ -19,13 +19,12 @@ import time
 
 import torch
 
-from picochat.common.device import pick_device, synchronize
+from picochat.common.device import PEAK_BF16_FLOPS, pick_device, synchronize
 from picochat.common.log import duration, human, print0
 from picochat.config import get_preset
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.optim.groups import build_optimizers
 from picochat.plan import StepWork, plan_work
-from picochat.train.trainer import PEAK_BF16_FLOPS
 
 MEASURE_BUDGET_FLOPS = 2e11  # measure on this device only if one step costs less than this
 DECODE_EFFICIENCY = 0.1      # assumed: decoding reaches 1/10 of the training FLOP/s

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from picochat.common.errors import UserError
-from picochat.common.paths import stage_dir
 from picochat.config import Preset, RunConfig
 
 CHARS_PER_TOKEN = 4.5  # assumed when the run has no tokenizer yet (a 32k BPE on English text: ~4-5)
@@ -140,12 +138,9 @@ def human_int(x: float) -> str:
 
 
 def run_tokenizer(run: RunConfig) -> Any:
-    path = stage_dir(run.run, "tokenizer", run.home) / "tokenizer.json"
-    if not Path(path).exists():
-        return None
-    from picochat.tokenizer.tokenizer import Tokenizer
+    from picochat.run_layout import load_tokenizer, tokenizer_path
 
-    return Tokenizer.load(path)
+    return load_tokenizer(run.run, run.home) if tokenizer_path(run.run, run.home).exists() else None
 
 
 def chat_stage_work(name: str, preset: Preset, run: RunConfig, tokenizer: Any, seq_len: int) -> StepWork:
@@ -244,8 +239,9 @@ def plan_work(preset: Preset, run: RunConfig, devices: int, skip: set[str] = fro
     import torch
 
     from picochat.data.download import local_only
+    from picochat.run_layout import build_model
     from picochat.speedrun import PLAN
-    from picochat.train.base import build_model, horizon_for
+    from picochat.train.base import horizon_for
 
     tokenizer = run_tokenizer(run)
     vocab = tokenizer.vocab_size if tokenizer is not None else preset.model.vocab_size

@@ -133,8 +133,8 @@ def train_tiny(steps: int, workdir: Path):
     (model, tokenizer, metrics records)."""
     from picochat.config import TrainConfig
     from picochat.data import synthetic
+    from picochat.data.corpus import SyntheticCorpus
     from picochat.data.loader import batches_from_corpus
-    from picochat.data.sources import SyntheticCorpus
     from picochat.model.gpt import GPT, GPTConfig
     from picochat.tokenizer.tokenizer import Tokenizer
     from picochat.train.trainer import Batch, Trainer

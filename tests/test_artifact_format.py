@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from picochat.common.errors import UserError
-from picochat.engine.load import load_model_and_tokenizer
+from picochat.model import artifact
 from picochat.model.gpt import GPT, GPTConfig
+from picochat.run_layout import load_model_and_tokenizer
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import checkpoint
 
@@ -48,7 +49,7 @@ def _model(vocab: int) -> GPT:
 def _run(tmp_path, tok, model, stage="sft"):
     tok.save(tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json")
     out = tmp_path / "runs" / "t" / stage
-    checkpoint.save_artifact(out, model, {"model_config": model.config.to_dict()})
+    artifact.save_artifact(out, model, {"model_config": model.config.to_dict()})
     return out
 
 
@@ -67,7 +68,7 @@ def test_a_pickle_beside_the_weights_is_never_read(tmp_path, tok):
     marker = tmp_path / "pwned"
     (out / "model.pt").write_bytes(_evil_bytes(marker))  # planted by whoever shared the run
     load_model_and_tokenizer("t", str(tmp_path), "", "cpu")
-    checkpoint.load_model(out)
+    artifact.load_model(out)
     assert not marker.exists()
 
 
@@ -95,8 +96,8 @@ def test_a_legacy_run_still_loads(tmp_path, tok):
     (out / "model.pt").write_bytes(buf.getvalue())
     meta = json.loads((out / "meta.json").read_text())
     (out / "meta.json").write_text(json.dumps({**meta, "sha256": hashlib.sha256(buf.getvalue()).hexdigest()}))
-    assert checkpoint.is_complete(out)
-    loaded, _ = checkpoint.load_model(out)
+    assert artifact.is_complete(out)
+    loaded, _ = artifact.load_model(out)
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
 
 
@@ -107,7 +108,7 @@ def test_corrupt_safetensors_is_one_sentence(tmp_path, tok):
     meta = json.loads((out / "meta.json").read_text())
     (out / "meta.json").write_text(json.dumps({**meta, "sha256": hashlib.sha256(data).hexdigest()}))
     with pytest.raises(UserError, match="not a readable safetensors file"):
-        checkpoint.load_model(out)
+        artifact.load_model(out)
 
 
 def test_training_checkpoints_load_weights_only_and_skip_code(tmp_path, capsys):

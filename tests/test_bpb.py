@@ -131,9 +131,9 @@ def test_cli_eval_bpb_writes_its_json(tmp_path, monkeypatch):
 
     from picochat import cli
     from picochat.common.paths import stage_dir
+    from picochat.model.artifact import save_artifact
     from picochat.model.gpt import GPT, GPTConfig
     from picochat.tokenizer.tokenizer import Tokenizer
-    from picochat.train.checkpoint import save_artifact
 
     monkeypatch.setenv("PICOCHAT_HOME", str(tmp_path))
     tok = Tokenizer.train(["the cat sat on the mat. " * 20], vocab_size=280)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny_chat import random_gpt
 
 from picochat.eval import chat
-from picochat.model.gpt import GPT, GPTConfig
+from picochat.model.gpt import GPT
 from picochat.tasks.common import CategoricalTask, Task, render_choices
 from picochat.tokenizer.chat import render_for_completion
 from picochat.tokenizer.tokenizer import SPECIAL_TOKENS, Tokenizer
@@ -125,18 +126,9 @@ def test_ranks_share_the_problems(tok):
     assert (capped.passed, capped.total) == (1, 3)
 
 
-def random_gpt(vocab_size: int, seq_len: int = 128, seed: int = 0, cls=GPT) -> GPT:
-    torch.manual_seed(seed)
-    model = cls(GPTConfig(sequence_len=seq_len, vocab_size=vocab_size, n_layer=2, n_head=4, n_kv_head=2, n_embd=64))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(std=0.4)
-    return model.eval()
-
-
 def test_batched_padded_picks_equal_one_prompt_at_a_time_on_a_real_gpt(tok):
     task = Questions(ROWS)
-    model = random_gpt(tok.vocab_size)
+    model = random_gpt(tok.vocab_size, seq_len=128)
     examples = [task[i] for i in range(len(task))]
     picks, _ = chat.categorical_picks(model, tok, examples)
     for ex, pick in zip(examples, picks):
@@ -210,7 +202,7 @@ def test_generative_pass_at_k_and_pass_at_1_through_the_engine(tok):
     from picochat.engine.engine import Engine
 
     NoTools.banned = [tok.special_id(s) for s in SPECIAL_TOKENS if s != "<|assistant_end|>"]
-    model = random_gpt(tok.vocab_size, cls=NoTools)
+    model = random_gpt(tok.vocab_size, seq_len=128, cls=NoTools)
     engine = Engine(model, tok, tool=None)
     # greedy, one sample: problems 0 and 2 pass
     task = Scripted([[True], [False], [True], [False]])
@@ -252,7 +244,7 @@ def test_merge_replaces_tasks_and_recomputes_chatcore(tmp_path):
 @pytest.fixture
 def saved_run(tmp_path, tok):
     """A run directory with a tokenizer and a tiny (random) finished SFT model."""
-    from picochat.train.checkpoint import save_artifact
+    from picochat.model.artifact import save_artifact
 
     run = tmp_path / "runs" / "tiny"
     tok.save(run / "tokenizer" / "tokenizer.json")

@@ -243,9 +243,9 @@ def test_smoke_all_present_tasks_with_a_tiny_gpt():
 def test_cli_eval_core_on_a_tiny_bundle(tmp_path, monkeypatch):
     from picochat import cli
     from picochat.common.paths import stage_dir
+    from picochat.model.artifact import save_artifact
     from picochat.model.gpt import GPT, GPTConfig
     from picochat.tokenizer.tokenizer import Tokenizer
-    from picochat.train.checkpoint import save_artifact
 
     monkeypatch.setenv("PICOCHAT_HOME", str(tmp_path / "home"))
     write_bundle(tmp_path / "mirror" / "core_icl")

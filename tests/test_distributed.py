@@ -19,6 +19,7 @@ import torch
 from picochat.common.device import DistInfo
 from picochat.common.errors import UserError
 from picochat.config import TrainConfig
+from picochat.model import artifact
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.optim.adamw import AdamW
 from picochat.optim.muon import orthogonalize
@@ -63,7 +64,7 @@ def test_fsdp_two_ranks_match_single_process(single, tmp_path):
     two = run("toy_train.py", tmp_path, "--steps", 6, "--parallel", "fsdp", port=29621)
     assert two.returncode == 0, two.stderr
     assert_same_losses(losses(tmp_path), losses(single / "full"))
-    a, b = checkpoint.load_weights(single / "full")[0], checkpoint.load_weights(tmp_path)[0]
+    a, b = artifact.load_weights(single / "full")[0], artifact.load_weights(tmp_path)[0]
     assert a.keys() == b.keys() and all(type(v) is torch.Tensor for v in b.values())  # whole tensors
     for k in a:  # Adam's g/sqrt(v) magnifies reduction-order rounding in rarely-seen embedding rows
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-3)
@@ -99,7 +100,7 @@ def test_fsdp_checkpoint_is_consolidated_and_resumes_on_one_and_two(single, tmp_
 
     resumed = run("toy_train.py", one, "--steps", 6)
     assert resumed.returncode == 0, resumed.stderr
-    assert "written by 2 ranks, resuming on 1" in resumed.stdout and checkpoint.is_complete(one)
+    assert "written by 2 ranks, resuming on 1" in resumed.stdout and artifact.is_complete(one)
 
     # Same world size: the data cursors are exact, so the run is the uninterrupted one. This run
     # also switches to the fused AdamW kernel (same state, same math).
@@ -264,7 +265,7 @@ def test_base_stopped_on_two_ranks_resumes_on_one_with_exactly_the_remaining_doc
     checkpoint; 1 rank resumes, re-sharding their cursors, and dies after step 16. What the 2 ranks
     packed, what the 1 rank packed and what it still holds are, together, exactly the first
     documents of the single-rank stream, each once: nothing trained twice, nothing skipped."""
-    from picochat.data.sources import open_corpus
+    from picochat.data.corpus import open_corpus
 
     home = base_run_dir(tmp_path)
     logs = tmp_path / "doclog"
@@ -299,7 +300,7 @@ def test_base_stopped_on_two_ranks_resumes_on_one_with_exactly_the_remaining_doc
 
     done = subprocess.run(base_cmd(home, 0), capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "resumed base from step 16/20" in done.stdout and checkpoint.is_complete(out)
+    assert "resumed base from step 16/20" in done.stdout and artifact.is_complete(out)
 
 
 # ----------------------------------------------------------------------------- two nodes (issue 23)
@@ -348,12 +349,12 @@ def test_two_nodes_fsdp_lose_a_node_and_the_restarted_job_resumes_exactly(tmp_pa
     assert "killed after the step-6 checkpoint" in lost[1].stdout, lost[1].stderr[-3000:]
     assert lost[0].returncode != 0 and lost[1].returncode != 0  # the surviving node's job fails too
     out = run / "runs" / "t" / "base"
-    assert not checkpoint.is_complete(out) and checkpoint.load_latest_checkpoint(out)["step"] == 6
+    assert not artifact.is_complete(out) and checkpoint.load_latest_checkpoint(out)["step"] == 6
 
     again = two_nodes(run, 29633)
     assert all(r.returncode == 0 for r in again), [r.stderr[-2000:] for r in again]
     assert "resumed base from step 6/10" in again[0].stdout + again[1].stdout
     ref_out = ref / "runs" / "t" / "base"
     assert losses(out) == losses(ref_out) and len(losses(out)) == 10  # exact, every step
-    (a, _), (b, _) = checkpoint.load_weights(ref_out), checkpoint.load_weights(out)
+    (a, _), (b, _) = artifact.load_weights(ref_out), artifact.load_weights(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

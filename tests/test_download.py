@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from picochat.common.errors import UserError
+from picochat.data.corpus import iter_documents, open_corpus
 from picochat.data.download import download_file, download_shards, fetch, parquet_ok, parse_shards
-from picochat.data.sources import REGISTRY, iter_documents, open_corpus
+from picochat.data.sources import REGISTRY
 
 VAL = REGISTRY["fineweb-edu"].num_shards - 1
 

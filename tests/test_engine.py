@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.tiny_chat import TEXT, random_gpt
+from helpers.tiny_chat import random_gpt
 
 from picochat.engine.engine import Engine, SamplingParams, truncate_logits
 from picochat.engine.text import TextStream
 from picochat.model.gpt import GPT
 from picochat.model.kv_cache import KVCache, RaggedKVCache
-from picochat.tokenizer.tokenizer import Tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    return Tokenizer.train([TEXT], vocab_size=300, native=False)
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from picochat.engine.engine import Engine
 from picochat.export.hf import export_hf
 from picochat.export.hf_model import ExportError
 from picochat.export.hf_tokenizer import CHECK_TEXT
+from picochat.model import artifact
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.tokenizer.chat import render_conversation, render_for_completion
 from picochat.tokenizer.tokenizer import Tokenizer
-from picochat.train import checkpoint
 
 transformers = pytest.importorskip("transformers")
 
@@ -64,7 +64,7 @@ def demo_shaped_model(vocab: int, n_kv_head: int) -> GPT:
 
 def make_run(home, tok: Tokenizer, model: GPT, stage: str = "sft") -> None:
     tok.save(stage_dir("t", "tokenizer", str(home)) / "tokenizer.json")
-    checkpoint.save_artifact(stage_dir("t", stage, str(home)), model, {
+    artifact.save_artifact(stage_dir("t", stage, str(home)), model, {
         "model_config": model.config.to_dict(), "num_params": model.num_params(), "final": {"step": 40}})
 
 
@@ -152,15 +152,15 @@ def test_refuses_what_it_cannot_map(tmp_path, tok):
         export_hf("t", tmp_path / "ok", home=str(tmp_path))
     export_hf("t", tmp_path / "ok", home=str(tmp_path), force=True)  # --force replaces it
     state = {**model.state_dict(), "blocks.0.attn.value_gate.weight": torch.zeros(3)}
-    checkpoint.save_artifact(stage_dir("t", "rl", str(tmp_path)), state, {"model_config": model.config.to_dict()})
+    artifact.save_artifact(stage_dir("t", "rl", str(tmp_path)), state, {"model_config": model.config.to_dict()})
     with pytest.raises(ExportError, match="unmapped: blocks.0.attn.value_gate.weight"):
         export_hf("t", tmp_path / "rl", home=str(tmp_path))
     meta = {"model_config": {**model.config.to_dict(), "value_embeds": True}}
-    checkpoint.save_artifact(stage_dir("t", "rl", str(tmp_path)), model, meta)
+    artifact.save_artifact(stage_dir("t", "rl", str(tmp_path)), model, meta)
     with pytest.raises(ExportError, match="uses value embeddings"):
         export_hf("t", tmp_path / "rl", stage="rl", home=str(tmp_path))
     meta = {"model_config": {**model.config.to_dict(), "mixture_of_depths": 2}}
-    checkpoint.save_artifact(stage_dir("t", "rl", str(tmp_path)), model, meta)
+    artifact.save_artifact(stage_dir("t", "rl", str(tmp_path)), model, meta)
     with pytest.raises(ExportError, match=r"does not map \(mixture_of_depths\)"):
         export_hf("t", tmp_path / "rl", stage="rl", home=str(tmp_path))
     assert not (tmp_path / "rl").exists()

@@ -17,8 +17,9 @@ from helpers.fake_hub import CORE_TASKS, build_fake_hub, serve_fake_hub
 from picochat.common.errors import UserError
 from picochat.config import PRESETS
 from picochat.data import download
+from picochat.data.corpus import iter_documents, open_corpus
 from picochat.data.requirements import download_preset, need_present, preset_needs
-from picochat.data.sources import REGISTRY, iter_documents, open_corpus
+from picochat.data.sources import REGISTRY
 
 
 @pytest.fixture(scope="module")

@@ -285,9 +285,9 @@ def test_report_card_states_the_sandbox_layers():
 
 def _tiny_run(home: Path) -> Path:
     """A run with a tokenizer and a tiny random SFT model (its replies are noise: they fail)."""
+    from picochat.model.artifact import save_artifact
     from picochat.model.gpt import GPT, GPTConfig
     from picochat.tokenizer.tokenizer import Tokenizer
-    from picochat.train.checkpoint import save_artifact
 
     run = home / "runs" / "tiny"
     tok = Tokenizer.train(["def f(x):\n    return x + 1\n" * 50], vocab_size=300, native=False)

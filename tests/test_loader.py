@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from picochat.common.errors import UserError
+from picochat.data.corpus import ListCorpus
 from picochat.data.loader import _DocBuffer, _pack_row, batches_from_corpus, pretrain_batches, waste_fraction
 from picochat.data.reshard import reshard_cursors
-from picochat.data.sources import ListCorpus
 
 BOS = 1
 
@@ -166,7 +166,7 @@ def test_gutenberg_val_through_the_mirror():
 
 
 def test_cut_passages_respects_paragraphs_and_the_limit():
-    from picochat.data.sources import cut_passages
+    from picochat.data.corpus import cut_passages
 
     book = "Title\n\n" + "\n\n".join(f"Para {i} line one\nline two." for i in range(200)) + "\n\n" + "Long. " * 400
     docs = cut_passages(book, max_chars=300)

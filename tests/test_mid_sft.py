@@ -16,13 +16,14 @@ import torch
 from picochat.cli import Resolved
 from picochat.common.errors import UserError
 from picochat.config import DEMO_CHAT_VAL, DEMO_MID_MIXTURE, DEMO_SFT_MIXTURE, RunConfig, TrainConfig
+from picochat.model import artifact
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.tasks.common import Task
 from picochat.tasks.registry import make_mixture
 from picochat.tasks.synthetic import WordProblems
 from picochat.tokenizer.chat import chat_tokens, render_conversation
 from picochat.tokenizer.tokenizer import Tokenizer
-from picochat.train import chat_stage, checkpoint, mid, sft
+from picochat.train import chat_stage, mid, sft
 from picochat.train.chat_batches import ChatPacker, chat_batches, estimate_rows, waste_fraction
 from picochat.train.chat_check import score_reply
 
@@ -191,7 +192,7 @@ def make_run(tmp_path, tok) -> str:
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_depth(1, head_dim=32, vocab_size=tok.vocab_size, seq_len=SEQ))
     model.init_weights()
-    checkpoint.save_artifact(tmp_path / "runs" / "t" / "base", model, {"model_config": model.config.to_dict()})
+    artifact.save_artifact(tmp_path / "runs" / "t" / "base", model, {"model_config": model.config.to_dict()})
     return home
 
 
@@ -241,12 +242,12 @@ def test_sft_falls_back_to_base_and_resumes_exactly(tmp_path, tok, monkeypatch, 
     monkeypatch.setattr(chat_stage, "chat_batches", interrupted)
     with pytest.raises(SystemExit):
         sft.main(stage_cfg(home))
-    assert not checkpoint.is_complete(tmp_path / "runs/t/sft")
+    assert not artifact.is_complete(tmp_path / "runs/t/sft")
     monkeypatch.setattr(chat_stage, "chat_batches", real)
     sft.main(stage_cfg(home))
     assert "resumed sft from step 3/4" in capsys.readouterr().out
-    a = checkpoint.load_weights(tmp_path / "ref/runs/t/sft")[0]
-    b = checkpoint.load_weights(tmp_path / "runs/t/sft")[0]
+    a = artifact.load_weights(tmp_path / "ref/runs/t/sft")[0]
+    b = artifact.load_weights(tmp_path / "runs/t/sft")[0]
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical to the uninterrupted run
 
 
@@ -294,7 +295,7 @@ def test_mid_then_sft_teach_the_chat_format_and_the_calculator(tmp_path):
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_depth(2, head_dim=64, vocab_size=tokenizer.vocab_size, seq_len=256))
     model.init_weights()
-    checkpoint.save_artifact(tmp_path / "runs" / "t" / "base", model, {"model_config": model.config.to_dict()})
+    artifact.save_artifact(tmp_path / "runs" / "t" / "base", model, {"model_config": model.config.to_dict()})
     rows = dict(device_batch_size=8, total_batch_tokens=2048, eval_every=0, eval_tokens=16384, save_every=0,
                 log_every=20, val_mixture=DEMO_CHAT_VAL)
     mid.main(stage_cfg(str(tmp_path), **rows, num_steps=60, warmdown_frac=0.4, matrix_lr=0.02, embedding_lr=0.2,

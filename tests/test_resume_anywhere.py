@@ -16,11 +16,12 @@ from picochat.cli import Resolved
 from picochat.common.device import DistInfo
 from picochat.common.errors import UserError
 from picochat.config import PRESETS, RunConfig, TrainConfig
+from picochat.model import artifact
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.tasks.registry import make_mixture
 from picochat.tasks.synthetic import WordProblems
 from picochat.tokenizer.tokenizer import Tokenizer
-from picochat.train import base, checkpoint, mid, parallel
+from picochat.train import base, mid, parallel
 from picochat.train.chat_batches import chat_batches
 from picochat.train.chat_stage import ChatStage
 from picochat.train.trainer import Batch, Trainer
@@ -66,7 +67,7 @@ def optimizer_state(trainer: Trainer) -> dict:
 
 def test_a_finished_stage_keeps_its_optimizer_state_and_a_warm_start_loads_it(tmp_path):
     finished_stage(tmp_path / "base")
-    saved = checkpoint.load_optimizer_state(tmp_path / "base")
+    saved = artifact.load_optimizer_state(tmp_path / "base")
     assert saved is not None
     assert set(saved["state"]["blocks.0.attn.c_q.weight"]) == {"momentum_buffer"}  # Muon
     assert set(saved["state"]["wte.weight"]) == {"step", "exp_avg", "exp_avg_sq"}  # AdamW
@@ -89,7 +90,7 @@ def test_a_finished_stage_keeps_its_optimizer_state_and_a_warm_start_loads_it(tm
 
 def test_a_layout_that_does_not_match_is_named(tmp_path):
     finished_stage(tmp_path / "base")
-    saved = checkpoint.load_optimizer_state(tmp_path / "base")
+    saved = artifact.load_optimizer_state(tmp_path / "base")
     cpu = torch.device("cpu")
     deeper = Trainer(model_of(64, depth=2), cfg(), tmp_path / "a", num_steps=3, device=cpu)
     problem = parallel.warm_start_optimizers(deeper.par, deeper.optimizers, lambda: saved, DistInfo())
@@ -123,7 +124,7 @@ def test_mid_warm_starts_from_base_through_the_command(tmp_path, tok, capsys):
     mid.main(chat_cfg(tmp_path, warm_start_optim=True))
     out = capsys.readouterr().out
     assert "mid: optimizer warm-started from the base stage's final state" in out
-    assert checkpoint.load_optimizer_state(tmp_path / "runs" / "t" / "mid")["state"]["wte.weight"]["step"] == 3 + 2
+    assert artifact.load_optimizer_state(tmp_path / "runs" / "t" / "mid")["state"]["wte.weight"]["step"] == 3 + 2
 
     (base_dir / "optimizer.pt").write_bytes(b"damaged")
     with pytest.raises(UserError, match="optimizer.pt is corrupt"):

@@ -15,10 +15,11 @@ from picochat.cli import Resolved
 from picochat.cli import main as cli_main
 from picochat.config import GRPOConfig, RunConfig, TrainConfig
 from picochat.engine.engine import Completion, Engine
+from picochat.model import artifact
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.tasks.common import Task
 from picochat.tokenizer.tokenizer import Tokenizer
-from picochat.train import checkpoint, rl
+from picochat.train import rl
 from picochat.train.rollouts import (
     derive_seed,
     group_advantages,
@@ -299,7 +300,7 @@ def _tiny_run(tok, home, run="t"):
 
     tok.save(stage_dir(run, "tokenizer", home) / "tokenizer.json")
     model = tiny_gpt(tok.vocab_size)
-    checkpoint.save_artifact(stage_dir(run, "sft", home), model, {"model_config": model.config.to_dict(),
+    artifact.save_artifact(stage_dir(run, "sft", home), model, {"model_config": model.config.to_dict(),
                                                                   "final": {}})
 
 
@@ -313,7 +314,7 @@ def test_train_rl_command(tok, tmp_path, capsys):
     final = rl.main(cfg)
     assert final["step"] == 3
     out = tmp_path / "runs" / "t" / "rl"
-    assert checkpoint.is_complete(out)
+    assert artifact.is_complete(out)
     report = json.loads((out / "eval" / "rl.json").read_text())
     assert [h["step"] for h in report["history"]] == [2, 3]
     assert report["before"]["problems"] == 8 and report["after"]["k"] == grpo.pass_k

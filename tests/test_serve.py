@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 import torch
-from helpers.tiny_chat import TEXT, ServerThread, random_gpt
+from helpers.tiny_chat import ServerThread, random_gpt
 
 from picochat.engine.batcher import Batcher, Overloaded, Router
 from picochat.engine.engine import Engine, SamplingParams
@@ -19,13 +19,6 @@ from picochat.serve.app import ServeLimits, create_app
 from picochat.tokenizer.chat import render_for_completion
 
 openai = pytest.importorskip("openai")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from picochat.tokenizer.tokenizer import Tokenizer
-
-    return Tokenizer.train([TEXT], vocab_size=300, native=False)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +165,7 @@ def test_two_workers_continuous_batching_equals_engine(engine, tok, prefill_chun
 
 def test_chat_one_shot_loads_a_run(tmp_path, tok, capsys):
     from picochat.cli import main
-    from picochat.train.checkpoint import save_artifact
+    from picochat.model.artifact import save_artifact
 
     model = random_gpt(tok.vocab_size)
     tok.save(tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json")

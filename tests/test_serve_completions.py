@@ -10,20 +10,13 @@ import time
 
 import httpx
 import pytest
-from helpers.tiny_chat import TEXT, ServerThread, random_gpt
+from helpers.tiny_chat import ServerThread, random_gpt
 
 from picochat.engine.batcher import Batcher
 from picochat.engine.engine import Engine
 from picochat.serve.app import ServeLimits, create_app
 
 openai = pytest.importorskip("openai")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from picochat.tokenizer.tokenizer import Tokenizer
-
-    return Tokenizer.train([TEXT], vocab_size=300, native=False)
 
 
 @pytest.fixture(scope="module")

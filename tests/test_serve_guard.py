@@ -151,8 +151,8 @@ def test_serve_command_wires_the_flags(tmp_path, monkeypatch, capsys):
     import uvicorn
 
     from picochat.cli import main
+    from picochat.model.artifact import save_artifact
     from picochat.tokenizer.tokenizer import Tokenizer
-    from picochat.train.checkpoint import save_artifact
 
     tok = Tokenizer.train([TEXT], vocab_size=300, native=False)
     model = random_gpt(tok.vocab_size)

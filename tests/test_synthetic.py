@@ -4,7 +4,7 @@ import random
 import re
 
 from picochat.data import synthetic as S
-from picochat.data.sources import iter_documents
+from picochat.data.corpus import iter_documents
 
 
 def test_chunks_are_deterministic_and_sized():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from picochat.config import TrainConfig
+from picochat.model import artifact
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.train import checkpoint
 from picochat.train.trainer import Batch, Trainer
@@ -38,13 +39,13 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     # 4 micro-batches per step; batch 29 is in the middle of step 8 (checkpoints at 3 and 6)
     killed = run(tmp_path / "run", "--kill-at-batch", "29")
     assert killed.returncode == -9
-    assert not checkpoint.is_complete(tmp_path / "run")
+    assert not artifact.is_complete(tmp_path / "run")
     resumed = run(tmp_path / "run")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed run from step 6/12" in resumed.stdout
     assert losses(tmp_path / "run") == ref_losses  # exact float equality, every step
-    a = checkpoint.load_weights(tmp_path / "ref")[0]
-    b = checkpoint.load_weights(tmp_path / "run")[0]
+    a = artifact.load_weights(tmp_path / "ref")[0]
+    b = artifact.load_weights(tmp_path / "run")[0]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -62,7 +63,7 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, capsys):
     resumed = run(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed {tmp_path.name} from step 3/12" in resumed.stdout  # from the intact checkpoint
-    assert checkpoint.is_complete(tmp_path)
+    assert artifact.is_complete(tmp_path)
 
 
 def test_ddp_two_ranks_match_single_process(tmp_path):
@@ -83,7 +84,7 @@ def test_checkpoint_from_two_ranks_resumes_on_one(tmp_path):
     assert state["step"] == 3 and state["cursors"] == [6, 6]  # both ranks' positions are kept
     resumed = run(tmp_path, "--steps", "6")
     assert resumed.returncode == 0, resumed.stderr
-    assert "resumed" in resumed.stdout and checkpoint.is_complete(tmp_path)
+    assert "resumed" in resumed.stdout and artifact.is_complete(tmp_path)
 
 
 class _ClockedStage:

@@ -103,3 +103,15 @@ def autocast_for(device: torch.device, dtype: str = "auto"):
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# Dense bf16 peak FLOP/s per GPU (vendor datasheets), for MFU and the cost estimate.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Dense bf16 peak of the GPU, for MFU; None where we do not know it (CPU, unknown GPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from picochat.common.errors import UserError
 from picochat.common.log import human
 from picochat.data import download
+from picochat.data.corpus import open_corpus
 from picochat.data.requirements import (
     Need,
     check_preset,
@@ -13,7 +14,7 @@ from picochat.data.requirements import (
     need_present,
     preset_needs,
 )
-from picochat.data.sources import REGISTRY, Source, get_source, local_folders, open_corpus
+from picochat.data.sources import REGISTRY, Source, get_source, local_folders
 
 
 def _status(src: Source, home: str, mirror: str) -> str:

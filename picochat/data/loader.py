@@ -44,8 +44,8 @@ from typing import Any
 import torch
 
 from picochat.common.errors import UserError
+from picochat.data.corpus import Corpus, open_corpus
 from picochat.data.reshard import reshard_cursors
-from picochat.data.sources import Corpus, open_corpus
 
 SLICE_DOCS = 64  # documents tokenized together and added to the buffer at once
 CURSOR_VERSION = 1

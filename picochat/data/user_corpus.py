@@ -420,7 +420,7 @@ def open_text_corpora(source: str, *, data: str = "", text_field: str = "text", 
     (opened once for both splits, each checked to hold documents), else the named source."""
     _check_flags(data, text_field, val_data)
     if not data:
-        from picochat.data.sources import open_corpus
+        from picochat.data.corpus import open_corpus
 
         return {split: open_corpus(source, split, home=home, mirror=mirror) for split in SPLITS}
     train_data = UserData(data, text_field, log=log, exclude=_val_paths(val_data))
@@ -444,7 +444,7 @@ def open_text_corpus(source: str, split: str, *, data: str = "", text_field: str
                 split, holdout=not val_data)
         corpus.check_not_empty()
         return corpus
-    from picochat.data.sources import open_corpus
+    from picochat.data.corpus import open_corpus
 
     return open_corpus(source, split, home=home, mirror=mirror)
 

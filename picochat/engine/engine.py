@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from picochat.engine.text import Piece, TextStream, merge_pieces
-from picochat.engine.tools import Specials, Tool, ToolState, sandbox_calculator
+from picochat.engine.tools import Tool, ToolState, sandbox_calculator
 from picochat.model.kv_cache import RaggedKVCache
+from picochat.tokenizer.chat import chat_tokens
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,7 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, tokenizer, tool: Tool | None = sandbox_calculator):
         self.model, self.tokenizer, self.tool = model, tokenizer, tool
-        self.specials = Specials.from_tokenizer(tokenizer)
+        self.specials = chat_tokens(tokenizer)
 
     def _new_row(self, key: Any, sample: int, params: SamplingParams) -> _Row:
         g = torch.Generator(device=self.model.device)

@@ -16,34 +16,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from picochat.sandbox.calculator import calculator
+from picochat.tokenizer.chat import ChatTokens
 
 Tool = Callable[[str], "str | None"]
-
-
-@dataclass(frozen=True)
-class Specials:
-    """The ids of the special tokens the engine acts on."""
-
-    bos: int
-    assistant_end: int
-    python_start: int
-    python_end: int
-    output_start: int
-    output_end: int
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer) -> Specials:
-        s = tokenizer.special_id
-        return cls(bos=tokenizer.bos_id, assistant_end=s("<|assistant_end|>"),
-                   python_start=s("<|python_start|>"), python_end=s("<|python_end|>"),
-                   output_start=s("<|output_start|>"), output_end=s("<|output_end|>"))
-
-    def stops(self, token: int) -> bool:
-        """A sampled <|assistant_end|> or <|bos|> ends the reply."""
-        return token == self.assistant_end or token == self.bos
 
 
 def sandbox_calculator(code: str) -> str | None:
@@ -54,7 +31,7 @@ def sandbox_calculator(code: str) -> str | None:
 class ToolState:
     """Per-row state: inside a python block or not, the code so far, and tokens to force next."""
 
-    def __init__(self, specials: Specials, encode: Callable[[str], list[int]],
+    def __init__(self, specials: ChatTokens, encode: Callable[[str], list[int]],
                  decode: Callable[[list[int]], str], tool: Tool | None):
         self.sp, self.encode, self.decode, self.tool = specials, encode, decode, tool
         self.in_python = False

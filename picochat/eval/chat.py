@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from picochat.tasks.common import Task
+from picochat.tokenizer.chat import prompt_ids
 
 # nanochat's chat_eval: the five tasks of ChatCORE and their chance accuracies
 CHATCORE_TASKS = ("arc_easy", "arc_challenge", "mmlu", "gsm8k", "humaneval")
@@ -102,17 +103,6 @@ def chatcore(accuracies: dict[str, float]) -> tuple[str, float] | None:
 
 
 # ----------------------------------------------------------------------------- categorical
-
-
-def prompt_ids(tokenizer, example: dict) -> list[int]:
-    """The prompt of a task example: its conversation without the reference reply, rendered for
-    the assistant's turn (ending in <|assistant_start|>)."""
-    from picochat.tokenizer.chat import render_for_completion
-
-    messages = list(example["messages"])
-    if messages and messages[-1]["role"] == "assistant":
-        messages = messages[:-1]
-    return render_for_completion(tokenizer, messages)
 
 
 def letter_token_ids(tokenizer, letters: Sequence[str], cache: dict[str, int] | None = None) -> list[int]:
@@ -313,7 +303,7 @@ def main(cfg) -> None:
     from picochat.common.log import banner, is_main_process, print0
     from picochat.common.paths import stage_dir
     from picochat.engine.engine import Engine
-    from picochat.engine.load import load_model_and_tokenizer
+    from picochat.run_layout import load_model_and_tokenizer
     from picochat.tasks.humaneval import check_sandbox, runs_code, sandbox_record
     ce = cfg.chateval
     info, device = init_distributed(cfg.run.device)

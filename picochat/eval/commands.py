@@ -18,24 +18,17 @@ from picochat.common.log import banner, human, is_main_process, print0
 from picochat.common.paths import stage_dir
 from picochat.eval import bpb, core
 
-MODEL_STAGES = ("base", "mid", "sft", "rl")
-
 
 def _load(cfg) -> tuple[torch.nn.Module, object, dict, torch.device, Path]:
     """(model, tokenizer, meta, device, stage dir) for cfg.eval.stage of cfg.run.run."""
-    from picochat.tokenizer.tokenizer import Tokenizer
-    from picochat.train.checkpoint import load_model
+    from picochat.model.artifact import load_model
+    from picochat.run_layout import check_model_stage, load_tokenizer
 
-    if cfg.eval.stage not in MODEL_STAGES:
-        raise UserError(f"unknown stage '{cfg.eval.stage}'; use one of {', '.join(MODEL_STAGES)}")
+    check_model_stage(cfg.eval.stage)
     _, device = init_distributed(cfg.run.device)
     out = stage_dir(cfg.run.run, cfg.eval.stage, cfg.run.home)
     model, meta = load_model(out, device)
-    tok_path = stage_dir(cfg.run.run, "tokenizer", cfg.run.home) / "tokenizer.json"
-    if not tok_path.exists():
-        raise UserError(f"run '{cfg.run.run}' has no tokenizer at {tok_path}; train one with "
-                        f"`picochat tokenizer train --run {cfg.run.run}`")
-    return model, Tokenizer.load(tok_path), meta, device, out
+    return model, load_tokenizer(cfg.run.run, cfg.run.home), meta, device, out
 
 
 def core_main(cfg) -> None:

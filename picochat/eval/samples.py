@@ -38,7 +38,7 @@ def main(cfg) -> None:
     from picochat.common.log import banner, print0
     from picochat.common.paths import stage_dir
     from picochat.engine.engine import Engine
-    from picochat.engine.load import load_model_and_tokenizer
+    from picochat.run_layout import load_model_and_tokenizer
 
     _, device = init_distributed(cfg.run.device)
     model, tokenizer, stage = load_model_and_tokenizer(cfg.run.run, cfg.run.home, cfg.args.stage, device)

@@ -114,8 +114,8 @@ def _write_folder(out: Path, files: dict[str, bytes], force: bool) -> None:
 def export_hf(run: str, out: str | Path, *, stage: str = "", home: str = "", dtype: str = "float32",
               force: bool = False) -> Path:
     """Write the Hugging Face folder for a run's stage (the latest finished one when stage is "")."""
-    from picochat.engine.load import load_tokenizer, resolve_stage
-    from picochat.train.checkpoint import load_weights
+    from picochat.model.artifact import load_weights
+    from picochat.run_layout import load_tokenizer, resolve_stage
 
     if dtype not in DTYPES:
         raise UserError(f"unknown --dtype '{dtype}'; choose one of {', '.join(DTYPES)}")

@@ -24,7 +24,7 @@ import json
 from typing import Any
 
 from picochat.export.hf_model import ExportError
-from picochat.tokenizer.chat import ChatTokens
+from picochat.tokenizer.chat import chat_tokens
 from picochat.tokenizer.tokenizer import Tokenizer
 
 
@@ -129,7 +129,7 @@ CHAT_TEMPLATE = (
 
 def tokenizer_config(tok: Tokenizer, max_length: int) -> dict[str, Any]:
     names = {i: name for name, i in tok.special_tokens.items()}
-    ids = ChatTokens(*(tok.special_id(f"<|{f}|>") for f in ChatTokens._fields))
+    ids = chat_tokens(tok)
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": names[ids.bos],

@@ -212,7 +212,7 @@ def main(cfg: Any) -> None:
     import uvicorn
 
     from picochat.engine.engine import Engine
-    from picochat.engine.load import load_model_and_tokenizer
+    from picochat.run_layout import load_model_and_tokenizer
 
     s = cfg.serve
     policy = _policy(s)

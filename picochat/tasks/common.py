@@ -133,7 +133,7 @@ def resolve_split_files(name: str, split: str, path: str | Path | None = None, *
         if not p.exists():
             raise UserError(f"task data file {p} does not exist; check the path")
         return [p]
-    from picochat.data.sources import fetch_split
+    from picochat.data.download import fetch_split
 
     return fetch_split(name, split, home=home, mirror=mirror)
 

@@ -37,7 +37,8 @@ class ConversationError(UserError):
 
 
 class ChatTokens(NamedTuple):
-    """The ids of the chat special tokens in one tokenizer."""
+    """The ids of the chat special tokens in one tokenizer: the one registry the renderer, the
+    engine's tool-use state machine and the Hugging Face export all read."""
 
     bos: int
     user_start: int
@@ -48,6 +49,10 @@ class ChatTokens(NamedTuple):
     python_end: int
     output_start: int
     output_end: int
+
+    def stops(self, token: int) -> bool:
+        """A sampled <|assistant_end|> or <|bos|> ends the reply."""
+        return token == self.assistant_end or token == self.bos
 
 
 def chat_tokens(tokenizer: Any) -> ChatTokens:
@@ -171,6 +176,15 @@ def render_for_completion(tokenizer: Any, conversation: list[dict] | dict) -> li
     tok = chat_tokens(tokenizer)
     ids, _ = _render_turns(tokenizer, validate_conversation(conversation, prompt=True), tok)
     return ids + [tok.assistant_start]
+
+
+def prompt_ids(tokenizer: Any, example: dict) -> list[int]:
+    """The prompt of a task example: its conversation without the reference reply, rendered for
+    the assistant's turn (ending in <|assistant_start|>)."""
+    messages = list(example["messages"])
+    if messages and messages[-1]["role"] == "assistant":
+        messages = messages[:-1]
+    return render_for_completion(tokenizer, messages)
 
 
 # ----------------------------------------------------------------------------- parsing

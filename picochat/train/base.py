@@ -23,21 +23,13 @@ from picochat.common.paths import stage_dir
 from picochat.config import ModelConfig, TrainConfig, get_preset
 from picochat.data.loader import batches_from_corpus
 from picochat.data.user_corpus import absolute_spec, open_text_corpora
-from picochat.model.gpt import GPT, GPTConfig
+from picochat.model import artifact
+from picochat.run_layout import build_model, load_tokenizer
 from picochat.tokenizer.commands import train_main as train_tokenizer
 from picochat.tokenizer.tokenizer import Tokenizer
-from picochat.train import checkpoint
 from picochat.train.horizon import REF_DEPTH, Horizon, apply_horizon, plan_horizon
 from picochat.train.in_loop import InLoopCore
 from picochat.train.trainer import Batch, Trainer, write_config
-
-
-def load_tokenizer(run: str, home: str = "") -> Tokenizer:
-    path = stage_dir(run, "tokenizer", home) / "tokenizer.json"
-    if not path.exists():
-        raise UserError(f"run '{run}' has no tokenizer at {path}; train one first with "
-                        f"`picochat tokenizer train --run {run}`")
-    return Tokenizer.load(path)
 
 
 def tokenizer_for(cfg, world_size: int) -> Tokenizer:
@@ -57,22 +49,6 @@ def tokenizer_for(cfg, world_size: int) -> Tokenizer:
                           text_field=t.text_field, val_data=t.val_data)
         train_tokenizer(SimpleNamespace(run=cfg.run, tokenizer=tok_cfg, args=argparse.Namespace(force=False)))
     return load_tokenizer(cfg.run.run, cfg.run.home)
-
-
-def build_model(model_cfg: ModelConfig, vocab_size: int) -> GPT:
-    try:
-        config = _gpt_config(model_cfg, vocab_size)
-    except ValueError as e:  # a malformed --window-pattern / --window-len: one sentence, not a traceback
-        raise UserError(str(e)) from None
-    return GPT(config)
-
-
-def _gpt_config(model_cfg: ModelConfig, vocab_size: int) -> GPTConfig:
-    return GPTConfig.from_depth(model_cfg.depth, aspect_ratio=model_cfg.aspect_ratio, head_dim=model_cfg.head_dim,
-                                n_kv_head=model_cfg.n_kv_head, vocab_size=vocab_size,
-                                seq_len=model_cfg.seq_len, softcap=model_cfg.softcap,
-                                value_embeds=model_cfg.value_embeds, window_pattern=model_cfg.window_pattern,
-                                window_len=model_cfg.window_len)
 
 
 def horizon_for(model_cfg: ModelConfig, vocab_size: int, train: TrainConfig, world_size: int = 1) -> Horizon:
@@ -116,7 +92,7 @@ class BaseStage:
 def main(cfg) -> None:
     """`picochat train base`: pretrain from scratch (or resume) and save runs/<run>/base/."""
     out = stage_dir(cfg.run.run, "base", cfg.run.home)
-    if checkpoint.is_complete(out):
+    if artifact.is_complete(out):
         print0(f"base stage of run '{cfg.run.run}' is already complete ({out}); skipping")
         return
     if cfg.train.warm_start_optim:

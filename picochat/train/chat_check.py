@@ -60,8 +60,8 @@ def check_chat_format(model: torch.nn.Module, tokenizer: Any, *, n: int = 8, max
 def check_run(run: str, home: str = "", stage: str = "sft", device: str = "cpu", n: int = 8) -> dict[str, Any]:
     """`check_chat_format` on a finished stage of a run."""
     from picochat.common.paths import stage_dir
-    from picochat.train.base import load_tokenizer
-    from picochat.train.checkpoint import load_model
+    from picochat.model.artifact import load_model
+    from picochat.run_layout import load_tokenizer
 
     model, _ = load_model(stage_dir(run, stage, home), device)
     return check_chat_format(model, load_tokenizer(run, home), n=n)

@@ -24,10 +24,11 @@ from picochat.common.errors import UserError
 from picochat.common.log import banner, human, print0
 from picochat.common.paths import stage_dir
 from picochat.config import TrainConfig
+from picochat.model import artifact
+from picochat.run_layout import first_finished, load_tokenizer
 from picochat.tasks.common import Task, describe
 from picochat.tasks.registry import make_mixture
 from picochat.train import checkpoint, parallel
-from picochat.train.base import load_tokenizer
 from picochat.train.chat_batches import chat_batches, estimate_rows, waste_fraction
 from picochat.train.in_loop import InLoopChatCore
 from picochat.train.trainer import Batch, Trainer, evaluate_loss_bpb, write_config
@@ -99,10 +100,9 @@ def heldout_loss(model: torch.nn.Module, stage: ChatStage, token_bytes: torch.Te
 
 def pick_start(run: str, home: str, start_from: tuple[str, ...]) -> tuple[str, Path]:
     """The first finished stage of `start_from` (e.g. SFT: mid, else base)."""
-    for name in start_from:
-        path = stage_dir(run, name, home)
-        if checkpoint.is_complete(path):
-            return name, path
+    found = first_finished(run, home, start_from)
+    if found is not None:
+        return found
     wanted = " or ".join(start_from)
     raise UserError(f"run '{run}' has no finished {wanted} model to start from; train it first with "
                     f"`picochat train {start_from[-1]} --run {run}`")
@@ -125,7 +125,7 @@ def run_chat_stage(cfg: Any, stage: str, start_from: tuple[str, ...], crop: bool
     resume if interrupted, skip if already complete. Returns the trainer's final numbers."""
     run, home, mirror = cfg.run.run, cfg.run.home, cfg.run.mirror
     out = stage_dir(run, stage, home)
-    if checkpoint.is_complete(out):
+    if artifact.is_complete(out):
         print0(f"{stage} stage of run '{run}' is already complete ({out}); skipping")
         return None
     dist_info, device = init_distributed(cfg.run.device)
@@ -135,7 +135,7 @@ def run_chat_stage(cfg: Any, stage: str, start_from: tuple[str, ...], crop: bool
     train_task, val_task = build_mixtures(cfg.train, stage, cfg.run.seed, home, mirror)  # fails fast on bad specs
     if start_name != start_from[0]:
         print0(f"note: run '{run}' has no finished {start_from[0]} stage; {stage} starts from {start_name}")
-    model, start_meta = checkpoint.load_model(start_dir, device)
+    model, start_meta = artifact.load_model(start_dir, device)
     seq_len = model.config.sequence_len
     in_loop = InLoopChatCore(cfg.train, tokenizer, device, preset=cfg.run.preset, mirror=mirror, home=home,
                              rank=dist_info.rank, world_size=dist_info.world_size) \
@@ -177,7 +177,7 @@ def warm_start(trainer: Trainer, stage: str, start_name: str, start_dir: Path) -
     if checkpoint.has_training_checkpoint(trainer.out_dir):
         return
     problem = parallel.warm_start_optimizers(trainer.par, trainer.optimizers,
-                                             lambda: checkpoint.load_optimizer_state(start_dir), trainer.dist)
+                                             lambda: artifact.load_optimizer_state(start_dir), trainer.dist)
     if problem == "none":
         print0(f"warning: the {start_name} stage at {start_dir} saved no optimizer state (it was trained before "
                f"optimizer.pt existed); {stage} starts with a fresh optimizer")
@@ -195,8 +195,8 @@ def _heldout_before(chat: ChatStage, model: torch.nn.Module, start_name: str, ru
     if chat.val_task is None:
         return {}
     result = {start_name: heldout_loss(model, chat, token_bytes, train, device)}
-    if start_name != "base" and checkpoint.is_complete(stage_dir(run, "base", home)):
-        base, _ = checkpoint.load_model(stage_dir(run, "base", home), device)
+    if start_name != "base" and artifact.is_complete(stage_dir(run, "base", home)):
+        base, _ = artifact.load_model(stage_dir(run, "base", home), device)
         result["base"] = heldout_loss(base, chat, token_bytes, train, device)
         del base
     for name, r in result.items():

@@ -53,8 +53,8 @@ from picochat.common.log import banner, print0
 from picochat.common.paths import stage_dir
 from picochat.config import GRPOConfig
 from picochat.engine.engine import Completion, Engine, SamplingParams
+from picochat.model import artifact
 from picochat.tasks.common import Task, describe
-from picochat.train import checkpoint
 from picochat.train.rollouts import (
     RolloutBatch,
     derive_seed,
@@ -73,7 +73,7 @@ EVAL_SEED = 7_777  # mixed with the run seed: every evaluation samples with the 
 def prompt_of(tokenizer: Any, example: dict, max_prompt: int) -> list[int]:
     """The example's conversation minus its final assistant turn, ready for the reply (cut to
     its last max_prompt tokens so that the reply fits the context)."""
-    from picochat.eval.chat import prompt_ids
+    from picochat.tokenizer.chat import prompt_ids
 
     return prompt_ids(tokenizer, example)[-max_prompt:]
 
@@ -324,13 +324,13 @@ def eval_settings(rl: GRPOConfig, seed: int) -> dict:
 
 def main(cfg: Any) -> dict | None:
     """`picochat train rl`: runs/<run>/sft/ -> runs/<run>/rl/ (resumes; skips when complete)."""
+    from picochat.run_layout import load_tokenizer
     from picochat.tasks.humaneval import check_sandbox, sandbox_record
     from picochat.tasks.registry import make_task
-    from picochat.train.base import load_tokenizer
 
     run, home, mirror, rl = cfg.run.run, cfg.run.home, cfg.run.mirror, cfg.grpo
     out = stage_dir(run, "rl", home)
-    if checkpoint.is_complete(out):
+    if artifact.is_complete(out):
         print0(f"rl stage of run '{run}' is already complete ({out}); skipping")
         return None
     check_config(rl)
@@ -345,7 +345,7 @@ def main(cfg: Any) -> dict | None:
     dist_info, device = init_distributed(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
     tokenizer = load_tokenizer(run, home)
-    model, start_meta = checkpoint.load_model(stage_dir(run, "sft", home), device)
+    model, start_meta = artifact.load_model(stage_dir(run, "sft", home), device)
     ref = None
     if rl.kl_coef > 0:
         ref = copy.deepcopy(model).eval().requires_grad_(False)

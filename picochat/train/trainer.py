@@ -1,15 +1,21 @@
 """THE training loop. Base, mid, SFT and RL all run through `Trainer.fit`.
 
-A stage (train/base.py, mid.py, sft.py, rl.py) supplies only what differs:
-  - `batches(cursor)`: a resumable iterator of Batch(inputs, targets, weights, cursor)
+A stage (train/base.py, mid.py, sft.py, rl.py) supplies only what differs (the `Stage` protocol
+below; the optional hooks are read once, by `StageHooks.of`):
+  - `name`, and `batches(cursor)`: a resumable iterator of Batch(inputs, targets, weights, cursor)
   - optionally `val_batches()`: a finite iterator for validation loss / bits-per-byte
-  - optionally `loss(model, batch)`: defaults to mean cross-entropy over targets != -1, or the
-    weight-normalised per-token NLL when the batch carries weights (SFT masks, RL advantages)
   - optionally `evaluate(model) -> dict`: its own evals, run with the validation loss (every
     eval_every steps and at the end; RL's pass@k)
+  - optionally `metrics() -> dict`: numbers logged with every step's loss (RL's mean reward)
   - optionally `in_loop`: evals on a schedule of the stage's own (CORE + samples in base, ChatCORE
     in SFT; train/in_loop.py), an object with `due(step, last) -> bool`, asked after every step,
     and `run(model, step) -> dict`, run like every eval in eval mode and outside the training clock
+  - optionally `reshards_cursors = True`: its batches() accepts every old rank's cursor when the
+    world size changed between save and resume (see Trainer._my_cursor)
+The loss and the accumulation are the Trainer's arguments, not stage hooks: `loss_fn(model, batch)`
+defaults to mean cross-entropy over targets != -1, or the weight-normalised per-token NLL when the
+batch carries weights (SFT masks, RL advantages); RL passes its own (stage.loss) and its own
+`accum_steps` (micro-batches per step), where the others derive it from total_batch_tokens.
 Everything else lives here: device placement, bf16 autocast, gradient accumulation, clipping,
 the schedules, progress/ETA/MFU logging, metrics JSONL, evals, checkpoints and exact resume
 (model, optimizers, data cursor, RNG, step), and a save on SIGTERM. How the model is spread over
@@ -30,13 +36,14 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from picochat.common.device import DistInfo, autocast_for, synchronize, uses_bf16
+from picochat.common.device import DistInfo, autocast_for, peak_flops, synchronize, uses_bf16
 from picochat.common.errors import UserError
 from picochat.common.io import atomic_write_json, atomic_write_text
 from picochat.common.log import duration, human, is_main_process, print0
 from picochat.common.tracking import open_tracker
 from picochat.config import TrainConfig
 from picochat.eval.report import metrics_table
+from picochat.model import artifact
 from picochat.model.fp8 import check_recipe, enable_fp8_training
 from picochat.optim.groups import build_optimizers
 from picochat.optim.schedule import lr_multiplier, muon_momentum
@@ -68,9 +75,26 @@ def _pinned(t: torch.Tensor, pin: bool) -> torch.Tensor:
 
 
 class Stage(Protocol):
+    """What every stage has. The optional hooks are listed in the module docstring and StageHooks."""
+
     name: str
 
     def batches(self, cursor: Any) -> Iterator[Batch]: ...
+
+
+@dataclass(frozen=True)
+class StageHooks:
+    """A stage's optional hooks, each resolved to a value or None once, when fit() starts."""
+
+    val_batches: Callable[[], Iterator[Batch]] | None = None
+    evaluate: Callable[[torch.nn.Module], dict[str, Any]] | None = None
+    metrics: Callable[[], dict[str, Any]] | None = None
+    in_loop: Any = None  # .due(step, last) -> bool and .run(model, step) -> dict
+    reshards_cursors: bool = False
+
+    @classmethod
+    def of(cls, stage: Stage) -> StageHooks:
+        return cls(**{f.name: getattr(stage, f.name, f.default) for f in fields(cls)})
 
 
 def default_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -79,17 +103,6 @@ def default_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     nll = model(batch.inputs, batch.targets, reduction="none")               # (B, T)
     w = batch.weights * (batch.targets >= 0)
     return (nll * w).sum() / w.abs().sum().clamp_min(1.0)
-
-
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12}
-
-
-def peak_flops(device: torch.device) -> float | None:
-    """Dense bf16 peak of the GPU, for MFU; None where we do not know it (CPU, unknown GPU)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
 @torch.no_grad()
@@ -182,7 +195,7 @@ class Trainer:
         {"ranks": [...]}; any other restarts from rank 0's position, which skips or repeats a little."""
         if len(cursors) == self.dist.world_size:
             return cursors[self.dist.rank]
-        if getattr(stage, "reshards_cursors", False):
+        if self.hooks.reshards_cursors:
             print0(f"checkpoint was written by {len(cursors)} ranks, resuming on {self.dist.world_size}: "
                    "the data cursors are re-sharded (no document repeated or skipped)")
             return {"ranks": cursors}
@@ -252,13 +265,14 @@ class Trainer:
         schedules itself (`stage.in_loop.run(model, step) -> dict`)."""
         result: dict[str, Any] = {}
         self.raw_model.eval()
-        if regular and self.token_bytes is not None and hasattr(stage, "val_batches"):
-            result.update(evaluate_loss_bpb(self.raw_model, stage.val_batches(), self.token_bytes,
+        hooks = self.hooks
+        if regular and self.token_bytes is not None and hooks.val_batches is not None:
+            result.update(evaluate_loss_bpb(self.raw_model, hooks.val_batches(), self.token_bytes,
                                             self.cfg.eval_tokens, self.autocast))
-        if regular and hasattr(stage, "evaluate"):
-            result.update(stage.evaluate(self.raw_model))
+        if regular and hooks.evaluate is not None:
+            result.update(hooks.evaluate(self.raw_model))
         if in_loop:
-            result.update(stage.in_loop.run(self.raw_model, self.step))
+            result.update(hooks.in_loop.run(self.raw_model, self.step))
         self.raw_model.train()
         return result
 
@@ -278,6 +292,7 @@ class Trainer:
     def fit(self, stage: Stage) -> dict[str, Any]:
         """Train to num_steps (resuming if a checkpoint exists), then write the stage artifact."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.hooks = StageHooks.of(stage)
         self._resume(stage)
         old_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -310,12 +325,12 @@ class Trainer:
                 tok_s = tokens_since / window_s
                 t_last, tokens_since, window_s = time.perf_counter(), 0, 0.0
                 record.update(loss=loss.item(), lr_mult=mult, tok_s=tok_s, elapsed=self.elapsed)
-                extra = stage.metrics() if hasattr(stage, "metrics") else {}  # e.g. RL's mean reward
+                extra = self.hooks.metrics() if self.hooks.metrics is not None else {}  # e.g. RL's mean reward
                 record.update(extra)
                 print0(self._progress_line(record["loss"], mult, tok_s)
                        + "".join(f" | {k} {v:.3g}" for k, v in extra.items()))
             regular = bool(self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or is_last
-            in_loop = getattr(stage, "in_loop", None) is not None and stage.in_loop.due(self.step, is_last)
+            in_loop = self.hooks.in_loop is not None and self.hooks.in_loop.due(self.step, is_last)
             if regular or in_loop:
                 window_s += self._clock_since(t_last)
                 last_eval = self._evaluate(stage, regular, in_loop)
@@ -355,7 +370,7 @@ class Trainer:
                     # where it ran, for the report's cost line (GPU-hours = elapsed x world_size)
                     "device": self.device.type, "world_size": self.dist.world_size,
                     "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"}
-            checkpoint.save_artifact(self.out_dir, model_sd, meta, optimizer=optim_sd)
+            artifact.save_artifact(self.out_dir, model_sd, meta, optimizer=optim_sd)
             for p in (self.out_dir / "checkpoints").glob("step_*"):
                 p.unlink(missing_ok=True)  # the artifact supersedes the resume state
             self.tracker.finish(final, lambda: metrics_table(self.out_dir.parent))
