@@ -47,6 +47,46 @@ GENERATED = {"simplespelling", "spellingbee", "identity"}  # made from a word li
 CORE_ASSUMED = (22, 1000, 3, 600)  # no bundle here: tasks, examples per task, sequences each, tokens each
 
 
+# The speedrun's steps, in order (picochat/speedrun.py runs them; the dry-run sizes them).
+@dataclass(frozen=True)
+class Step:
+    name: str                      # shown in banners and accepted by --skip
+    words: tuple[str, ...]         # the CLI command it runs
+    argv: tuple[str, ...] = ()     # extra arguments for that command
+    optional: bool = False         # a UserError here is reported and the run goes on (e.g. no eval data)
+
+
+CORE_PER_TASK = 100  # CORE examples per task in the speedrun, unless the preset's [eval] row sets fewer
+
+
+def _stage_evals(stage: str, chat: bool) -> tuple[Step, ...]:
+    """Every stage is measured the same way, so each report-card row has a number in every column:
+    bits per byte and CORE for every model, the chat evals for the chat stages."""
+    steps = (Step(f"bpb-{stage}", ("eval", "bpb"), ("--stage", stage), optional=True),
+             Step(f"core-{stage}", ("eval", "core"), ("--stage", stage), optional=True))
+    return steps + ((Step(f"eval-{stage}", ("eval", "chat"), ("--stage", stage), optional=True),) if chat else ())
+
+
+PLAN: tuple[Step, ...] = (
+    Step("tokenizer", ("tokenizer", "train")),
+    Step("base", ("train", "base")),
+    *_stage_evals("base", chat=False),
+    Step("samples-base", ("eval", "samples"), ("--stage", "base"), optional=True),
+    Step("mid", ("train", "mid")),
+    *_stage_evals("mid", chat=True),
+    Step("sft", ("train", "sft")),
+    *_stage_evals("sft", chat=True),
+    Step("rl", ("train", "rl")),
+    *_stage_evals("rl", chat=True),
+    Step("report", ("report",)),
+)
+
+
+def core_per_task(max_per_task: int) -> int:
+    """The speedrun's CORE sample per task: the configured cap if there is one, else CORE_PER_TASK."""
+    return max_per_task if 0 < max_per_task < CORE_PER_TASK else CORE_PER_TASK
+
+
 @dataclass
 class StepWork:
     name: str
@@ -207,7 +247,6 @@ def eval_work(step: Any, preset: Preset, run: RunConfig, tokenizer: Any, seq_len
         tokens = preset.eval.max_bytes / CHARS_PER_TOKEN
         return StepWork(step.name, forward_tokens=tokens, detail=f"{preset.eval.max_bytes:,} bytes", spread=False)
     if kind == "core":
-        from picochat.speedrun import core_per_task
 
         per_task = core_per_task(preset.eval.max_per_task)
         tokens, detail = core_work(run, per_task, seq_len)
@@ -235,12 +274,11 @@ def chat_eval_work(name: str, preset: Preset, run: RunConfig, tokenizer: Any, se
 
 
 def plan_work(preset: Preset, run: RunConfig, devices: int, skip: set[str] = frozenset()) -> Plan:
-    """The model work of every step of the speedrun (speedrun.PLAN) under `preset`."""
+    """The model work of every step of the speedrun (PLAN) under `preset`."""
     import torch
 
     from picochat.data.download import local_only
     from picochat.run_layout import build_model
-    from picochat.speedrun import PLAN
     from picochat.train.base import horizon_for
 
     tokenizer = run_tokenizer(run)

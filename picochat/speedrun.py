@@ -17,24 +17,17 @@ import importlib
 import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from picochat import config as C
 from picochat.common.errors import UserError
 from picochat.common.log import banner, duration, print0
 from picochat.common.paths import stage_dir
 from picochat.launch import check_devices, multi_node_commands, run_distributed
+from picochat.plan import PLAN, Step, core_per_task
 
 TRAIN_STAGES = ("base", "mid", "sft", "rl")
 DATA_STEPS = (("tokenizer", "train"), ("train", "base"))  # the steps `--data` (own pretraining text) goes to
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str                      # shown in banners and accepted by --skip
-    words: tuple[str, ...]         # the CLI command it runs
-    argv: tuple[str, ...] = ()     # extra arguments for that command
-    optional: bool = False         # a UserError here is reported and the run goes on (e.g. no eval data)
 
 
 # Sizing the download of a sharded pretraining source: nanochat's repackaged shards hold ~250M
@@ -43,37 +36,6 @@ class Step:
 # towards a base stage that wraps around into a second epoch.
 CHARS_PER_SHARD = 250_000_000
 CHARS_PER_TOKEN = 5.0
-
-CORE_PER_TASK = 100  # CORE examples per task in the speedrun, unless the preset's [eval] row sets fewer
-
-
-def _stage_evals(stage: str, chat: bool) -> tuple[Step, ...]:
-    """Every stage is measured the same way, so each report-card row has a number in every column:
-    bits per byte and CORE for every model, the chat evals for the chat stages."""
-    steps = (Step(f"bpb-{stage}", ("eval", "bpb"), ("--stage", stage), optional=True),
-             Step(f"core-{stage}", ("eval", "core"), ("--stage", stage), optional=True))
-    return steps + ((Step(f"eval-{stage}", ("eval", "chat"), ("--stage", stage), optional=True),) if chat else ())
-
-
-PLAN: tuple[Step, ...] = (
-    Step("tokenizer", ("tokenizer", "train")),
-    Step("base", ("train", "base")),
-    *_stage_evals("base", chat=False),
-    Step("samples-base", ("eval", "samples"), ("--stage", "base"), optional=True),
-    Step("mid", ("train", "mid")),
-    *_stage_evals("mid", chat=True),
-    Step("sft", ("train", "sft")),
-    *_stage_evals("sft", chat=True),
-    Step("rl", ("train", "rl")),
-    *_stage_evals("rl", chat=True),
-    Step("report", ("report",)),
-)
-
-
-def core_per_task(max_per_task: int) -> int:
-    """The speedrun's CORE sample per task: the configured cap if there is one, else CORE_PER_TASK."""
-    return max_per_task if 0 < max_per_task < CORE_PER_TASK else CORE_PER_TASK
-
 
 def _command(words: tuple[str, ...]):
     from picochat.cli import COMMANDS

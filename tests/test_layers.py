@@ -66,11 +66,7 @@ KNOWN_BACK_EDGES = {
     # pass the callable, for the same reason as above.
     "picochat.train.trainer (layer 3) -> picochat.eval.report (layer 4)",
 }
-KNOWN_CYCLES = [
-    # plan reads speedrun's PLAN and core_per_task; speedrun prints cost's plan; cost reads plan.
-    # The fix moves PLAN and core_per_task into plan.py (speedrun.py was being edited elsewhere).
-    ["picochat.cost", "picochat.plan", "picochat.speedrun"],
-]
+KNOWN_CYCLES: list[list[str]] = []
 PACKAGE_ROOT = -1  # picochat/__init__.py: imported by everything, must import nothing
 
 
