@@ -117,6 +117,22 @@ def sse(obj: dict | str) -> str:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
 
 
+async def _sse_stream(job: Job, chunks: AsyncIterator[str], usage: Callable[[dict], dict] | None
+                      ) -> AsyncIterator[str]:
+    """What every streamed reply shares around its chunks: the usage chunk when the client asked
+    for it, an error chunk if the engine failed mid-stream (the status line is long gone), then
+    OpenAI's end marker `[DONE]`."""
+    try:
+        async for text in chunks:
+            yield text
+        if usage is not None:
+            yield sse(usage(P.usage(job.stats.prompt_tokens, job.stats.completion_tokens)))
+    except (RuntimeError, ValueError) as e:
+        yield sse(P.error_body(str(e), "server_error"))
+    job.done = True
+    yield sse("[DONE]")
+
+
 class Service:
     def __init__(self, router: Router, tokenizer: Any, names: Sequence[str], limits: ServeLimits):
         self.router, self.tokenizer, self.names, self.limits = router, tokenizer, tuple(names), limits
@@ -218,7 +234,7 @@ class Service:
         def one(index: int, delta: dict, finish: str | None = None, logprobs: list | None = None) -> str:
             return sse(P.chunk(cid, name, created, [P.delta_choice(index, delta, finish, logprobs)]))
 
-        try:
+        async def chunks() -> AsyncIterator[str]:
             for i in range(job.params.n):
                 yield one(i, {"role": "assistant", "content": ""})
             async for batch in job.batches():
@@ -233,13 +249,10 @@ class Service:
                         out.append(one(index, {}, ev.finish))
                 if out:
                     yield "".join(out)
-            if req.include_usage:
-                yield sse(P.chunk(cid, name, created, [], P.usage(job.stats.prompt_tokens,
-                                                                   job.stats.completion_tokens)))
-        except (RuntimeError, ValueError) as e:
-            yield sse(P.error_body(str(e), "server_error"))
-        job.done = True
-        yield sse("[DONE]")
+
+        usage = (lambda u: P.chunk(cid, name, created, [], u)) if req.include_usage else None
+        async for text in _sse_stream(job, chunks(), usage):
+            yield text
 
     async def _chat_whole(self, job: Job, req: P.ChatCompletionRequest, request: Request) -> Response:
         n = job.params.n
@@ -293,7 +306,7 @@ class Service:
         def one(index: int, text: str, finish: str | None = None, lp: dict | None = None) -> str:
             return sse(P.text_completion(cid, name, created, [P.text_choice(index, text, finish, lp)], None))
 
-        try:
+        async def chunks() -> AsyncIterator[str]:
             for i, e in enumerate(echo):
                 if e:
                     yield one(i, e)
@@ -311,13 +324,10 @@ class Service:
                         out.append(one(index, "", ev.finish))
                 if out:
                     yield "".join(out)
-            if req.include_usage:
-                yield sse(P.text_completion(cid, name, created, [], P.usage(job.stats.prompt_tokens,
-                                                                             job.stats.completion_tokens)))
-        except (RuntimeError, ValueError) as e:
-            yield sse(P.error_body(str(e), "server_error"))
-        job.done = True
-        yield sse("[DONE]")
+
+        usage = (lambda u: P.text_completion(cid, name, created, [], u)) if req.include_usage else None
+        async for text in _sse_stream(job, chunks(), usage):
+            yield text
 
     async def _text_whole(self, job: Job, req: P.CompletionRequest, echo: list[str], request: Request) -> Response:
         texts = list(echo)
