@@ -62,10 +62,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import domains  # noqa: E402
 from picochat.common.io import atomic_write_text  # noqa: E402
 from picochat.data.corpus import iter_documents  # noqa: E402
 from picochat.eval.bpb import bits_per_byte  # noqa: E402
-from picochat.model import artifact
+from picochat.eval.core import bundle_dir, evaluate_core  # noqa: E402
+from picochat.model import artifact  # noqa: E402
 from picochat.run_layout import load_tokenizer  # noqa: E402
 
 RUN = "quality"
@@ -86,6 +88,10 @@ class SideResult:
     wall_s: float = 0.0  # the whole subprocess: tokenizer, data, compile, evals, training
     tokens: int = 0
     steps: int = 0
+    domains: dict[str, float] = field(default_factory=dict)  # final model: bpb per held-out set, in domain first
+    # (step, {set: bpb}) at each snapshot along the run, the in-domain set cut to --curve-val-docs
+    domain_curve: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    core: dict = field(default_factory=dict)  # CORE-18 of the final model: {"score", "centered", "examples"}
 
     @property
     def tok_s(self) -> float:
@@ -150,6 +156,7 @@ def train_picochat(args, work: Path) -> SideResult:
                      "--device-batch-size", str(s["device_batch"]), "--total-batch-tokens", str(s["batch_tokens"]),
                      "--num-steps", str(args.steps), "--eval-every", str(args.eval_every),
                      "--eval-tokens", str(args.eval_tokens), "--save-every", "0", "--log-every", "1", "--compile",
+                     "--snapshot-every", str(args.curve_every),
                      *gpu_flags, *args.picochat_arg],
                work / "picochat_base.log")
     res = SideResult("picochat", wall_s=time.perf_counter() - t0)
@@ -163,15 +170,45 @@ def train_picochat(args, work: Path) -> SideResult:
     model, meta = artifact.load_model(stage, "cpu")
     res.params, res.flops_per_token = meta["num_params"], meta["flops_per_token"]
     res.train_s, res.tokens, res.steps = meta["final"]["elapsed"], meta["final"]["tokens"], meta["final"]["step"]
-    res.final_bpb = common_bpb(model, load_tokenizer(RUN, home), args)
+    tokenizer = load_tokenizer(RUN, home)
+    snapshots = {step: (lambda p=path: artifact.load_snapshot(p))
+                 for step, path in artifact.list_snapshots(stage).items()}
+    score_side(res, model, tokenizer, snapshots, args)
     return res
 
 
-def common_bpb(model: torch.nn.Module, tokenizer, args) -> float:
+def common_bpb(model: torch.nn.Module, tokenizer, args, texts: list[str] | None = None) -> float:
     """The one evaluator, in fp32 on the run's device (bf16 rounding would differ between the two models)."""
     model = model.float().to(args.device).eval()
-    return bits_per_byte(model, tokenizer, args.val_texts, seq_len=args.seq_len, device=args.device,
-                         batch_size=64 if args.device == "cuda" else 8)
+    return bits_per_byte(model, tokenizer, args.val_texts if texts is None else texts, seq_len=args.seq_len,
+                         device=args.device, batch_size=64 if args.device == "cuda" else 8)
+
+
+def domain_scores(model: torch.nn.Module, tokenizer, args, in_domain: list[str]) -> dict[str, float]:
+    """bpb on the in-domain documents given and on every out-of-domain set (benchmarks/domains.py)."""
+    sets = {"gutenberg": in_domain, **args.ood_texts}
+    return {name: common_bpb(model, tokenizer, args, docs) for name, docs in sets.items()}
+
+
+def score_side(res: SideResult, model: torch.nn.Module, tokenizer, snapshots: dict, args) -> None:
+    """Everything the common evaluator says about one side: the final model in domain (all validation
+    documents), out of domain and on CORE-18; then each snapshot along the run on every set."""
+    res.domains = domain_scores(model, tokenizer, args, args.val_texts)
+    res.final_bpb = res.domains["gutenberg"]
+    print(f"{res.name} final: " + ", ".join(f"{k} {v:.4f}" for k, v in res.domains.items()), flush=True)
+    if args.core_per_task:
+        core = evaluate_core(model.float().to(args.device).eval(), tokenizer, bundle_dir(args.mirror),
+                             max_per_task=args.core_per_task, device=args.device, log=None)
+        res.core = {"name": core.name, "score": core.score, "centered": core.centered, "examples": core.examples}
+        print(f"{res.name} {core.name} ({args.core_per_task} per task): {core.score:.4f}", flush=True)
+    curve_docs = args.val_texts[:args.curve_val_docs] if args.curve_val_docs else args.val_texts
+    for step in sorted(snapshots):
+        scores = domain_scores(snapshots[step](), tokenizer, args, curve_docs)
+        res.domain_curve.append((step, scores))
+        print(f"{res.name} step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
+    if snapshots and res.steps not in snapshots:  # the final model closes the curve, same in-domain subset
+        in_domain = common_bpb(model, tokenizer, args, curve_docs)
+        res.domain_curve.append((res.steps, {**res.domains, "gutenberg": in_domain}))
 
 
 # ---------------------------------------------------------------------------------------------- nanochat
@@ -218,7 +255,8 @@ def train_nanochat(args, work: Path) -> SideResult:
                       "--device-batch-size", str(s["device_batch"]), "--total-batch-size", str(s["batch_tokens"]),
                       "--num-iterations", str(args.steps), "--eval-every", str(args.eval_every),
                       "--eval-tokens", str(args.eval_tokens), "--core-metric-every", "-1", "--sample-every", "-1",
-                      "--model-tag", "quality", "--window-pattern", "L", *args.nanochat_arg],
+                      "--model-tag", "quality", "--window-pattern", "L", "--save-every", str(args.curve_every or -1),
+                      *args.nanochat_arg],
                      work / "nanochat_base.log", env, args.nanochat)
     res = SideResult("nanochat", wall_s=time.perf_counter() - t0, tokens=args.steps * s["batch_tokens"],
                      steps=args.steps)
@@ -237,7 +275,11 @@ def train_nanochat(args, work: Path) -> SideResult:
     model, tok, _ = load_model("base", torch.device("cpu"), phase="eval", model_tag="quality")
     res.params = sum(p.numel() for p in model.parameters())
     res.flops_per_token = float(model.estimate_flops())
-    res.final_bpb = common_bpb(model, NanochatTokenizerAdapter(tok), args)
+    ckpt_dir = base / "base_checkpoints" / "quality"
+    steps = sorted(int(p.stem.split("_")[1]) for p in ckpt_dir.glob("model_*.pt"))
+    snapshots = {s: (lambda s=s: load_model("base", torch.device("cpu"), phase="eval", model_tag="quality",
+                                            step=s)[0]) for s in steps if s != args.steps}
+    score_side(res, model, NanochatTokenizerAdapter(tok), snapshots, args)
     return res
 
 
@@ -285,6 +327,57 @@ def time_to_target_lines(ours: SideResult, ref: SideResult) -> list[str]:
     return lines
 
 
+def domain_lines(ours: SideResult, ref: SideResult | None) -> list[str]:
+    """Final bpb on every held-out set, each document alone from BOS (the same evaluator)."""
+    if len(ours.domains) < 2:
+        return []
+    lines = ["", "| held-out set | kind | picochat | nanochat | picochat - nanochat |", "|---|---|---|---|---|"]
+    for name, bpb in ours.domains.items():
+        kind = "in domain (Gutenberg validation books)" if name == "gutenberg" else domains.KINDS[name]
+        other = ref.domains.get(name) if ref else None
+        diff = f"**{bpb - other:+.4f}**" if other is not None else "-"
+        lines.append(f"| {name} | {kind} | {bpb:.4f} | {other:.4f} | {diff} |" if other is not None
+                     else f"| {name} | {kind} | {bpb:.4f} | - | - |")
+    for side in (ours, ref):
+        if side and side.core:
+            lines.append(f"\n{side.name} {side.core['name']}: {side.core['score']:.4f} "
+                         f"({max(side.core['examples'].values())} examples per task at most)")
+    return lines
+
+
+def at_in_domain(curve: list[tuple[int, dict[str, float]]], level: float, name: str) -> float | None:
+    """`name`'s bpb where the run's in-domain bpb passes `level` (linear between snapshots)."""
+    for (_, a), (_, b) in zip(curve, curve[1:]):
+        g0, g1 = a["gutenberg"], b["gutenberg"]
+        if min(g0, g1) <= level <= max(g0, g1) and g0 != g1:
+            f = (level - g0) / (g1 - g0)
+            return a[name] + f * (b[name] - a[name])
+    return None
+
+
+def equal_quality_lines(ours: SideResult, ref: SideResult | None) -> list[str]:
+    """Out-of-domain bpb of both runs where their in-domain bpb is equal: three levels across the
+    range both curves cover (in-domain here is the first --curve-val-docs validation documents)."""
+    if not (ref and len(ours.domain_curve) > 1 and len(ref.domain_curve) > 1):
+        return []
+    span = [[pt["gutenberg"] for _, pt in side.domain_curve] for side in (ours, ref)]
+    lo, hi = max(min(s) for s in span), min(max(s) for s in span)
+    if lo > hi:
+        return ["", f"At equal in-domain bpb: the curves do not overlap (picochat {min(span[0]):.4f}-"
+                    f"{max(span[0]):.4f}, nanochat {min(span[1]):.4f}-{max(span[1]):.4f}); snapshot more often."]
+    names = [n for n in ours.domain_curve[0][1] if n != "gutenberg"]
+    lines = ["", "At equal in-domain bpb (snapshots every --curve-every steps, linear between them): "
+                 "out-of-domain bpb, picochat - nanochat", "",
+             "| in-domain bpb | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for level in (hi, (lo + hi) / 2, lo):
+        cells = []
+        for n in names:
+            a, b = at_in_domain(ours.domain_curve, level, n), at_in_domain(ref.domain_curve, level, n)
+            cells.append(f"{a:.4f} - {b:.4f} = **{a - b:+.4f}**" if a is not None and b is not None else "-")
+        lines.append(f"| {level:.4f} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None) -> str:
     """The run's results as Markdown: printed, and appended to RESULTS.md with --record."""
     lines = [f"- {side.name} curve (step: own-evaluator bpb): " + ", ".join(f"{st}: {b:.4f}" for st, b in side.curve)
@@ -310,6 +403,7 @@ def report(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None) -
                       f"(target: <= -0.03)"]
     if ref:
         lines += [""] + time_to_target_lines(ours, ref)
+    lines += domain_lines(ours, ref) + equal_quality_lines(ours, ref)
     return "\n".join(lines)
 
 
@@ -350,6 +444,37 @@ def plot(ours: SideResult, ref: SideResult | None, anchor_bpb: float | None, pat
     print(f"wrote {path}")
 
 
+def plot_domains(ours: SideResult, ref: SideResult | None, path: Path) -> None:
+    """Final bpb per held-out set (both sides), then each out-of-domain set against in-domain bpb
+    along the run: a curve lower at the same x transfers better."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sides = [s for s in (ref, ours) if s and s.domains]
+    names = list(ours.domains)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    axes = axes.ravel()
+    width = 0.8 / len(sides)
+    for k, side in enumerate(sides):
+        axes[0].bar([i + k * width for i in range(len(names))], [side.domains[n] for n in names], width,
+                    label=side.name)
+    axes[0].set_xticks([i + width * (len(sides) - 1) / 2 for i in range(len(names))], names, rotation=20)
+    axes[0].set(ylabel="bits per byte (final model)", title="every held-out set")
+    axes[0].legend()
+    for ax, name in zip(axes[1:], [n for n in names if n != "gutenberg"]):
+        for side in sides:
+            if side.domain_curve:
+                pts = [(pt["gutenberg"], pt[name]) for _, pt in side.domain_curve]
+                ax.plot(*zip(*pts), marker="o", label=side.name)
+        ax.invert_xaxis()  # training moves right: in-domain bpb falls
+        ax.set(xlabel="in-domain bpb (Gutenberg)", ylabel=f"{name} bpb", title=f"{name}: {domains.KINDS[name]}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -370,6 +495,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tok-chars", type=int, default=20_000_000, help="characters of train text per tokenizer")
     ap.add_argument("--train-docs", type=int, default=0, help="train documents given to nanochat (0 = all)")
     ap.add_argument("--val-docs", type=int, default=0, help="validation documents scored (0 = all)")
+    ap.add_argument("--ood-chars", type=int, default=200_000, help="characters of each out-of-domain set scored "
+                    f"({', '.join(domains.OUT_OF_DOMAIN)}; benchmarks/domains.py); 0 = none")
+    ap.add_argument("--curve-every", type=int, default=16, help="steps between weight snapshots, each scored on "
+                    "every set afterwards (the comparison at equal in-domain bpb); 0 = none")
+    ap.add_argument("--curve-val-docs", type=int, default=500, help="in-domain documents scored at each snapshot")
+    ap.add_argument("--core-per-task", type=int, default=100, help="CORE-18 examples per task for each final "
+                    "model (the mirror's 18 of CORE's 22 tasks); 0 = skip")
     ap.add_argument("--device", default="cpu", help="cpu or cuda, both sides")
     ap.add_argument("--work", default="", help="working directory (default: a fresh temporary one)")
     ap.add_argument("--png", default="benchmarks/quality.png", help="where to write the curves")
@@ -402,6 +534,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"working directory: {work}")
     val = list(iter_documents("gutenberg", "val", mirror=args.mirror))
     args.val_texts = val[:args.val_docs] if args.val_docs else val
+    args.ood_texts = {name: domains.documents(args.mirror, name, args.ood_chars)
+                      for name in (domains.OUT_OF_DOMAIN if args.ood_chars else ())}
     ref = None
     if not args.skip_anchor:
         train = iter_documents("gutenberg", "train", mirror=args.mirror)
@@ -413,6 +547,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.record:
         record(text, args, Path(args.record))
     plot(ours, ref, args.anchor_bpb, Path(args.png), args.depth)
+    if len(ours.domains) > 1:
+        plot_domains(ours, ref, Path(args.png).with_name(Path(args.png).stem + "_domains.png"))
     if args.json:
         sides = {s.name: {**asdict(s), "tok_s": s.tok_s} for s in (ours, ref) if s}
         Path(args.json).write_text(json.dumps({**sides, "anchor_bpb": args.anchor_bpb,

@@ -97,6 +97,8 @@ class TrainConfig:
     eval_every: int = opt(250, "steps between validation evals (0 = only at the end)")
     eval_tokens: int = opt(10 * 524288, "validation tokens per eval")
     save_every: int = opt(500, "steps between checkpoints (0 = only at the end)")
+    snapshot_every: int = opt(0, "steps between weight-only snapshots kept in snapshots/ (a training curve to "
+                                 "score later, e.g. on other data; none are pruned); 0 = none")
     dtype: str = opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
     compile: bool = opt(False, "torch.compile the model")
     compile_optim: bool = opt(False, "torch.compile Muon's orthogonalisation (a CUDA speed-up; slow first step on CPU)")

@@ -108,6 +108,36 @@ def load_optimizer_state(stage_dir: str | Path) -> dict[str, Any] | None:
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
+def save_snapshot(stage_dir: str | Path, step: int, state: dict[str, torch.Tensor], model_config: dict) -> Path:
+    """Weights at a step of training, kept for later scoring (never pruned, never resumed from):
+    snapshots/step_N.safetensors, its model config in the file's own metadata so it loads alone."""
+    meta = {"format": "pt", "step": str(step), "model_config": json.dumps(model_config)}
+    data = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, metadata=meta)
+    path = Path(stage_dir) / "snapshots" / f"step_{step:06d}.safetensors"
+    atomic_write(path, lambda f: f.write(data))
+    return path
+
+
+def list_snapshots(stage_dir: str | Path) -> dict[int, Path]:
+    """{step: path} of a stage's weight snapshots, in step order."""
+    paths = sorted((Path(stage_dir) / "snapshots").glob("step_*.safetensors"))
+    return {int(p.stem.split("_")[1]): p for p in paths}
+
+
+def load_snapshot(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A model (eval mode) from one weight snapshot."""
+    data = Path(path).read_bytes()
+    try:
+        header_len = int.from_bytes(data[:8], "little")
+        config = json.loads(json.loads(data[8:8 + header_len])["__metadata__"]["model_config"])
+        state = safetensors.torch.load(data)
+    except Exception as e:  # noqa: BLE001 - any malformed file is a damaged snapshot
+        raise UserError(f"{path} is not a readable weight snapshot ({e}); delete it or retrain") from None
+    model = GPT(GPTConfig(**config))
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
 def load_model(stage_dir: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Load a finished stage's model (eval mode) and its meta.json."""
     state, meta = load_weights(stage_dir)

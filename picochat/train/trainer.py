@@ -214,6 +214,13 @@ class Trainer:
                 "model": model_sd, "cursors": cursors, "elapsed": self.elapsed, "optimizers": optim_sd})
         parallel.barrier()
 
+    def _snapshot(self) -> None:
+        """Weights only, kept for scoring the curve later (artifact.save_snapshot)."""
+        model_sd = parallel.full_model_state(self.par)  # collective
+        if self.dist.is_main:
+            artifact.save_snapshot(self.out_dir, self.step, model_sd, self.raw_model.config.to_dict())
+        parallel.barrier()
+
     def _log_metrics(self, record: dict) -> None:
         if self.dist.is_main:
             with open(self.out_dir / "metrics.jsonl", "a") as f:
@@ -344,6 +351,8 @@ class Trainer:
                 self._log_metrics(record)
             if is_last:
                 break
+            if self.cfg.snapshot_every and self.step % self.cfg.snapshot_every == 0:
+                self._snapshot()
             stop = parallel.any_rank(self._stop_requested)  # every rank stops at the same step
             if (self.cfg.save_every and self.step % self.cfg.save_every == 0) or stop:
                 self._save()
