@@ -1,10 +1,9 @@
 """Distributed training on CPU (gloo, torchrun --nproc_per_node=2): FSDP2 equals one process, its
 consolidated checkpoints resume on 1 and on 2 ranks, DistMuon equals Muon, fused AdamW equals the
 written-out one, a warm start seeds FSDP2-sharded optimizers, RL's held-out eval on 2 ranks equals
-one process; `picochat train base` stopped on 2
-ranks resumes on 1 with exactly the remaining documents; and a two-node rehearsal (two torchrun
-agents, c10d rendezvous on localhost) loses a node and resumes exactly. (DDP vs one process:
-tests/test_trainer.py.)"""
+one process; `picochat train base` stopped on 2 ranks resumes on 1 with exactly the remaining
+documents; and a two-node rehearsal (two torchrun agents, c10d rendezvous on localhost) loses a
+node and resumes exactly. (DDP vs one process: tests/test_trainer.py.)"""
 
 import json
 import os
