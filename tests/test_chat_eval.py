@@ -221,6 +221,34 @@ def test_generative_pass_at_k_and_pass_at_1_through_the_engine(tok):
     assert task.calls == [3, 3, 3, 3]
 
 
+def test_policy_eval_by_hand(tok):
+    """RL's held-out numbers (evaluate_policy) from the one generative evaluator: per-problem passing
+    samples, pass@1 and its standard error over problems, pass@k, mean reward and reply length."""
+    from picochat.config import GRPOConfig
+    from picochat.engine.engine import Engine
+
+    NoTools.banned = [tok.special_id(s) for s in SPECIAL_TOKENS if s != "<|assistant_end|>"]
+    engine = Engine(random_gpt(tok.vocab_size, seq_len=128, cls=NoTools), tok, tool=None)
+    task = Scripted([[True, False, False], [False] * 3, [True] * 3, [False, True, True]])
+    rl = GRPOConfig(eval_problems=4, pass_k=3, max_new_tokens=8, eval_temperature=1.0, top_k=0, max_rows=4)
+    r = chat.evaluate_policy(engine, task, rl, seed=0)
+    assert (r["correct"], r["problems"], r["k"]) == ([1, 0, 3, 2], 4, 3)
+    assert (r["pass@1"], r["pass@k"], r["mean_reward"]) == (0.5, 0.75, 0.5)
+    p1 = [1 / 3, 0, 1, 2 / 3]
+    assert r["pass@1_stderr"] == pytest.approx((sum(x * x for x in p1) / 4 - 0.25) ** 0.5 / 2)
+    assert 1 <= r["mean_length"] <= 8
+
+
+def test_fit_prompt_keeps_the_end_and_room_for_the_reply():
+    """The one cropping rule of sampled evals and RL rollouts (engine.py: fit_prompt)."""
+    from picochat.engine.engine import fit_prompt
+
+    prompt = list(range(100))
+    assert fit_prompt(prompt, 64, 8) == prompt[-56:]      # room for the 8 reply tokens
+    assert fit_prompt(prompt, 64, 40) == prompt[-48:]     # the reply's room is at most a quarter
+    assert fit_prompt(prompt[:20], 64, 40) == prompt[:20]  # a prompt that fits is kept whole
+
+
 def test_chatcore_by_hand():
     accs = {"arc_easy": 0.55, "arc_challenge": 0.40, "mmlu": 0.25, "gsm8k": 0.10, "humaneval": 0.05,
             "wordproblems": 0.9}  # not a ChatCORE task: ignored

@@ -22,6 +22,32 @@ def test_every_command_has_help(cmd, capsys):
     assert cmd.help.split(" (")[0][:30] in out.replace("\n", " ") or cmd.help[:20] in out
 
 
+def test_train_commands_hand_the_stages_their_evaluators(monkeypatch):
+    """`picochat train <stage>` (and so the speedrun and torchrun's re-exec, which run the same table)
+    goes through train_commands.py, which hands each stage eval's evaluators: training imports none."""
+    import importlib
+
+    from picochat import train_commands
+    from picochat.eval.chat import evaluate_policy
+    from picochat.eval.in_loop import chatcore_in_loop, core_in_loop
+    from picochat.eval.report import metrics_table
+
+    for cmd in COMMANDS:
+        module, func = cmd.target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), cmd.target
+        if cmd.words[0] == "train":
+            assert cmd.target == f"picochat.train_commands:{cmd.words[1]}_main"
+    assert train_commands.CHAT_EVALS.in_loop is chatcore_in_loop
+    calls = {}
+    for stage in ("base", "mid", "sft", "rl"):
+        monkeypatch.setattr(getattr(train_commands, stage), "main",
+                            lambda cfg, evals, stage=stage: calls.setdefault(stage, evals))
+        getattr(train_commands, f"{stage}_main")(None)
+    assert calls["base"].in_loop is core_in_loop and calls["sft"].in_loop is calls["mid"].in_loop is chatcore_in_loop
+    assert calls["rl"].policy is evaluate_policy and calls["rl"].in_loop is None
+    assert all(e.report_card is metrics_table for e in calls.values())
+
+
 def test_top_level_help_lists_commands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -1,9 +1,9 @@
 """Distributed training on CPU (gloo, torchrun --nproc_per_node=2): FSDP2 equals one process, its
 consolidated checkpoints resume on 1 and on 2 ranks, DistMuon equals Muon, fused AdamW equals the
-written-out one, a warm start seeds FSDP2-sharded optimizers; `picochat train base` stopped on 2
-ranks resumes on 1 with exactly the remaining documents; and a two-node rehearsal (two torchrun
-agents, c10d rendezvous on localhost) loses a node and resumes exactly. (DDP vs one process:
-tests/test_trainer.py.)"""
+written-out one, a warm start seeds FSDP2-sharded optimizers, RL's held-out eval on 2 ranks equals
+one process; `picochat train base` stopped on 2 ranks resumes on 1 with exactly the remaining
+documents; and a two-node rehearsal (two torchrun agents, c10d rendezvous on localhost) loses a
+node and resumes exactly. (DDP vs one process: tests/test_trainer.py.)"""
 
 import json
 import os
@@ -157,6 +157,19 @@ def test_close_distributed_ends_a_gloo_rank_with_the_exit_code_and_output_flushe
                             text=True, env=ENV, timeout=120)
     assert result.returncode == 5, result.stderr
     assert result.stdout == "gathered [0.0, 1.0, 2.0]"
+
+
+def test_policy_eval_is_the_same_on_one_and_two_ranks():
+    """RL's held-out eval split over 2 ranks (gloo) gives one process's numbers: every problem has its
+    own seed, and the counts, rewards, lengths and per-problem results are gathered from both ranks."""
+    one, two = run("policy_eval_check.py"), run("policy_eval_check.py", port=29637)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    a, b = json.loads(one.stdout.splitlines()[-1]), json.loads(two.stdout.splitlines()[-1])
+    assert a["problems"] == b["problems"] == 7 and len(a["correct"]) == 7
+    assert a["correct"] == b["correct"] and a["mean_length"] == b["mean_length"]
+    for key in ("pass@1", "pass@k", "mean_reward", "pass@1_stderr"):
+        assert a[key] == pytest.approx(b[key], abs=1e-12), key
+    assert 0 < a["mean_reward"] < 1  # a random model writes some digits: a number that can differ
 
 
 def test_fused_adamw_matches_reference():

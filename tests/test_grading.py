@@ -217,7 +217,7 @@ def test_rl_policy_emitting_cheats_gets_reward_zero(humaneval, tmp_path):
     replies_of = {}
     for i in range(len(task)):
         ex = task[i]
-        prompt = tuple(rl.prompt_of(tok, ex, model.config.sequence_len - grpo.max_new_tokens))
+        prompt = tuple(rl.reply_prompt(tok, ex, model.config.sequence_len, grpo.max_new_tokens))
         replies_of[prompt] = [cheat_reply(c, ex["entry_point"]) for c in CHEATS] + [
             "```python\n" + ex["messages"][1]["content"] + "```"]
 
@@ -229,7 +229,9 @@ def test_rl_policy_emitting_cheats_gets_reward_zero(humaneval, tmp_path):
                                 logprobs=[-1.0] * len(tok.encode(text)), pieces=[("text", text)], finish="stop")
                      for text in replies_of[tuple(p)][-params.n:]] for p in prompts]
 
-    stage = rl.RLStage(ScriptedPolicy(model, tok, tool=None), task, task, grpo, rows_per_micro=16, seed=0)
+    no_eval = {key: 0.0 for key in rl.EVAL_KEYS}  # the held-out eval is not what this test is about
+    stage = rl.RLStage(ScriptedPolicy(model, tok, tool=None), task, task, grpo, rows_per_micro=16, seed=0,
+                       evaluate_policy=lambda *a, **kw: no_eval)
     train = TrainConfig(device_batch_size=16, num_steps=1, warmdown_frac=0.0, eval_every=0, save_every=0, log_every=1)
     before = [p.detach().clone() for p in model.parameters()]
     Trainer(model, train, tmp_path / "rl", num_steps=1, device=torch.device("cpu"), loss_fn=stage.loss,

@@ -1,5 +1,6 @@
-"""In-loop evaluation (train/in_loop.py): CORE + greedy samples during base, ChatCORE during SFT,
-through the trainer's `in_loop` hook into metrics.jsonl and the report's plot."""
+"""In-loop evaluation (eval/in_loop.py): CORE + greedy samples during base, ChatCORE during SFT,
+handed to the stages by the `picochat train` commands (train_commands.py), through the trainer's
+`in_loop` hook into metrics.jsonl and the report's plot."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from test_mid_sft import SEQ, make_run, tok  # noqa: F401  (tok: the module-scop
 
 from picochat.cli import Resolved
 from picochat.config import ModelConfig, RunConfig, TrainConfig
-from picochat.eval import plots
+from picochat.eval import in_loop, plots
 from picochat.eval.report import StageData, write_report
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.tokenizer.tokenizer import Tokenizer
-from picochat.train import base, in_loop, sft
 from picochat.train.trainer import Batch, Trainer
+from picochat.train_commands import base_main, sft_main
 
 MIRROR = os.environ.get("PICOCHAT_MIRROR", "")
 
@@ -121,7 +122,7 @@ def test_base_writes_core_and_samples_into_metrics_and_the_report_plots_them(tmp
                    train=TrainConfig(device_batch_size=4, total_batch_tokens=4 * SEQ, num_steps=4, eval_every=0,
                                      eval_tokens=4 * SEQ, save_every=0, log_every=1, core_every=2,
                                      core_max_per_task=2))
-    base.main(cfg)
+    base_main(cfg)
     rows = {r["step"]: r for r in metric_rows(tmp_path / "runs/t/base")}
     assert [s for s, r in rows.items() if "core" in r] == [2, 4]
     for s in (2, 4):
@@ -140,7 +141,7 @@ def test_sft_writes_chatcore_into_metrics_and_the_report_plots_it(tmp_path, tok)
     train = TrainConfig(device_batch_size=4, total_batch_tokens=4 * SEQ, num_steps=4, eval_every=0,
                         save_every=0, log_every=1, mixture="wordproblems:train:100, smalltalk:train:20",
                         chatcore_every=2, chatcore_tasks="arc_easy, mmlu", chatcore_max_categorical=6)
-    sft.main(Resolved(run=RunConfig(run="t", home=home, device="cpu", seed=0, mirror=MIRROR), train=train))
+    sft_main(Resolved(run=RunConfig(run="t", home=home, device="cpu", seed=0, mirror=MIRROR), train=train))
     rows = {r["step"]: r for r in metric_rows(tmp_path / "runs/t/sft")}
     assert [s for s, r in rows.items() if "chatcore" in r] == [2, 4]
     for s in (2, 4):

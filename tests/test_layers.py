@@ -47,25 +47,16 @@ LAYERS: dict[str, int] = {
     "launch": 5,
     "chat_cli": 5,
     "cli": 5,
+    "train_commands": 5,  # `picochat train <stage>`: the stages with eval's evaluators handed in
     "__main__": 5,
     # A package's `commands` module (tokenizer/, data/, eval/) is that package's CLI entry; each
     # imports only its own package and lower, so it sits with its package (train/base.py calls
     # tokenizer.commands.train_main to train a missing tokenizer).
 }
 
-# Edges still pointing up, each with what removing it takes. The test fails on any edge not
-# listed here AND on a listed edge that no longer exists, so this list can only shrink.
-KNOWN_BACK_EDGES = {
-    # The in-loop evaluators (CORE + samples in base, ChatCORE in SFT) call eval's scorers; the
-    # fix moves train/in_loop.py into eval/ and has the stage's caller pass the evaluator in
-    # (the stage `main`s are built by train/ itself today).
-    "picochat.train.in_loop (layer 3) -> picochat.eval.chat (layer 4)",
-    "picochat.train.in_loop (layer 3) -> picochat.eval.core (layer 4)",
-    "picochat.train.in_loop (layer 3) -> picochat.eval.samples (layer 4)",
-    # The tracker's end-of-stage report card (metrics_table); the fix has the stage's caller
-    # pass the callable, for the same reason as above.
-    "picochat.train.trainer (layer 3) -> picochat.eval.report (layer 4)",
-}
+# Edges still pointing up, each with what removing it takes: none are left. The test fails on
+# any edge not listed here AND on a listed edge that no longer exists, so this list can only shrink.
+KNOWN_BACK_EDGES: set[str] = set()
 KNOWN_CYCLES: list[list[str]] = []
 PACKAGE_ROOT = -1  # picochat/__init__.py: imported by everything, must import nothing
 

@@ -1,6 +1,7 @@
 """RL (train/rl.py, train/rollouts.py): the pass@k estimator, advantages, rollout rows (loss only on
 sampled tokens), the policy loss and its options against hand computations, exact resume, a
-short RL run that measurably raises the reward of a toy verifiable task, and the command."""
+short RL run that measurably raises the reward of a toy verifiable task, held-out evals through
+eval's generative evaluator (eval/chat.py: evaluate_policy), and the command."""
 
 from __future__ import annotations
 
@@ -14,21 +15,21 @@ import torch
 from picochat.cli import Resolved
 from picochat.cli import main as cli_main
 from picochat.config import GRPOConfig, RunConfig, TrainConfig
-from picochat.engine.engine import Completion, Engine
+from picochat.engine.engine import Completion, Engine, derive_seed
+from picochat.eval.chat import evaluate_policy, pass_at_k
 from picochat.model import artifact
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.tasks.common import Task
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import rl
 from picochat.train.rollouts import (
-    derive_seed,
     group_advantages,
     micro_batches,
-    pass_at_k,
     rollout_rows,
     token_logprobs,
 )
 from picochat.train.trainer import Trainer
+from picochat.train_commands import rl_main
 
 TEXT = ("Say some digits please. Here are digits: 0 1 2 3 4 5 6 7 8 9 and 42 and 1234. "
         "Say some words please. Hello there, how are you today? ") * 20
@@ -155,7 +156,7 @@ def test_rows_weight_only_sampled_tokens():
 def _stage(tok, model, grpo=GRPO, n=64, seed=0, ref=None, rows_per_micro=16):
     engine = Engine(model, tok, tool=None)
     return rl.RLStage(engine, Digits(n), Digits(16, offset=1000), grpo, rows_per_micro=rows_per_micro,
-                      seed=seed, ref_model=ref)
+                      seed=seed, evaluate_policy=evaluate_policy, ref_model=ref)
 
 
 def test_loss_is_the_token_level_policy_gradient(tok):
@@ -269,7 +270,7 @@ def test_rl_raises_the_reward_of_a_toy_task(tok, tmp_path):
     model = tiny_gpt(tok.vocab_size)
     stage = _stage(tok, model, seed=3)
     model.eval()
-    before = rl.evaluate_policy(stage.engine, stage.eval_task, GRPO, seed=3)
+    before = evaluate_policy(stage.engine, stage.eval_task, GRPO, seed=3)
     rewards = []
     metrics = stage.metrics
 
@@ -311,7 +312,7 @@ def test_train_rl_command(tok, tmp_path, capsys):
                    max_new_tokens=6)
     cfg = Resolved(run=RunConfig(run="t", home=home, device="cpu"), grpo=grpo,
                    train=replace(TRAIN, num_steps=3, eval_every=2, save_every=1))
-    final = rl.main(cfg)
+    final = rl_main(cfg)
     assert final["step"] == 3
     out = tmp_path / "runs" / "t" / "rl"
     assert artifact.is_complete(out)
@@ -320,7 +321,7 @@ def test_train_rl_command(tok, tmp_path, capsys):
     assert report["before"]["problems"] == 8 and report["after"]["k"] == grpo.pass_k
     assert set(report["gain"]) == {*rl.EVAL_KEYS, "pass@1_stderr"}
     assert len(report["after"]["correct"]) == 8 and all(0 <= c <= grpo.pass_k for c in report["after"]["correct"])
-    assert rl.main(cfg) is None  # complete: skipped
+    assert rl_main(cfg) is None  # complete: skipped
     assert "already complete" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         cli_main(["train", "rl", "--help"])

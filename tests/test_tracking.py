@@ -15,6 +15,7 @@ import torch
 from picochat.common.errors import UserError
 from picochat.common.tracking import open_tracker
 from picochat.config import TrainConfig
+from picochat.eval.report import metrics_table
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.train.trainer import Batch, Trainer, write_config
 
@@ -43,7 +44,8 @@ def _train(tmp_path: Path, tracker: str) -> tuple[Path, list[dict]]:
     (out / "eval" / "bpb.json").write_text(json.dumps({"bpb": 1.25, "bytes": 1000}))
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_depth(1, head_dim=32, vocab_size=32, seq_len=8))
-    Trainer(model, cfg, out, num_steps=6, device=torch.device("cpu"), meta={"stage": "base"}).fit(_Stage())
+    Trainer(model, cfg, out, num_steps=6, device=torch.device("cpu"), meta={"stage": "base"},
+            report_card=metrics_table).fit(_Stage())  # what the `picochat train` commands hand in
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {r["step"] for r in rows} == {2, 3, 4, 6} and any("val_score" in r for r in rows)
     return out, rows

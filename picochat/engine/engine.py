@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -78,6 +79,21 @@ class Completion:
 
 def _mixed_seed(seed: int, sample: int) -> int:
     return hash((seed, sample)) & (2**63 - 1)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, e.g. (run seed, rollout batch, prompt): the same parts give
+    the same seed in every process (unlike hash() of strings)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def fit_prompt(prompt: Sequence[int], context: int, max_new_tokens: int) -> list[int]:
+    """The prompt cut to its last tokens so that a reply fits in the model's context: the reply
+    gets room for max_new_tokens, but at most a quarter of the context, so a long prompt keeps at
+    least 3/4 of it (its end: the question). The one rule of every sampled eval and RL rollout;
+    a reply that runs out of room stops at the context's end (finish "length")."""
+    room = max(1, min(max_new_tokens, context // 4))
+    return list(prompt[-(context - room):])
 
 
 def truncate_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:

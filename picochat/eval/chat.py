@@ -10,10 +10,13 @@ Two kinds of task (`Task.eval_type`):
   never see the padding) and each is read at its own last position. A prompt longer than the
   model's context keeps its last tokens (the question's end and the letters survive).
 - generative (GSM8K, HumanEval, the demo's word problems, ...): replies are sampled by the one
-  shared `Engine` (continuous batching, the calculator tool on), num_samples per problem; a
-  problem passes when any of its samples passes `task.evaluate(example, reply)` (pass@k, as
-  nanochat), and pass@1 is the mean over all samples. `reply` is the plain text of the reply
-  (tool calls and their outputs left out).
+  shared `Engine` (continuous batching, the calculator tool on), num_samples per problem, each
+  problem with its own seed; a sample passes when `task.reward(example, reply)` is positive
+  (by default 1.0 exactly when `task.evaluate` passes it), a problem when any of its samples
+  does (pass@k, as nanochat), and pass@1 is the mean over all samples. `reply` is the plain text
+  of the reply (tool calls and their outputs left out). A prompt too long for the context keeps
+  its end (engine.py: fit_prompt, the rule RL's rollouts use too). This one evaluator also
+  measures RL's policy (`evaluate_policy`: pass@1, pass@k, mean reward and reply length).
 
 ChatCORE, like CORE, centres each accuracy on chance, `(acc - baseline) / (1 - baseline)`, with
 baseline 0.25 for the 4-way multiple-choice tasks and 0 for open-ended ones, and averages over
@@ -23,14 +26,17 @@ mean is labelled "ChatCORE-<n>" and must not be reported as ChatCORE.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
+from picochat.engine.engine import Engine, SamplingParams, derive_seed, fit_prompt
 from picochat.tasks.common import Task
 from picochat.tokenizer.chat import prompt_ids
 
@@ -56,6 +62,10 @@ class TaskResult:
     baseline: float = 0.0
     seconds: float = 0.0
     cropped: int = 0              # prompts cut to fit the model's context
+    # generative only: summed over all samples, and each problem's passing samples (by task index)
+    reward: float = 0.0
+    tokens: int = 0
+    per_problem: dict[int, int] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -170,37 +180,42 @@ def evaluate_categorical(model: torch.nn.Module, tokenizer, task: Task, indices:
 def evaluate_generative(engine, tokenizer, task: Task, indices: Sequence[int], *, num_samples: int = 1,
                         max_new_tokens: int = 256, temperature: float = 0.0, top_k: int = 50,
                         max_rows: int = 32, seed: int | None = 0, log: Log = None) -> TaskResult:
-    """pass@num_samples and pass@1 over task[i] for i in indices, sampled through the engine."""
-    from picochat.engine.engine import SamplingParams
+    """pass@num_samples and pass@1 over task[i] for i in indices, sampled through the engine.
 
+    Problem i samples with its own seed, derive_seed(seed, i): the same samples on any number of
+    ranks, and the same at every evaluation (RL compares its evals problem by problem). Prompts are
+    cut by the engine's `fit_prompt`. Each sample is graded once, by `task.reward` (for a task
+    without its own reward: 1.0 when `evaluate` passes it, else 0.0), and passes when its reward is
+    positive."""
     examples = [task[i] for i in indices]
     if not examples:
         return TaskResult(task.name, "generative", 0, 0, 0, num_samples, chance_baseline(task))
     context = engine.model.config.sequence_len
-    # keep room to answer: a prompt may take at most 3/4 of the context (its end is kept)
-    room = max(1, min(max_new_tokens, context // 4))
-    prompts = [prompt_ids(tokenizer, ex) for ex in examples]
-    cropped = sum(len(p) > context - room for p in prompts)
-    prompts = [p[-(context - room):] for p in prompts]
-    params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                            n=num_samples, seed=seed)
+    full = [prompt_ids(tokenizer, ex) for ex in examples]
+    prompts = [fit_prompt(p, context, max_new_tokens) for p in full]
+    params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_k=top_k, n=num_samples)
+    seeds = None if seed is None else [derive_seed(seed, i) for i in indices]
     texts: list[list[list[str]]] = [[[] for _ in range(num_samples)] for _ in examples]
     done = [0] * len(examples)
-    passed = correct = finished = 0
-    for ev in engine.stream(prompts, params, max_rows=max(max_rows, num_samples)):
+    r = TaskResult(task.name, "generative", 0, 0, 0, num_samples, chance_baseline(task),
+                   cropped=sum(len(p) < len(f) for p, f in zip(prompts, full)))
+    for ev in engine.stream(prompts, params, max_rows=max(max_rows, num_samples), seeds=seeds):
         texts[ev.key][ev.sample] += [t for seg, t in ev.text if seg == "text"]
+        r.tokens += 1  # every token of the reply, forced tool output included
         if ev.finish is None:
             continue
         done[ev.key] += 1
         if done[ev.key] < num_samples:
             continue
         ex = examples[ev.key]
-        outcomes = [bool(task.evaluate(ex, "".join(parts))) for parts in texts[ev.key]]
-        passed, correct, finished = passed + any(outcomes), correct + sum(outcomes), finished + 1
+        rewards = [float(task.reward(ex, "".join(parts))) for parts in texts[ev.key]]
+        passing = sum(x > 0 for x in rewards)
+        r.passed, r.correct_samples, r.total = r.passed + (passing > 0), r.correct_samples + passing, r.total + 1
+        r.reward += sum(rewards)
+        r.per_problem[indices[ev.key]] = passing
         if log:
-            log(f"\r\033[K{task.name}: {passed}/{finished} ({100 * passed / finished:.2f}%)")
-    return TaskResult(task.name, "generative", passed, finished, correct, num_samples,
-                      chance_baseline(task), cropped=cropped)
+            log(f"\r\033[K{task.name}: {r.passed}/{r.total} ({100 * r.passed / r.total:.2f}%)")
+    return r
 
 
 # ----------------------------------------------------------------------------- one task, all ranks
@@ -210,10 +225,14 @@ def _all_reduce(result: TaskResult, device: torch.device | str) -> TaskResult:
     """Sum the counts of every rank's share (torchrun); a no-op in a single process."""
     if not (dist.is_available() and dist.is_initialized()):
         return result
-    t = torch.tensor([result.passed, result.total, result.correct_samples, result.cropped],
-                     dtype=torch.long, device=device)
+    t = torch.tensor([result.passed, result.total, result.correct_samples, result.cropped, result.tokens,
+                      result.reward], dtype=torch.float64, device=device)  # float64: counts stay exact
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    result.passed, result.total, result.correct_samples, result.cropped = (int(v) for v in t.tolist())
+    *counts, result.reward = t.tolist()
+    result.passed, result.total, result.correct_samples, result.cropped, result.tokens = (int(v) for v in counts)
+    shares: list = [None] * dist.get_world_size()
+    dist.all_gather_object(shares, result.per_problem)
+    result.per_problem = {i: c for share in shares for i, c in share.items()}
     return result
 
 
@@ -234,8 +253,6 @@ def evaluate_task(task: Task, model: torch.nn.Module, tokenizer, *, engine=None,
                                       device=device, max_len=model_max_len(model), log=log)
     elif task.eval_type == "generative":
         if engine is None:
-            from picochat.engine.engine import Engine
-
             engine = Engine(model, tokenizer)
         result = evaluate_generative(engine, tokenizer, task, list(range(rank, n, world_size)),
                                      num_samples=num_samples, max_new_tokens=max_new_tokens,
@@ -247,6 +264,43 @@ def evaluate_task(task: Task, model: torch.nn.Module, tokenizer, *, engine=None,
     result = _all_reduce(result, device)
     result.seconds = time.time() - t0
     return result
+
+
+# ----------------------------------------------------------------------------- RL's held-out eval
+
+POLICY_SEED = 7_777  # mixed with the run seed: every evaluation of an RL run samples with the same seeds
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased estimate of P(at least one of k samples passes) from n samples of which c pass:
+    1 - C(n-c, k) / C(n, k), computed as a stable product (Chen et al. 2021, arXiv:2107.03374, Fig. 3)."""
+    if not 0 < k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 0 < k <= n and 0 <= c <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def evaluate_policy(engine, task: Task, rl, *, seed: int, rank: int = 0, world_size: int = 1) -> dict:
+    """RL's eval of the policy (train/rl.py receives it from picochat/train_commands.py): `rl.pass_k`
+    samples of each of the first `rl.eval_problems` problems of `task` at `rl.eval_temperature`,
+    through `evaluate_generative`, split over ranks. pass@1 and pass@k are means over problems of
+    the unbiased estimator; pass@1's standard error is over problems, and `correct` (passing
+    samples per problem, by index) lets two evals of a run be compared problem by problem
+    (train/rl.py: paired_stderr)."""
+    n = min(len(task), rl.eval_problems)
+    r = evaluate_generative(engine, engine.tokenizer, task, list(range(rank, n, world_size)),
+                            num_samples=rl.pass_k, max_new_tokens=rl.max_new_tokens,
+                            temperature=rl.eval_temperature, top_k=rl.top_k, max_rows=rl.max_rows,
+                            seed=derive_seed(seed, POLICY_SEED))
+    r = _all_reduce(r, engine.model.device)
+    k, m = r.num_samples, max(r.total, 1)
+    correct = [c for _, c in sorted(r.per_problem.items())]
+    p1 = [pass_at_k(k, c, 1) for c in correct]
+    var = max(sum(x * x for x in p1) / m - (sum(p1) / m) ** 2, 0.0)
+    return {"pass@1": sum(p1) / m, "pass@k": sum(pass_at_k(k, c, k) for c in correct) / m,
+            "mean_reward": r.reward / (m * k), "mean_length": r.tokens / (m * k),
+            "pass@1_stderr": math.sqrt(var / m), "problems": r.total, "k": k, "correct": correct}
 
 
 # ----------------------------------------------------------------------------- the command
@@ -302,7 +356,6 @@ def main(cfg) -> None:
     from picochat.common.io import atomic_write_json
     from picochat.common.log import banner, is_main_process, print0
     from picochat.common.paths import stage_dir
-    from picochat.engine.engine import Engine
     from picochat.run_layout import load_model_and_tokenizer
     from picochat.tasks.humaneval import check_sandbox, runs_code, sandbox_record
     ce = cfg.chateval

@@ -188,7 +188,7 @@ def _metric_label(name: str, n_tasks: list[float], full: int) -> str:
 
 def in_loop_panels(stages) -> list[tuple[str, str, list[tuple[str, tuple[list, list]]]]]:
     """[(stage, metric label, [(series label, (steps, values))])] for each stage whose metrics have
-    in-loop evals: CORE in base (train/in_loop.py), ChatCORE and its tasks in chat stages. Every
+    in-loop evals: CORE in base (eval/in_loop.py), ChatCORE and its tasks in chat stages. Every
     value is centred (0 = chance, 1 = perfect), the tasks' accuracies too, so they share an axis."""
     from picochat.eval.chat import BASELINES, CHATCORE_TASKS, DISPLAY_NAMES, centered
     from picochat.eval.core import NUM_CORE_TASKS

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import gzip
 import json
+import random
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -164,6 +165,28 @@ def permutation(n: int, seed: int | None) -> np.ndarray:
     if seed is None:
         return np.arange(n)
     return np.random.default_rng(seed).permutation(n)
+
+
+class GeneratedTask(Task):
+    """A task whose examples are made on demand (the demo's synthetic tasks, the spelling tasks):
+    example i of a split is a pure function of `random.Random("<task>/<split>/<seed>/<i>")`, so the
+    train and test streams are seeded from disjoint strings and each example is reproducible on its
+    own. `size` is how many examples the split has."""
+
+    eval_type = "generative"
+    SPLITS = ("train", "test")
+
+    def __init__(self, split: str = "train", size: int = 2000, seed: int = 0):
+        if split not in self.SPLITS:
+            raise ValueError(f"{self.name} split must be one of {self.SPLITS}, got {split!r}")
+        self.split, self.size, self.seed = split, size, seed
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _rng(self, i: int) -> random.Random:
+        # string seeds are hashed with SHA-512 by `random`, so streams are stable across runs
+        return random.Random(f"{self.name}/{self.split}/{self.seed}/{self._check_index(i)}")
 
 
 class RecordTask(Task):

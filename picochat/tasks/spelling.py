@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import functools
 import gzip
-import random
 import zlib
 from pathlib import Path
 
 from picochat.common.errors import UserError
-from picochat.tasks.common import Task, extract_final_number, resolve_split_files, same_number
+from picochat.tasks.common import GeneratedTask, extract_final_number, resolve_split_files, same_number
 
-SPLITS = ("train", "test")
 HOLDOUT_MOD = 10
 
 
@@ -44,27 +42,16 @@ def _load_words(path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return train, test
 
 
-class _WordTask(Task):
-    eval_type = "generative"
-
+class _WordTask(GeneratedTask):
     def __init__(self, split: str = "train", size: int = 10_000, path: str | Path | None = None, *,
                  seed: int = 0, max_len: int = 16, home: str = "", mirror: str = ""):
-        if split not in SPLITS:
-            raise ValueError(f"{self.name} split must be one of {SPLITS}, got {split!r}")
+        super().__init__(split, size, seed)
         [source] = resolve_split_files("words", "all", path, home=home, mirror=mirror)
         train, test = _load_words(str(source))
         # long words are rare and hard to read back letter by letter for a small model
         self.words = [w for w in (train if split == "train" else test) if 2 <= len(w) <= max_len]
         if not self.words:
             raise UserError(f"the word list {source} has no usable {split} words")
-        self.split, self.size, self.seed = split, size, seed
-
-    def __len__(self) -> int:
-        return self.size
-
-    def _rng(self, i: int) -> random.Random:
-        # string seeds are hashed with SHA-512 by `random`, so streams are stable across runs
-        return random.Random(f"{self.name}/{self.split}/{self.seed}/{self._check_index(i)}")
 
 
 def _letter_walk(word: str, letter: str) -> str:

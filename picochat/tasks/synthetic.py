@@ -2,32 +2,14 @@
 with the calculator tool, and small talk. They need no data files, so the demo preset can
 mid-train and SFT anywhere.
 
-Example i of a split comes from `random.Random("<task>/<split>/<seed>/<i>")`: the train and test
-streams are seeded from disjoint strings, and each example is reproducible on its own.
+Example i of a split comes from `random.Random("<task>/<split>/<seed>/<i>")` (tasks/common.py:
+GeneratedTask): the train and test streams are seeded from disjoint strings, and each example is
+reproducible on its own.
 """
 
 from __future__ import annotations
 
-import random
-
-from picochat.tasks.common import Task, extract_final_number, same_number
-
-SPLITS = ("train", "test")
-
-
-class _Generated(Task):
-    eval_type = "generative"
-
-    def __init__(self, split: str = "train", size: int = 2000, seed: int = 0):
-        if split not in SPLITS:
-            raise ValueError(f"{self.name} split must be one of {SPLITS}, got {split!r}")
-        self.split, self.size, self.seed = split, size, seed
-
-    def __len__(self) -> int:
-        return self.size
-
-    def _rng(self, i: int) -> random.Random:
-        return random.Random(f"{self.name}/{self.split}/{self.seed}/{self._check_index(i)}")
+from picochat.tasks.common import GeneratedTask, extract_final_number, same_number
 
 
 def calculator_answer(expression: str, answer: int, solution: str = "") -> list[dict]:
@@ -41,7 +23,7 @@ def calculator_answer(expression: str, answer: int, solution: str = "") -> list[
     ]
 
 
-class WordProblems(_Generated):
+class WordProblems(GeneratedTask):
     """Arithmetic word problems; correct when the number after `####` equals the answer."""
 
     name = "wordproblems"
@@ -62,7 +44,7 @@ class WordProblems(_Generated):
         return same_number(extract_final_number(reply), example["answer"])
 
 
-class SmallTalk(_Generated):
+class SmallTalk(GeneratedTask):
     """Short synthetic chit-chat (training only: there is no right answer to score)."""
 
     name = "smalltalk"

@@ -28,8 +28,7 @@ from picochat.run_layout import build_model, load_tokenizer
 from picochat.tokenizer.commands import train_main as train_tokenizer
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train.horizon import REF_DEPTH, Horizon, apply_horizon, plan_horizon
-from picochat.train.in_loop import InLoopCore
-from picochat.train.trainer import Batch, Trainer, write_config
+from picochat.train.trainer import Batch, Evals, InLoop, Trainer, write_config
 
 
 def tokenizer_for(cfg, world_size: int) -> Tokenizer:
@@ -71,11 +70,11 @@ class BaseStage:
     reshards_cursors = True  # resumes on any number of ranks: the loader splits the old cursors
 
     def __init__(self, train: TrainConfig, tokenizer: Tokenizer, seq_len: int, *, rank: int, world_size: int,
-                 home: str, mirror: str, in_loop: InLoopCore | None = None, corpora: dict | None = None):
+                 home: str, mirror: str, in_loop: InLoop | None = None, corpora: dict | None = None):
         self.train, self.tokenizer, self.seq_len = train, tokenizer, seq_len
         self.rank, self.world_size = rank, world_size
         self.corpora = corpora or open_corpora(train, home, mirror)
-        self.in_loop = in_loop  # CORE + greedy samples every train.core_every steps (train/in_loop.py)
+        self.in_loop = in_loop  # CORE + greedy samples every train.core_every steps (eval/in_loop.py)
 
     def _batches(self, split: str, cursor: dict | None):
         for x, y, c in batches_from_corpus(self.corpora[split], self.tokenizer, self.train.device_batch_size,
@@ -89,8 +88,9 @@ class BaseStage:
         return self._batches("val", None)
 
 
-def main(cfg) -> None:
-    """`picochat train base`: pretrain from scratch (or resume) and save runs/<run>/base/."""
+def main(cfg, evals: Evals = Evals()) -> None:
+    """`picochat train base`: pretrain from scratch (or resume) and save runs/<run>/base/, running
+    the in-loop evals and report card that `evals` brings (picochat/train_commands.py)."""
     out = stage_dir(cfg.run.run, "base", cfg.run.home)
     if artifact.is_complete(out):
         print0(f"base stage of run '{cfg.run.run}' is already complete ({out}); skipping")
@@ -116,11 +116,11 @@ def main(cfg) -> None:
         print0(f"data: {cfg.train.data} ({corpora['train'].num_chunks()} chunks; validation: "
                f"{cfg.train.val_data or 'the hash-held-out 1%'})")
     write_config(out, cfg.to_dict())
-    in_loop = InLoopCore(cfg.train, tokenizer, device, mirror=cfg.run.mirror, home=cfg.run.home,
-                         world_size=dist_info.world_size) if cfg.train.core_every > 0 else None
+    in_loop = evals.in_loop(cfg, tokenizer, device, dist_info) if evals.in_loop else None
     stage = BaseStage(cfg.train, tokenizer, model.config.sequence_len, rank=dist_info.rank,
                       world_size=dist_info.world_size, home=cfg.run.home, mirror=cfg.run.mirror, in_loop=in_loop,
                       corpora=corpora)
     trainer = Trainer(model, cfg.train, out, num_steps=num_steps, device=device, dist_info=dist_info,
-                      token_bytes=torch.tensor(tokenizer.token_bytes()), meta={"stage": "base", "run": cfg.run.run})
+                      token_bytes=torch.tensor(tokenizer.token_bytes()), meta={"stage": "base", "run": cfg.run.run},
+                      report_card=evals.report_card)
     trainer.fit(stage)

@@ -30,8 +30,7 @@ from picochat.tasks.common import Task, describe
 from picochat.tasks.registry import make_mixture
 from picochat.train import checkpoint, parallel
 from picochat.train.chat_batches import chat_batches, estimate_rows, waste_fraction
-from picochat.train.in_loop import InLoopChatCore
-from picochat.train.trainer import Batch, Trainer, evaluate_loss_bpb, write_config
+from picochat.train.trainer import Batch, Evals, InLoop, Trainer, evaluate_loss_bpb, write_config
 
 
 class ChatStage:
@@ -45,9 +44,9 @@ class ChatStage:
 
     def __init__(self, name: str, train_task: Task, val_task: Task | None, tokenizer: Any, batch_size: int,
                  seq_len: int, *, crop: bool, rank: int = 0, world_size: int = 1,
-                 in_loop: InLoopChatCore | None = None):
+                 in_loop: InLoop | None = None):
         self.name, self.train_task, self.val_task, self.tokenizer = name, train_task, val_task, tokenizer
-        self.in_loop = in_loop  # ChatCORE every train.chatcore_every steps (train/in_loop.py)
+        self.in_loop = in_loop  # ChatCORE every train.chatcore_every steps (eval/in_loop.py)
         self.kw = dict(batch_size=batch_size, seq_len=seq_len, crop=crop, rank=rank, world_size=world_size)
         self.last_cursor: dict | None = None
         self.packing: dict[str, Any] = {}  # updated in place as batches go out (it rides in meta.json)
@@ -120,9 +119,11 @@ def build_mixtures(train: TrainConfig, stage: str, seed: int, home: str, mirror:
     return train_task, val_task
 
 
-def run_chat_stage(cfg: Any, stage: str, start_from: tuple[str, ...], crop: bool) -> dict | None:
+def run_chat_stage(cfg: Any, stage: str, start_from: tuple[str, ...], crop: bool,
+                   evals: Evals = Evals()) -> dict | None:
     """`picochat train mid|sft`: train `stage` from the first finished stage in `start_from`,
-    resume if interrupted, skip if already complete. Returns the trainer's final numbers."""
+    resume if interrupted, skip if already complete, with the in-loop evals and report card that
+    `evals` brings. Returns the trainer's final numbers."""
     run, home, mirror = cfg.run.run, cfg.run.home, cfg.run.mirror
     out = stage_dir(run, stage, home)
     if artifact.is_complete(out):
@@ -137,9 +138,7 @@ def run_chat_stage(cfg: Any, stage: str, start_from: tuple[str, ...], crop: bool
         print0(f"note: run '{run}' has no finished {start_from[0]} stage; {stage} starts from {start_name}")
     model, start_meta = artifact.load_model(start_dir, device)
     seq_len = model.config.sequence_len
-    in_loop = InLoopChatCore(cfg.train, tokenizer, device, preset=cfg.run.preset, mirror=mirror, home=home,
-                             rank=dist_info.rank, world_size=dist_info.world_size) \
-        if cfg.train.chatcore_every > 0 else None
+    in_loop = evals.in_loop(cfg, tokenizer, device, dist_info) if evals.in_loop else None
     chat = ChatStage(stage, train_task, val_task, tokenizer, cfg.train.device_batch_size, seq_len, crop=crop,
                      rank=dist_info.rank, world_size=dist_info.world_size, in_loop=in_loop)
     num_steps = steps_for_one_pass(cfg.train, train_task, tokenizer, seq_len, crop)
@@ -155,7 +154,8 @@ def run_chat_stage(cfg: Any, stage: str, start_from: tuple[str, ...], crop: bool
                       meta={"stage": stage, "run": run, "start": start_name, "mixture": describe(train_task),
                             "val_mixture": describe(val_task) if val_task else None, "heldout": heldout,
                             "start_final": start_meta.get("final"), "packing": chat.packing,
-                            "warm_start_optim": cfg.train.warm_start_optim})
+                            "warm_start_optim": cfg.train.warm_start_optim},
+                      report_card=evals.report_card)
     if cfg.train.warm_start_optim:
         warm_start(trainer, stage, start_name, start_dir)
     final = trainer.fit(chat)

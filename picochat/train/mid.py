@@ -15,10 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from picochat.train.chat_stage import run_chat_stage
+from picochat.train.trainer import Evals
 
 START_FROM = ("base",)
 
 
-def main(cfg: Any) -> dict | None:
+def main(cfg: Any, evals: Evals = Evals()) -> dict | None:
     """`picochat train mid`: runs/<run>/base/ -> runs/<run>/mid/ (skips if complete, resumes if not)."""
-    return run_chat_stage(cfg, "mid", START_FROM, crop=True)
+    return run_chat_stage(cfg, "mid", START_FROM, crop=True, evals=evals)

@@ -25,9 +25,12 @@ a group-mean baseline):
 
 Evaluation (`evaluate`, at every eval_every steps, at the end, and once before training on the
 SFT model): `pass_k` samples of each of `eval_problems` held-out problems at `eval_temperature`,
-the same seeds every time (paired comparison); pass@1 and pass@k by the unbiased estimator
-(Chen et al. 2021), mean reward, mean reply length. Logged to metrics.jsonl and written, with
-the "before" numbers and the sample sizes, to runs/<run>/rl/eval/rl.json.
+the same seeds every time (paired comparison); pass@1 and pass@k, mean reward, mean reply length.
+The evaluator is eval's one generative evaluator (eval/chat.py: evaluate_policy), which this
+stage receives as `Evals.policy` from the command that starts it (picochat/train_commands.py):
+evaluation is the layer above training. Prompts, in rollouts and evals alike, are cut by the
+engine's one rule (engine.py: fit_prompt). Logged to metrics.jsonl and written, with the "before"
+numbers and the sample sizes, to runs/<run>/rl/eval/rl.json.
 
 Resume: the cursor is (rollout batch, update); batch b's prompts are task order positions
 [b*P, (b+1)*P) and prompt i's sampling seed is derived from (seed, b, i), so a resumed run draws
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,30 +56,26 @@ from picochat.common.io import atomic_write_json
 from picochat.common.log import banner, print0
 from picochat.common.paths import stage_dir
 from picochat.config import GRPOConfig
-from picochat.engine.engine import Completion, Engine, SamplingParams
+from picochat.engine.engine import Completion, Engine, SamplingParams, derive_seed, fit_prompt
 from picochat.model import artifact
 from picochat.tasks.common import Task, describe
+from picochat.tokenizer.chat import prompt_ids
 from picochat.train.rollouts import (
     RolloutBatch,
-    derive_seed,
     group_advantages,
     micro_batches,
-    pass_at_k,
     rollout_rows,
     token_logprobs,
 )
-from picochat.train.trainer import Trainer, write_config
+from picochat.train.trainer import Evals, Trainer, write_config
 
 EVAL_KEYS = ("pass@1", "pass@k", "mean_reward", "mean_length")
-EVAL_SEED = 7_777  # mixed with the run seed: every evaluation samples with the same seeds
 
 
-def prompt_of(tokenizer: Any, example: dict, max_prompt: int) -> list[int]:
-    """The example's conversation minus its final assistant turn, ready for the reply (cut to
-    its last max_prompt tokens so that the reply fits the context)."""
-    from picochat.tokenizer.chat import prompt_ids
-
-    return prompt_ids(tokenizer, example)[-max_prompt:]
+def reply_prompt(tokenizer: Any, example: dict, context: int, max_new_tokens: int) -> list[int]:
+    """The example's conversation minus its final assistant turn, ready for the reply, cut by the
+    engine's fit_prompt (the same rule as the generative evals)."""
+    return fit_prompt(prompt_ids(tokenizer, example), context, max_new_tokens)
 
 
 def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
@@ -84,40 +84,6 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
-
-
-def evaluate_policy(engine: Engine, task: Task, rl: GRPOConfig, *, seed: int, rank: int = 0,
-                    world_size: int = 1) -> dict[str, float]:
-    """pass@1, pass@k (k = rl.pass_k samples per problem), mean reward and mean reply length (tokens)
-    over the first rl.eval_problems problems of `task`, split over ranks."""
-    n = min(len(task), rl.eval_problems)
-    k = rl.pass_k
-    indices = list(range(rank, n, world_size))
-    examples = [task[i] for i in indices]
-    max_prompt = engine.model.config.sequence_len - rl.max_new_tokens
-    prompts = [prompt_of(engine.tokenizer, ex, max_prompt) for ex in examples]
-    params = SamplingParams(max_tokens=rl.max_new_tokens, temperature=rl.eval_temperature, top_k=rl.top_k, n=k)
-    groups = engine.generate(prompts, params, seeds=[derive_seed(seed, EVAL_SEED, i) for i in indices],
-                             max_rows=rl.max_rows)
-    sums = [0.0] * 6  # problems, pass@1, pass@1^2, pass@k, reward, length
-    correct = []
-    for i, ex, samples in zip(indices, examples, groups, strict=True):
-        rewards = [task.reward(ex, c.text) for c in samples]
-        c = sum(r > 0 for r in rewards)  # a sample "passes" when it earns a positive reward
-        p1 = c / k
-        correct.append((i, c))
-        sums = [a + b for a, b in zip(sums, (1, p1, p1 * p1, pass_at_k(k, c, k), sum(rewards) / k,
-                                             sum(len(s.ids) for s in samples) / k))]
-    m, s1, s2, sk, sr, sl = _all_reduce_sum(sums, engine.model.device)
-    if dist.is_available() and dist.is_initialized():
-        shards: list = [None] * dist.get_world_size()
-        dist.all_gather_object(shards, correct)
-        correct = [x for shard in shards for x in shard]
-    m = max(m, 1.0)
-    var = max(s2 / m - (s1 / m) ** 2, 0.0)
-    return {"pass@1": s1 / m, "pass@k": sk / m, "mean_reward": sr / m, "mean_length": sl / m,
-            "pass@1_stderr": math.sqrt(var / m), "problems": int(m), "k": k,
-            "correct": [c for _, c in sorted(correct)]}
 
 
 def paired_stderr(before: list[int], after: list[int], k: int) -> float | None:
@@ -175,13 +141,14 @@ class RLStage:
     name = "rl"
 
     def __init__(self, engine: Engine, task: Task, eval_task: Task, rl: GRPOConfig, *, rows_per_micro: int,
-                 seed: int, eval_log: EvalLog | None = None, ref_model: torch.nn.Module | None = None,
-                 rank: int = 0, world_size: int = 1):
+                 seed: int, evaluate_policy: Callable[..., dict[str, Any]], eval_log: EvalLog | None = None,
+                 ref_model: torch.nn.Module | None = None, rank: int = 0, world_size: int = 1):
         if rl.prompts_per_step % world_size:
             raise UserError(f"--prompts-per-step {rl.prompts_per_step} must be a multiple of the "
                             f"number of processes ({world_size})")
         self.engine, self.task, self.eval_task, self.rl = engine, task, eval_task, rl
         self.rows_per_micro, self.seed, self.eval_log, self.ref_model = rows_per_micro, seed, eval_log, ref_model
+        self.evaluate_policy = evaluate_policy  # Evals.policy: eval/chat.py's, from above
         self.rank, self.world_size = rank, world_size
         self.prompts_per_rank = rl.prompts_per_step // world_size
         self.step = 0                       # optimizer steps whose batches have all gone out
@@ -213,7 +180,7 @@ class RLStage:
         rl, model = self.rl, self.engine.model
         indices = self._indices(b)
         examples = [self.task[i] for i in indices]
-        prompts = [prompt_of(self.engine.tokenizer, ex, model.config.sequence_len - rl.max_new_tokens)
+        prompts = [reply_prompt(self.engine.tokenizer, ex, model.config.sequence_len, rl.max_new_tokens)
                    for ex in examples]
         params = SamplingParams(max_tokens=rl.max_new_tokens, temperature=rl.temperature, top_k=rl.top_k,
                                 n=rl.samples_per_prompt)
@@ -298,8 +265,8 @@ class RLStage:
         return {k: v / self.world_size for k, v in zip(keys, summed)}
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
-        result = evaluate_policy(self.engine, self.eval_task, self.rl, seed=self.seed, rank=self.rank,
-                                 world_size=self.world_size)
+        result = self.evaluate_policy(self.engine, self.eval_task, self.rl, seed=self.seed, rank=self.rank,
+                                      world_size=self.world_size)
         if self.eval_log is not None:
             self.eval_log.add(self.step, result)
         return {key: result[key] for key in EVAL_KEYS}
@@ -322,8 +289,9 @@ def eval_settings(rl: GRPOConfig, seed: int) -> dict:
             "seed": seed}
 
 
-def main(cfg: Any) -> dict | None:
-    """`picochat train rl`: runs/<run>/sft/ -> runs/<run>/rl/ (resumes; skips when complete)."""
+def main(cfg: Any, evals: Evals) -> dict | None:
+    """`picochat train rl`: runs/<run>/sft/ -> runs/<run>/rl/ (resumes; skips when complete). The
+    held-out evals are `evals.policy` (picochat/train_commands.py passes eval's)."""
     from picochat.run_layout import load_tokenizer
     from picochat.tasks.humaneval import check_sandbox, sandbox_record
     from picochat.tasks.registry import make_task
@@ -334,6 +302,8 @@ def main(cfg: Any) -> dict | None:
         print0(f"rl stage of run '{run}' is already complete ({out}); skipping")
         return None
     check_config(rl)
+    if evals.policy is None:
+        raise ValueError("the rl stage measures its policy with evals.policy; none was given")
     if cfg.train.parallel == "fsdp":
         # every forward of an FSDP model is a collective, and ranks sample replies of different
         # lengths (different numbers of forwards): the ranks would wait on each other forever
@@ -354,7 +324,8 @@ def main(cfg: Any) -> dict | None:
     if sandbox is not None:
         log.data["sandbox"] = sandbox  # written with every eval; the report card shows it
     stage = RLStage(engine, task, eval_task, rl, rows_per_micro=cfg.train.device_batch_size, seed=cfg.run.seed,
-                    eval_log=log, ref_model=ref, rank=dist_info.rank, world_size=dist_info.world_size)
+                    evaluate_policy=evals.policy, eval_log=log, ref_model=ref, rank=dist_info.rank,
+                    world_size=dist_info.world_size)
     num_steps = cfg.train.num_steps or max(1, len(task) // rl.prompts_per_step) * rl.updates_per_batch
     banner(f"rl: run '{run}' from sft on {device}")
     print0(f"task {rl.task} ({len(task)} problems): {num_steps} steps x {rl.prompts_per_step} prompts x "
@@ -363,15 +334,15 @@ def main(cfg: Any) -> dict | None:
     write_config(out, cfg.to_dict())
     if log.before is None:
         print0(f"evaluating the SFT model on {rl.eval_task} ({rl.eval_problems} problems x {rl.pass_k} samples)...")
-        log.set_before(evaluate_policy(engine, eval_task, rl, seed=cfg.run.seed, rank=dist_info.rank,
-                                       world_size=dist_info.world_size))
+        log.set_before(evals.policy(engine, eval_task, rl, seed=cfg.run.seed, rank=dist_info.rank,
+                                    world_size=dist_info.world_size))
     b = log.before
     print0(f"before RL: pass@1 {b['pass@1']:.4f} ± {b['pass@1_stderr']:.4f} | pass@{b['k']} {b['pass@k']:.4f} | "
            f"mean reward {b['mean_reward']:.4f} | mean length {b['mean_length']:.1f} (n={b['problems']} problems)")
     trainer = Trainer(model, cfg.train, out, num_steps=num_steps, device=device, dist_info=dist_info,
                       meta={"stage": "rl", "run": run, "start": "sft", "task": describe(task),
                             "eval_task": describe(eval_task), "before": b, "start_final": start_meta.get("final")},
-                      loss_fn=stage.loss, accum_steps=stage.micro_per_step)
+                      loss_fn=stage.loss, accum_steps=stage.micro_per_step, report_card=evals.report_card)
     final = trainer.fit(stage)
     if sandbox is not None:  # now the layers active in every reward and eval grading of the run
         log.data["sandbox"] = sandbox_record([task, eval_task], sandbox)

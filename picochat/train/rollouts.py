@@ -4,7 +4,7 @@ training rows whose per-token weights are group-relative advantages.
 The pieces, each a plain function so tests can hold it to its spec:
 - sampling itself is the shared engine's (`Engine.generate(prompts, params, seeds=...)`: KV cache,
   tool calls run in the sandbox, forced tool-output tokens marked), every prompt with its own seed
-  from `derive_seed`, so a batch of rollouts is reproducible from (seed, step) alone; this is what
+  from the engine's `derive_seed`, so a batch of rollouts is reproducible from (seed, step) alone; this is what
   makes RL resume exactly.
 - `group_advantages`: A_i = r_i - mean(r) over the k samples of one prompt (the group baseline of
   GRPO, Shao et al. 2024, arXiv:2402.03300), optionally divided by the group's std. GRPO divides;
@@ -14,7 +14,6 @@ The pieces, each a plain function so tests can hold it to its spec:
   model *sampled* carries the advantage, prompt tokens and tool outputs the engine *forced* carry
   none (target -1). Rows also carry the engine's logprob of each sampled token (the "old" policy
   for the PPO ratio) and, with a KL penalty, the frozen reference model's.
-- `pass_at_k`: the unbiased pass@k estimator of Chen et al. 2021 (arXiv:2107.03374, Codex paper).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from picochat.engine.engine import Completion
@@ -42,12 +40,6 @@ class RolloutBatch(Batch):
     norm: float = 1.0
 
 
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers, e.g. (run seed, rollout batch, prompt): the same parts give
-    the same seed in every process (unlike hash() of strings)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
 def group_advantages(rewards: torch.Tensor, std_normalize: bool = False, eps: float = 1e-6) -> torch.Tensor:
     """(G, k) rewards -> (G, k) advantages: minus the group mean, optionally over the group std.
     A group whose samples all scored the same gets zero advantage (nothing to learn from it)."""
@@ -55,16 +47,6 @@ def group_advantages(rewards: torch.Tensor, std_normalize: bool = False, eps: fl
     if std_normalize:
         adv = adv / (rewards.std(dim=1, keepdim=True, unbiased=False) + eps)
     return adv
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased estimate of P(at least one of k samples passes) from n samples of which c pass:
-    1 - C(n-c, k) / C(n, k), computed as a stable product (Chen et al. 2021, Fig. 3)."""
-    if not 0 < k <= n or not 0 <= c <= n:
-        raise ValueError(f"pass@k needs 0 < k <= n and 0 <= c <= n, got n={n} c={c} k={k}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
 @dataclass

@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from picochat.train.chat_stage import run_chat_stage
+from picochat.train.trainer import Evals
 
 START_FROM = ("mid", "base")
 
 
-def main(cfg: Any) -> dict | None:
+def main(cfg: Any, evals: Evals = Evals()) -> dict | None:
     """`picochat train sft`: runs/<run>/mid/ (else base/) -> runs/<run>/sft/."""
-    return run_chat_stage(cfg, "sft", START_FROM, crop=False)
+    return run_chat_stage(cfg, "sft", START_FROM, crop=False, evals=evals)

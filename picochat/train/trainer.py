@@ -7,9 +7,9 @@ below; the optional hooks are read once, by `StageHooks.of`):
   - optionally `evaluate(model) -> dict`: its own evals, run with the validation loss (every
     eval_every steps and at the end; RL's pass@k)
   - optionally `metrics() -> dict`: numbers logged with every step's loss (RL's mean reward)
-  - optionally `in_loop`: evals on a schedule of the stage's own (CORE + samples in base, ChatCORE
-    in SFT; train/in_loop.py), an object with `due(step, last) -> bool`, asked after every step,
-    and `run(model, step) -> dict`, run like every eval in eval mode and outside the training clock
+  - optionally `in_loop`: evals on a schedule of their own (CORE + samples in base, ChatCORE in
+    SFT; eval/in_loop.py), an `InLoop`: `due(step, last) -> bool`, asked after every step, and
+    `run(model, step) -> dict`, run like every eval in eval mode and outside the training clock
   - optionally `reshards_cursors = True`: its batches() accepts every old rank's cursor when the
     world size changed between save and resume (see Trainer._my_cursor)
 The loss and the accumulation are the Trainer's arguments, not stage hooks: `loss_fn(model, batch)`
@@ -20,6 +20,10 @@ Everything else lives here: device placement, bf16 autocast, gradient accumulati
 the schedules, progress/ETA/MFU logging, metrics JSONL, evals, checkpoints and exact resume
 (model, optimizers, data cursor, RNG, step), and a save on SIGTERM. How the model is spread over
 ranks (compile, DDP or FSDP2, consolidated checkpoints) is train/parallel.py's business.
+
+Evaluation is a layer above training: what a stage runs of it (the in-loop evals, RL's held-out
+pass@k, the report card the tracker shows at the end) comes down as `Evals`, from the command that
+starts the stage (picochat/train_commands.py), never imported from eval/ here.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ from picochat.common.io import atomic_write_json, atomic_write_text
 from picochat.common.log import duration, human, is_main_process, print0
 from picochat.common.tracking import open_tracker
 from picochat.config import TrainConfig
-from picochat.eval.report import metrics_table
 from picochat.model import artifact
 from picochat.model.fp8 import check_recipe, enable_fp8_training
 from picochat.optim.groups import build_optimizers
@@ -82,6 +85,28 @@ class Stage(Protocol):
     def batches(self, cursor: Any) -> Iterator[Batch]: ...
 
 
+class InLoop(Protocol):
+    """Evals on a schedule of their own (eval/in_loop.py)."""
+
+    def due(self, step: int, last: bool) -> bool: ...
+
+    def run(self, model: torch.nn.Module, step: int) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Evals:
+    """What a stage borrows from the evaluation layer above it, handed down by the command that
+    starts the stage (picochat/train_commands.py passes eval's functions). A caller that passes
+    none, as some tests do, trains without in-loop evals or a report card; RL needs `policy`."""
+
+    # (resolved config, tokenizer, device, dist info) -> the stage's InLoop, or None when switched off
+    in_loop: Callable[[Any, Any, torch.device, DistInfo], InLoop | None] | None = None
+    # RL's held-out eval: (engine, task, GRPOConfig, *, seed, rank, world_size) -> pass@1, pass@k, ...
+    policy: Callable[..., dict[str, Any]] | None = None
+    # a run directory -> its report card's metrics table (markdown), for the tracker at the end
+    report_card: Callable[[Path], str] | None = None
+
+
 @dataclass(frozen=True)
 class StageHooks:
     """A stage's optional hooks, each resolved to a value or None once, when fit() starts."""
@@ -89,7 +114,7 @@ class StageHooks:
     val_batches: Callable[[], Iterator[Batch]] | None = None
     evaluate: Callable[[torch.nn.Module], dict[str, Any]] | None = None
     metrics: Callable[[], dict[str, Any]] | None = None
-    in_loop: Any = None  # .due(step, last) -> bool and .run(model, step) -> dict
+    in_loop: InLoop | None = None
     reshards_cursors: bool = False
 
     @classmethod
@@ -144,11 +169,11 @@ class Trainer:
                  device: torch.device, dist_info: DistInfo = DistInfo(),
                  token_bytes: torch.Tensor | None = None, meta: dict | None = None,
                  loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor] = default_loss,
-                 accum_steps: int | None = None):
+                 accum_steps: int | None = None, report_card: Callable[[Path], str] | None = None):
         self.raw_model, self.cfg, self.out_dir = model, cfg, Path(out_dir)
         self.num_steps, self.device, self.dist = num_steps, device, dist_info
         self.token_bytes = token_bytes.to(device) if token_bytes is not None else None
-        self.meta, self.loss_fn = meta or {}, loss_fn
+        self.meta, self.loss_fn, self.report_card = meta or {}, loss_fn, report_card
         self.autocast = autocast_for(device, cfg.dtype)
         check_recipe(cfg.fp8_recipe)  # a typo fails even without --fp8
         if cfg.fp8:  # swap the blocks' Linear layers before compile and DDP/FSDP see the model
@@ -382,7 +407,8 @@ class Trainer:
             artifact.save_artifact(self.out_dir, model_sd, meta, optimizer=optim_sd)
             for p in (self.out_dir / "checkpoints").glob("step_*"):
                 p.unlink(missing_ok=True)  # the artifact supersedes the resume state
-            self.tracker.finish(final, lambda: metrics_table(self.out_dir.parent))
+            run_dir = self.out_dir.parent
+            self.tracker.finish(final, None if self.report_card is None else lambda: self.report_card(run_dir))
         parallel.barrier()
         print0(f"{self.out_dir.name} done: {self.step} steps, {human(final['tokens'])} tokens in "
                f"{duration(self.elapsed)}; saved to {self.out_dir}")

@@ -7,6 +7,10 @@ run ChatCORE on a sample of its tasks every `chatcore_every` steps. The numbers 
 stage's metrics.jsonl through the trainer (which calls `due` after every step and `run` when it
 says so, in eval mode and outside the training clock) and from there into the report's plots.
 
+Training sits below evaluation (train/ imports nothing of eval/), so a stage does not build these
+itself: `core_in_loop` and `chatcore_in_loop` are handed to it, as `Evals.in_loop`
+(train/trainer.py), by the `picochat train` commands (picochat/train_commands.py).
+
 Nothing is evaluated twice over: CORE is eval/core.py's `evaluate_core`, ChatCORE is eval/chat.py's
 `evaluate_task` and `chatcore`, the samples are eval/samples.py's `complete`, all through the one
 engine. A run whose eval data is missing trains anyway: the eval is switched off with one line.
@@ -22,10 +26,14 @@ from typing import Any
 
 import torch
 
-from picochat.common.device import autocast_for
+from picochat.common.device import DistInfo, autocast_for
 from picochat.common.errors import UserError
 from picochat.common.log import print0
 from picochat.config import ChatEvalConfig, EvalConfig, TrainConfig
+from picochat.engine.engine import Engine
+from picochat.eval.chat import CHATCORE_TASKS, DISPLAY_NAMES, chatcore, default_tasks, evaluate_task, load_tasks
+from picochat.eval.core import bundle_dir, evaluate_core
+from picochat.eval.samples import PROMPTS, complete
 
 SAMPLE_TOKENS = 16  # greedy tokens per fixed prompt: enough to see whether a fact or a pattern is in
 
@@ -51,8 +59,6 @@ class InLoopCore:
         self.every = 0 if _off_under_fsdp(train, world_size, "CORE", log) else train.core_every
         self.bundle = None
         if self.every > 0:
-            from picochat.eval.core import bundle_dir
-
             try:
                 self.bundle = bundle_dir(mirror, home)
             except UserError as e:  # the samples still run; training must not fail over an eval
@@ -62,10 +68,6 @@ class InLoopCore:
         return is_due(self.every, step, last)
 
     def run(self, model: torch.nn.Module, step: int) -> dict[str, Any]:
-        from picochat.engine.engine import Engine
-        from picochat.eval.core import evaluate_core
-        from picochat.eval.samples import PROMPTS, complete
-
         out: dict[str, Any] = {}
         with autocast_for(self.device, self.train.dtype):
             if self.bundle is not None:
@@ -89,8 +91,6 @@ class InLoopChatCore:
 
     def __init__(self, train: TrainConfig, tokenizer: Any, device: torch.device, *, preset: str, mirror: str,
                  home: str, rank: int = 0, world_size: int = 1, log: Callable[[str], None] = print0):
-        from picochat.eval.chat import default_tasks, load_tasks
-
         self.train, self.tokenizer, self.device, self.log = train, tokenizer, device, log
         self.rank, self.world_size = rank, world_size
         self.every = 0 if _off_under_fsdp(train, world_size, "ChatCORE", log) else train.chatcore_every
@@ -106,9 +106,6 @@ class InLoopChatCore:
         return is_due(self.every, step, last)
 
     def run(self, model: torch.nn.Module, step: int) -> dict[str, Any]:
-        from picochat.engine.engine import Engine
-        from picochat.eval.chat import CHATCORE_TASKS, DISPLAY_NAMES, chatcore, evaluate_task
-
         engine, accuracies = Engine(model, self.tokenizer), {}
         with autocast_for(self.device, self.train.dtype):
             for task in self.tasks:
@@ -127,3 +124,21 @@ class InLoopChatCore:
         self.log(f"step {step}: " + " | ".join(f"{DISPLAY_NAMES.get(n, n)} {a:.4f}" for n, a in accuracies.items())
                  + (f" | {score[0]} {score[1]:.4f}" if score else ""))
         return out
+
+
+def core_in_loop(cfg: Any, tokenizer: Any, device: torch.device, dist_info: DistInfo) -> InLoopCore | None:
+    """The base stage's in-loop evals for a resolved config (`cfg.run`, `cfg.train`); None when
+    --core-every is 0."""
+    if cfg.train.core_every <= 0:
+        return None
+    return InLoopCore(cfg.train, tokenizer, device, mirror=cfg.run.mirror, home=cfg.run.home,
+                      world_size=dist_info.world_size)
+
+
+def chatcore_in_loop(cfg: Any, tokenizer: Any, device: torch.device,
+                     dist_info: DistInfo) -> InLoopChatCore | None:
+    """A chat stage's in-loop evals for a resolved config; None when --chatcore-every is 0."""
+    if cfg.train.chatcore_every <= 0:
+        return None
+    return InLoopChatCore(cfg.train, tokenizer, device, preset=cfg.run.preset, mirror=cfg.run.mirror,
+                          home=cfg.run.home, rank=dist_info.rank, world_size=dist_info.world_size)
