@@ -61,7 +61,7 @@ def detokenize_wikitext(line: str) -> str:
         line = line.replace(split, joined)
     line = re.sub(r" ([.,;:!?%)\]])", r"\1", line)       # "word , word" -> "word, word"
     line = re.sub(r"([(\[$]) ", r"\1", line)              # "( word" -> "(word"
-    line = re.sub(r" (n't|'s|'re|'ve|'ll|'d|'m)\b", r"\1", line)
+    line = re.sub(r" (n't|'t|'s|'re|'ve|'ll|'d|'m)\b", r"\1", line)
     return re.sub(r'" ([^"]*?) "', r'"\1"', line)         # '" quoted "' -> '"quoted"'
 
 

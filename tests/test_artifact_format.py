@@ -154,3 +154,13 @@ def test_the_base_loaders_real_cursor_passes_the_weights_only_loader(tmp_path, t
     _, _, cursor = next(iter(pretrain_batches("synthetic", "train", tok, 2, 16, home=str(tmp_path))))
     checkpoint.save_checkpoint(tmp_path / "base", 1, {"cursors": [cursor]})
     assert checkpoint.load_latest_checkpoint(tmp_path / "base")["cursors"] == [cursor]
+
+
+def test_a_damaged_snapshot_is_refused_in_one_sentence(tmp_path, tok):
+    model = _model(tok.vocab_size)
+    path = artifact.save_snapshot(tmp_path, 5, model.state_dict(), model.config.to_dict())
+    assert artifact.list_snapshots(tmp_path) == {5: path}
+    assert torch.equal(artifact.load_snapshot(path).lm_head.weight, model.lm_head.weight)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(UserError, match="not a readable weight snapshot"):
+        artifact.load_snapshot(path)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from picochat.eval.bpb import aggregate, score_documents
@@ -123,3 +125,50 @@ def test_report_and_record(tmp_path, monkeypatch):
     assert written.startswith("# results\n\n### quality.py run, ")
     assert "    python benchmarks/quality.py --mirror 'some dir'\n" in written
     assert text in written and written.endswith("![curves](curves.png)\n")
+
+
+def test_equal_in_domain_comparison_interpolates_each_curve_at_shared_levels():
+    q = load_quality()
+    # in-domain bpb falls 3.0 -> 2.0 for one side and 2.5 -> 2.0 for the other; the out-of-domain
+    # score is linear in it for both, with the second side 0.25 bpb lower everywhere
+    ours = q.SideResult("picochat", domain_curve=[(0, {"gutenberg": 3.0, "wiki": 5.0}),
+                                                   (8, {"gutenberg": 2.0, "wiki": 4.0})])
+    ref = q.SideResult("nanochat", domain_curve=[(0, {"gutenberg": 2.5, "wiki": 4.25}),
+                                                  (4, {"gutenberg": 2.25, "wiki": 4.0}),
+                                                  (8, {"gutenberg": 2.0, "wiki": 3.75})])
+    assert q.at_in_domain(ours.domain_curve, 2.5, "wiki") == 4.5
+    assert q.at_in_domain(ref.domain_curve, 2.1, "wiki") == pytest.approx(3.85)
+    assert q.at_in_domain(ref.domain_curve, 2.6, "wiki") is None  # outside the curve
+    lines = q.equal_quality_lines(ours, ref)
+    rows = [line for line in lines if line.startswith("| 2.")]
+    assert rows == ["| 2.5000 | 4.5000 - 4.2500 = **+0.2500** |", "| 2.2500 | 4.2500 - 4.0000 = **+0.2500** |",
+                    "| 2.0000 | 4.0000 - 3.7500 = **+0.2500** |"]
+    apart = q.SideResult("nanochat", domain_curve=[(0, {"gutenberg": 3.5, "wiki": 6.0}),
+                                                   (8, {"gutenberg": 3.2, "wiki": 5.0})])
+    assert "do not overlap" in "\n".join(q.equal_quality_lines(ours, apart))
+
+
+def test_wikitext_detokenizer_reads_as_prose():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import domains
+
+    line = 'In 1 @,@ 000 cases , the " big @-@ ticket " item ( a 3 @.@ 5 m tree ) wasn \'t sold .'
+    assert domains.detokenize_wikitext(line) == 'In 1,000 cases, the "big-ticket" item (a 3.5 m tree) wasn\'t sold.'
+
+
+def test_held_out_sets_are_capped_documents_of_the_mirror():
+    mirror = os.environ.get("PICOCHAT_MIRROR", "")
+    if not (mirror and Path(mirror, "humaneval").is_dir()):
+        pytest.skip("PICOCHAT_MIRROR with the held-out sets is not available")
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import domains
+
+    for name in domains.OUT_OF_DOMAIN:
+        docs = domains.documents(mirror, name, 30_000)
+        assert docs and sum(map(len, docs)) <= 30_000 and all(0 < len(d) <= 1000 for d in docs), name
+        assert docs == domains.documents(mirror, name, 30_000)  # the same list every time
+        assert domains.documents(mirror, name, 60_000)[:len(docs)] == docs  # a larger cap extends it
+    assert any("def " in d for d in domains.documents(mirror, "humaneval", 30_000))
+    assert not any("<<" in d for d in domains.documents(mirror, "gsm8k", 30_000))
+    with pytest.raises(ValueError, match="unknown held-out set"):
+        domains.documents(mirror, "nope")

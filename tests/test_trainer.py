@@ -132,3 +132,29 @@ def test_a_stop_request_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     resumed = run(tmp_path, torchrun=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed {tmp_path.name} from step 7/12" in resumed.stdout
+
+
+def test_snapshots_keep_the_weights_of_every_nth_step_and_load_alone(tmp_path):
+    """--snapshot-every N keeps the weights at steps N, 2N, ... (none pruned, the final step is the
+    artifact); each snapshot loads to the model the trainer had at that step."""
+    from picochat.model import artifact
+
+    cfg = TrainConfig(num_steps=7, eval_every=0, log_every=100, save_every=0, snapshot_every=3, grad_clip=0.0,
+                      device_batch_size=2, total_batch_tokens=16)
+    model = GPT(GPTConfig.from_depth(1, head_dim=32, vocab_size=32, seq_len=8))
+    seen = {}
+    trainer = Trainer(model, cfg, tmp_path / "run", num_steps=7, device=torch.device("cpu"))
+    original = trainer._snapshot
+
+    def snapshot_and_remember():
+        seen[trainer.step] = {k: v.clone() for k, v in model.state_dict().items()}
+        original()
+
+    trainer._snapshot = snapshot_and_remember
+    trainer.fit(_ClockedStage([0.0]))
+    snaps = artifact.list_snapshots(tmp_path / "run")
+    assert list(snaps) == [3, 6] == sorted(seen)
+    for step, path in snaps.items():
+        loaded = artifact.load_snapshot(path).state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in seen[step].items())
+    assert not torch.equal(seen[3]["lm_head.weight"], seen[6]["lm_head.weight"])  # training moved between them
