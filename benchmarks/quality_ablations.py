@@ -10,11 +10,11 @@ then mean nothing, and none are reported).
     python benchmarks/quality_ablations.py --mirror ../shared/data --anchor-bpb 2.10 --jobs 2
     python benchmarks/quality_ablations.py --mirror ../shared/data --only softcap,warmdown --steps 16  # quick
 
-Out of domain (issue #26): each finished row's model is also scored, by the same evaluator, on
-two held-out texts of other kinds from the mirror: WikiText-2's test articles (encyclopedic prose;
-Merity et al. 2016, arXiv:1609.07843; its " @-@ "-style number splits undone) and Tiny Shakespeare
-(verse dialogue; Karpathy's char-rnn corpus), each cut into documents of at most 1,000 characters
-and capped at --ood-chars characters, every document scored alone from BOS.
+Out of domain (issue #26): each row's final model is also scored, by the same evaluator, on the
+held-out sets of other kinds in benchmarks/domains.py (encyclopedic prose, casual dialogue, Python
+code, math word problems, verse drama), each document alone from BOS. `--seeds 1337,1` runs every
+row from each seed (the data order does not change), so a difference can be read against what
+the seed alone moves.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-OOD_SETS = ("wikitext2", "shakespeare")
+
+from benchmarks.domains import OUT_OF_DOMAIN  # noqa: E402
 
 # name -> (what it tests, extra flags for `picochat train base`)
 ABLATIONS: dict[str, tuple[str, list[str]]] = {
@@ -43,116 +44,89 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
                       "--unembedding-lr=0.008"]),
     # weight decay 0.1 joined the recipe after these rows (run then as --weight-decay=0.1) showed a gain
     "weight-decay": ("no weight decay on the Muon matrices (0.1 -> 0)", ["--weight-decay=0"]),
-    # run-to-run noise: the same recipe from another initialisation (the data order does not change)
-    "seed": ("the recipe with another random seed (1, not 1337): what the seed alone moves", ["--seed=1"]),
-    "weight-decay-seed": ("no weight decay, seed 1: does the difference outlast a change of seed?",
-                          ["--weight-decay=0", "--seed=1"]),
     # nanochat's base_train scales every learning rate by sqrt(B / 524288): 0.177 at 16,384 tokens/step
     "batch-lr-scaling": ("nanochat's batch-size rule: every learning rate x sqrt(16384/524288) = 0.177",
                          ["--matrix-lr=0.003536", "--embedding-lr=0.03536", "--unembedding-lr=0.000707"]),
+    # the same rule one parameter group at a time: which group's rate carries the effect
+    "head-lr": ("the output head's rate alone x 0.177 (0.004 -> 0.000707)", ["--unembedding-lr=0.000707"]),
+    "embedding-lr": ("the token embedding's rate alone x 0.177 (0.2 -> 0.03536)", ["--embedding-lr=0.03536"]),
+    "matrix-lr": ("the Muon matrices' rate alone x 0.177 (0.02 -> 0.003536)", ["--matrix-lr=0.003536"]),
+    "adamw-decay": ("decoupled weight decay 0.01 on the output head and embedding (nanochat: 0.01 / 0.001)",
+                    ["--adamw-weight-decay=0.01"]),
     "long-warmup": ("nanochat's 40-step warmup (31% of the 128 steps; none in the recipe)", ["--warmup-frac=0.3125"]),
     # issue #23: the two architecture options nanochat has (model/gpt.py); off in the recipe
     "value-embeddings": ("value embeddings, gated per head, on every other layer (ResFormer)", ["--value-embeds"]),
     "sliding-window": ("sliding-window attention SSSL: 3 of 4 layers see the last 128 of 512 tokens",
                        ["--window-pattern=SSSL", "--window-len=128"]),
-    "value-embeddings-seed": ("value embeddings, seed 1 (read against the seed row)", ["--value-embeds", "--seed=1"]),
-    "sliding-window-seed": ("sliding window SSSL/128, seed 1 (read against the seed row)",
-                            ["--window-pattern=SSSL", "--window-len=128", "--seed=1"]),
 }
 
 
-def run_row(name: str, flags: list[str], args, work: Path) -> dict:
-    out = work / name
+def run_row(name: str, seed: int, args, work: Path) -> dict:
+    """Train and score one row from one seed (a finished row in --work is read back, not rerun)."""
+    out = work / f"{name}@{seed}"
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "result.json").exists():  # a rerun with the same --work keeps finished rows
+    if (out / "result.json").exists():
         result = json.loads((out / "result.json").read_text())["picochat"]
-        print(f"[{name}] already done: final val bpb {result['final_bpb']:.4f}", flush=True)
+        print(f"[{out.name}] already done: final val bpb {result['final_bpb']:.4f}", flush=True)
         return result
+    flags = [*ABLATIONS[name][1], f"--seed={seed}"]
     cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--skip-anchor", "--mirror", args.mirror,
            "--steps", str(args.steps), "--work", str(out), "--png", str(out / "curve.png"),
-           "--json", str(out / "result.json"), *(f"--picochat-arg={f}" for f in flags)]
-    if args.anchor_bpb is not None:
-        cmd += ["--anchor-bpb", str(args.anchor_bpb)]
+           "--json", str(out / "result.json"), "--ood-chars", str(args.ood_chars), "--curve-every", "0",
+           "--core-per-task", "0", *(f"--picochat-arg={f}" for f in flags)]
     if args.val_docs:  # a smaller budget for a loaded machine: score fewer validation documents
         cmd += ["--val-docs", str(args.val_docs)]
     env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if args.jobs > 1 else {})}
-    print(f"[{name}] $ {' '.join(cmd)}", flush=True)
+    print(f"[{out.name}] $ {' '.join(cmd)}", flush=True)
     # Output to a file, not a pipe: a row outlives this driver if it is stopped (and can be rerun).
     with open(out / "log.txt", "w") as log:
         proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        print(f"[{name}] failed ({proc.returncode}); see {out / 'log.txt'}", flush=True)
+        print(f"[{out.name}] failed ({proc.returncode}); see {out / 'log.txt'}", flush=True)
         return {}
     result = json.loads((out / "result.json").read_text())["picochat"]
-    print(f"[{name}] final val bpb {result['final_bpb']:.4f}", flush=True)
+    print(f"[{out.name}] " + ", ".join(f"{k} {v:.4f}" for k, v in result["domains"].items()), flush=True)
     return result
 
 
-def passages(paragraphs: list[str], max_chars: int = 1000) -> list[str]:
-    """Consecutive paragraphs joined into documents of at most max_chars (a longer one is cut)."""
-    docs, cur = [], ""
-    for para in (p.strip()[:max_chars] for p in paragraphs if p.strip()):
-        if cur and len(cur) + 2 + len(para) > max_chars:
-            docs.append(cur)
-            cur = ""
-        cur = f"{cur}\n\n{para}" if cur else para
-    return docs + ([cur] if cur else [])
-
-
-def ood_documents(mirror: str, name: str, max_chars: int) -> list[str]:
-    if name == "wikitext2":
-        raw = (Path(mirror) / "wikitext2" / "wiki.test.tokens").read_text(encoding="utf-8")
-        for split, joined in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", ".")):
-            raw = raw.replace(split, joined)
-        paras = [line for line in raw.splitlines() if line.strip() and not line.strip().startswith("=")]
-    else:
-        raw = (Path(mirror) / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
-        paras = raw.split("\n\n")
-    docs, total = [], 0
-    for doc in passages(paras):
-        if total + len(doc) > max_chars:
-            break
-        docs.append(doc)
-        total += len(doc)
-    return docs
-
-
-def score_out_of_domain(name: str, args, work: Path) -> dict:
-    """bpb of the row's final model on each out-of-domain set (cached in the row's ood.json)."""
-    from picochat.eval.bpb import bits_per_byte
-    from picochat.model import artifact
-    from picochat.run_layout import load_tokenizer
-
-    out = work / name / "ood.json"
-    if out.exists():
-        return json.loads(out.read_text())
-    home = work / name / "picochat_home"
-    stage = home / "runs" / "quality" / "base"
-    if not stage.exists():
-        return {}
-    model, meta = artifact.load_model(stage, "cpu")
-    model = model.float().eval()
-    tokenizer = load_tokenizer("quality", str(home))
-    scores = {s: bits_per_byte(model, tokenizer, ood_documents(args.mirror, s, args.ood_chars),
-                               seq_len=model.config.sequence_len, batch_size=8) for s in OOD_SETS}
-    out.write_text(json.dumps(scores))
-    print(f"[{name}] out of domain: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
-    return scores
+def table(names: list[str], seeds: list[int], results: dict) -> str:
+    """Each row's bpb on every set (mean over seeds) and its difference from the recipe's, seed by
+    seed (each seed's row against the recipe from the same seed), worst out-of-domain change last."""
+    sets = ["gutenberg", *OUT_OF_DOMAIN]
+    lines = ["| row | change | flags | " + " | ".join(f"{s} (vs recipe)" for s in sets) + " | worst OOD change |",
+             "|---|---|---|" + "---|" * (len(sets) + 1)]
+    for name in names:
+        what, flags = ABLATIONS[name]
+        cells, worst = [], None
+        for s in sets:
+            vals = [results[(name, sd)].get("domains", {}).get(s) for sd in seeds]
+            refs = [results[("recipe", sd)].get("domains", {}).get(s) for sd in seeds]
+            if None in vals or None in refs:
+                cells.append("-")
+                continue
+            diffs = [v - r for v, r in zip(vals, refs)]
+            mean = sum(vals) / len(vals)
+            vs_recipe = "" if name == "recipe" else " (" + " / ".join(f"{d:+.4f}" for d in diffs) + ")"
+            cells.append(f"{mean:.4f}{vs_recipe}")
+            if s != "gutenberg" and name != "recipe":
+                worst = max(worst if worst is not None else -1e9, max(diffs))
+        worst_cell = f"{worst:+.4f}" if worst is not None else "-"
+        lines.append(f"| {name} | {what} | {' '.join(f'`{f}`' for f in flags) or '-'} | " + " | ".join(cells)
+                     + f" | {worst_cell} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mirror", default=os.environ.get("PICOCHAT_MIRROR", ""), help="dataset mirror (../shared/data)")
-    ap.add_argument("--anchor-bpb", type=float, default=None, help="nanochat's final val bpb, for the last column")
     ap.add_argument("--steps", type=int, default=128, help="optimizer steps per row (quality.py's budget)")
     ap.add_argument("--only", default="", help="comma-separated rows (default: all): " + ", ".join(ABLATIONS))
+    ap.add_argument("--seeds", default="1337", help="comma-separated seeds; every row runs from each")
     ap.add_argument("--jobs", type=int, default=1, help="rows run at a time (each with one thread if > 1)")
     ap.add_argument("--work", default="", help="working directory (default: a fresh temporary one); "
-                    "rerunning with the same one skips scored rows, only scores rows whose model finished, "
-                    "and retrains the rest")
+                    "rerunning with the same one skips finished rows and retrains the rest")
     ap.add_argument("--val-docs", type=int, default=0, help="in-domain validation documents scored (0 = all)")
-    ap.add_argument("--ood-chars", type=int, default=300_000,
-                    help="characters of each out-of-domain set scored (0 = skip out-of-domain scoring)")
+    ap.add_argument("--ood-chars", type=int, default=200_000, help="characters of each out-of-domain set scored")
     args = ap.parse_args()
     if not args.mirror:
         sys.exit("give --mirror DIR (the dataset mirror, e.g. ../shared/data) or set PICOCHAT_MIRROR")
@@ -160,30 +134,19 @@ def main() -> None:
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
         sys.exit(f"unknown ablation {', '.join(unknown)}; choose from {', '.join(ABLATIONS)}")
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        sys.exit(f"--seeds takes comma-separated integers, not {args.seeds!r}")
     if "recipe" not in names:
         names.insert(0, "recipe")  # every row is read against the recipe measured the same way
     args.mirror = str(Path(args.mirror).resolve())
     work = Path(args.work or tempfile.mkdtemp(prefix="picochat_ablations_")).resolve()
     print(f"working directory: {work}")
+    jobs = [(n, sd) for sd in seeds for n in names]  # every row from the first seed before any second
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = dict(zip(names, pool.map(lambda n: run_row(n, ABLATIONS[n][1], args, work), names)))
-    ood = {n: score_out_of_domain(n, args, work) for n in names} if args.ood_chars else {}
-    base = results["recipe"].get("final_bpb")
-    ood_cols = "".join(f" {s} bpb (vs recipe) |" for s in OOD_SETS) if ood else ""
-    print(f"\n| row | change | flags | final val bpb | vs recipe |{' vs nanochat |' if args.anchor_bpb else ''}"
-          f"{ood_cols}")
-    print(f"|---|---|---|---|---|{'---|' if args.anchor_bpb else ''}{'---|' * len(OOD_SETS) if ood else ''}")
-    for name in names:
-        what, flags = ABLATIONS[name]
-        bpb = results[name].get("final_bpb")
-        cells = [name, what, " ".join(f"`{f}`" for f in flags) or "-",
-                 f"{bpb:.4f}" if bpb else "failed", f"{bpb - base:+.4f}" if bpb and base else "-"]
-        if args.anchor_bpb:
-            cells.append(f"{bpb - args.anchor_bpb:+.4f}" if bpb else "-")
-        for s in OOD_SETS if ood else ():
-            v, b = ood[name].get(s), ood["recipe"].get(s)
-            cells.append(f"{v:.4f} ({v - b:+.4f})" if v and b else "-")
-        print("| " + " | ".join(cells) + " |")
+        results = dict(zip(jobs, pool.map(lambda j: run_row(*j, args, work), jobs)))
+    print("\n" + table(names, seeds, results))
 
 
 if __name__ == "__main__":

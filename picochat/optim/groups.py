@@ -35,11 +35,11 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
     assigned = len(embedding) + len(head) + len(matrices) + len(scalars)
     assert assigned == len(list(model.parameters())), "every parameter needs an optimizer"
     adam_groups = [
-        dict(params=embedding, lr=cfg.embedding_lr * scale),
-        dict(params=head, lr=cfg.unembedding_lr * scale),
+        dict(params=embedding, lr=cfg.embedding_lr * scale, weight_decay=cfg.adamw_weight_decay),
+        dict(params=head, lr=cfg.unembedding_lr * scale, weight_decay=cfg.adamw_weight_decay),
     ]
     if scalars:
-        adam_groups.append(dict(params=scalars, lr=cfg.scalar_lr))
+        adam_groups.append(dict(params=scalars, lr=cfg.scalar_lr, weight_decay=0.0))
     # Under torchrun the ranks share Muon's orthogonalisation (optim/dist_muon.py); same result.
     muon = DistMuon if dist.is_initialized() and dist.get_world_size() > 1 else Muon
     optimizers: list[torch.optim.Optimizer] = [
