@@ -11,12 +11,11 @@ import pickle
 
 import pytest
 import torch
+from helpers.tiny import save_run, tiny_gpt
 
 from picochat.common.errors import UserError
 from picochat.model import artifact
-from picochat.model.gpt import GPT, GPTConfig
 from picochat.run_layout import load_model_and_tokenizer
-from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import checkpoint
 
 
@@ -36,26 +35,9 @@ def _evil_bytes(marker) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    return Tokenizer.train(["hello world, the tiny tokenizer of this test " * 20], vocab_size=300, native=False)
-
-
-def _model(vocab: int) -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(sequence_len=32, vocab_size=vocab, n_layer=1, n_head=2, n_kv_head=1, n_embd=32))
-
-
-def _run(tmp_path, tok, model, stage="sft"):
-    tok.save(tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json")
-    out = tmp_path / "runs" / "t" / stage
-    artifact.save_artifact(out, model, {"model_config": model.config.to_dict()})
-    return out
-
-
 def test_artifact_is_safetensors_and_round_trips(tmp_path, tok):
-    model = _model(tok.vocab_size)
-    out = _run(tmp_path, tok, model)
+    model = tiny_gpt(tok.vocab_size, n_kv_head=1)
+    out = save_run(tmp_path, tok, model)
     assert (out / "model.safetensors").exists() and not (out / "model.pt").exists()
     assert (out / "model.safetensors").read_bytes()[8:9] == b"{"  # a JSON header, not a pickle
     loaded, tokenizer, stage = load_model_and_tokenizer("t", str(tmp_path), "", "cpu")
@@ -64,7 +46,7 @@ def test_artifact_is_safetensors_and_round_trips(tmp_path, tok):
 
 
 def test_a_pickle_beside_the_weights_is_never_read(tmp_path, tok):
-    out = _run(tmp_path, tok, _model(tok.vocab_size))
+    out = save_run(tmp_path, tok, tiny_gpt(tok.vocab_size, n_kv_head=1))
     marker = tmp_path / "pwned"
     (out / "model.pt").write_bytes(_evil_bytes(marker))  # planted by whoever shared the run
     load_model_and_tokenizer("t", str(tmp_path), "", "cpu")
@@ -73,7 +55,7 @@ def test_a_pickle_beside_the_weights_is_never_read(tmp_path, tok):
 
 
 def test_a_legacy_pickle_with_code_is_refused_in_one_sentence(tmp_path, tok):
-    out = _run(tmp_path, tok, _model(tok.vocab_size))
+    out = save_run(tmp_path, tok, tiny_gpt(tok.vocab_size, n_kv_head=1))
     (out / "model.safetensors").unlink()
     marker = tmp_path / "pwned"
     data = _evil_bytes(marker)
@@ -88,8 +70,8 @@ def test_a_legacy_pickle_with_code_is_refused_in_one_sentence(tmp_path, tok):
 
 
 def test_a_legacy_run_still_loads(tmp_path, tok):
-    model = _model(tok.vocab_size)
-    out = _run(tmp_path, tok, model)
+    model = tiny_gpt(tok.vocab_size, n_kv_head=1)
+    out = save_run(tmp_path, tok, model)
     (out / "model.safetensors").unlink()
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)  # the format written before safetensors
@@ -102,7 +84,7 @@ def test_a_legacy_run_still_loads(tmp_path, tok):
 
 
 def test_corrupt_safetensors_is_one_sentence(tmp_path, tok):
-    out = _run(tmp_path, tok, _model(tok.vocab_size))
+    out = save_run(tmp_path, tok, tiny_gpt(tok.vocab_size, n_kv_head=1))
     data = b"\xff" * 16
     (out / "model.safetensors").write_bytes(data)
     meta = json.loads((out / "meta.json").read_text())

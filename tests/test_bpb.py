@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers.tiny import save_run, tiny_gpt
 
 from picochat.eval.bpb import DocScore, aggregate, bits_per_byte, score_documents, windows
 
@@ -110,13 +111,7 @@ def test_aggregate_is_total_over_total_and_per_document_values():
 
 
 def test_batching_and_padding_do_not_change_a_real_gpt():
-    from picochat.model.gpt import GPT, GPTConfig
-
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(sequence_len=16, vocab_size=16, n_layer=2, n_head=2, n_kv_head=2, n_embd=32))
-    for p in model.parameters():  # the zero-initialised projections would hide attention
-        torch.nn.init.normal_(p, std=0.3)
-    model.eval()
+    model = tiny_gpt(16, seq_len=16, n_layer=2, std=0.3)  # the zero-initialised projections would hide attention
     tok = CharTokenizer("abcdefghijklmno")
     docs = ["abcdefghijklmnoabc", "hello", "a", "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"]
     one = score_documents(model, tok, docs, seq_len=16, batch_size=1)
@@ -126,20 +121,14 @@ def test_batching_and_padding_do_not_change_a_real_gpt():
     assert all(math.isfinite(s.nats) and s.nats > 0 for s in one)
 
 
-def test_cli_eval_bpb_writes_its_json(tmp_path, monkeypatch):
+def test_cli_eval_bpb_writes_its_json(tmp_path, tok, monkeypatch):
     import json
 
     from picochat import cli
     from picochat.common.paths import stage_dir
-    from picochat.model.artifact import save_artifact
-    from picochat.model.gpt import GPT, GPTConfig
-    from picochat.tokenizer.tokenizer import Tokenizer
 
     monkeypatch.setenv("PICOCHAT_HOME", str(tmp_path))
-    tok = Tokenizer.train(["the cat sat on the mat. " * 20], vocab_size=280)
-    tok.save(stage_dir("t", "tokenizer") / "tokenizer.json")
-    model = GPT(GPTConfig(sequence_len=32, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))
-    save_artifact(stage_dir("t", "base"), model, {"model_config": model.config.to_dict(), "step": 7})
+    save_run(tmp_path, tok, tiny_gpt(tok.vocab_size), stage="base", step=7)
     with pytest.raises(SystemExit) as e:
         cli.main(["eval", "bpb", "--run", "t", "--device", "cpu", "--source", "synthetic", "--max-docs", "3"])
     assert e.value.code == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.tiny_chat import random_gpt
+from helpers.tiny import random_gpt, save_run
 
 from picochat.eval import chat
 from picochat.model.gpt import GPT
@@ -272,13 +272,7 @@ def test_merge_replaces_tasks_and_recomputes_chatcore(tmp_path):
 @pytest.fixture
 def saved_run(tmp_path, tok):
     """A run directory with a tokenizer and a tiny (random) finished SFT model."""
-    from picochat.model.artifact import save_artifact
-
-    run = tmp_path / "runs" / "tiny"
-    tok.save(run / "tokenizer" / "tokenizer.json")
-    model = random_gpt(tok.vocab_size, seq_len=256)
-    save_artifact(run / "sft", model, {"model_config": model.config.to_dict(), "stage": "sft"})
-    return tmp_path, run
+    return tmp_path, save_run(tmp_path, tok, random_gpt(tok.vocab_size, seq_len=256), run="tiny", stage="sft").parent
 
 
 def test_cli_eval_chat_and_samples_write_their_files(saved_run, capsys):

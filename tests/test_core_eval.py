@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny import save_run, tiny_gpt
 
 from picochat.eval import core
 
@@ -222,15 +223,9 @@ def test_real_bundle_specs_match_the_published_task_table():
     assert specs["winogrande"].task_type == "schema" and specs["lambada_openai"].num_fewshot == 0
 
 
-def test_smoke_all_present_tasks_with_a_tiny_gpt():
-    from picochat.model.gpt import GPT, GPTConfig
-    from picochat.tokenizer.tokenizer import Tokenizer
-
+def test_smoke_all_present_tasks_with_a_tiny_gpt(tok):
     bundle = real_bundle()
-    tok = Tokenizer.train(["The quick brown fox jumps over the lazy dog. Answer: yes no"] * 20, vocab_size=300)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(sequence_len=64, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=2,
-                          n_embd=32)).eval()
+    model = tiny_gpt(tok.vocab_size, seq_len=64).eval()
     res = core.evaluate_core(model, tok, bundle, max_per_task=3, batch_size=16, log=None)
     assert res.name == "CORE-18" and len(res.accuracy) == 18
     assert sorted(res.missing) == ["coqa", "hellaswag", "hellaswag_zeroshot", "squad"]
@@ -240,19 +235,13 @@ def test_smoke_all_present_tasks_with_a_tiny_gpt():
     assert all(again.accuracy[k] == res.accuracy[k] for k in again.accuracy)
 
 
-def test_cli_eval_core_on_a_tiny_bundle(tmp_path, monkeypatch):
+def test_cli_eval_core_on_a_tiny_bundle(tmp_path, tok, monkeypatch):
     from picochat import cli
     from picochat.common.paths import stage_dir
-    from picochat.model.artifact import save_artifact
-    from picochat.model.gpt import GPT, GPTConfig
-    from picochat.tokenizer.tokenizer import Tokenizer
 
     monkeypatch.setenv("PICOCHAT_HOME", str(tmp_path / "home"))
     write_bundle(tmp_path / "mirror" / "core_icl")
-    tok = Tokenizer.train(["xa ab cd y " * 10], vocab_size=270)
-    tok.save(stage_dir("t", "tokenizer") / "tokenizer.json")
-    model = GPT(GPTConfig(sequence_len=32, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))
-    save_artifact(stage_dir("t", "base"), model, {"model_config": model.config.to_dict(), "step": 3})
+    save_run(tmp_path / "home", tok, tiny_gpt(tok.vocab_size), stage="base", step=3)
     with pytest.raises(SystemExit) as e:
         cli.main(["eval", "core", "--run", "t", "--device", "cpu", "--mirror", str(tmp_path / "mirror")])
     assert e.value.code == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.tiny_chat import random_gpt
+from helpers.tiny import random_gpt
 
 from picochat.engine.engine import Engine, SamplingParams, truncate_logits
 from picochat.engine.text import TextStream

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from helpers.tiny import save_run
 
 from picochat.common.paths import stage_dir
 from picochat.engine.engine import Engine
@@ -63,9 +64,7 @@ def demo_shaped_model(vocab: int, n_kv_head: int) -> GPT:
 
 
 def make_run(home, tok: Tokenizer, model: GPT, stage: str = "sft") -> None:
-    tok.save(stage_dir("t", "tokenizer", str(home)) / "tokenizer.json")
-    artifact.save_artifact(stage_dir("t", stage, str(home)), model, {
-        "model_config": model.config.to_dict(), "num_params": model.num_params(), "final": {"step": 40}})
+    save_run(home, tok, model, stage, num_params=model.num_params(), final={"step": 40})
 
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["mha", "mqa"])

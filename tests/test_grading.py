@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.cheats import CHEATS, cheat_reply
+from helpers.tiny import save_run, tiny_gpt
 
 from picochat.cli import main as cli_main
 from picochat.config import GRPOConfig, TrainConfig
@@ -199,19 +200,23 @@ class Recording(Task):
         return r
 
 
-def test_rl_policy_emitting_cheats_gets_reward_zero(humaneval, tmp_path):
+@pytest.fixture(scope="module")
+def tok():
+    """Trained on a line of Python, so HumanEval prompts and the cheating replies stay short."""
+    from picochat.tokenizer.tokenizer import Tokenizer
+
+    return Tokenizer.train(["def f(x):\n    return x + 1\n" * 50], vocab_size=300, native=False)
+
+
+def test_rl_policy_emitting_cheats_gets_reward_zero(humaneval, tok, tmp_path):
     """One real RL step (rollouts, rewards, advantages, policy-gradient update) on two HumanEval
     problems, with a policy that emits every cheating reply and the canonical solution."""
     from picochat.engine.engine import Completion, Engine
-    from picochat.model.gpt import GPT, GPTConfig
-    from picochat.tokenizer.tokenizer import Tokenizer
     from picochat.train import rl
     from picochat.train.trainer import Trainer
 
     task = Recording(Subset(humaneval, 0, 2))
-    tok = Tokenizer.train(["def f(x):\n    return x + 1\n" * 50], vocab_size=300, native=False)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(sequence_len=256, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))
+    model = tiny_gpt(tok.vocab_size, seq_len=256)
     grpo = GRPOConfig(prompts_per_step=2, samples_per_prompt=len(CHEATS) + 1, max_new_tokens=64, eval_problems=1,
                       pass_k=2, max_rows=64)
     replies_of = {}
@@ -285,26 +290,16 @@ def test_report_card_states_the_sandbox_layers():
     assert not [x for x in report.eval_details({"sft": report.StageData("sft")}) if x.startswith("- sandbox")]
 
 
-def _tiny_run(home: Path) -> Path:
+def _tiny_run(home: Path, tok) -> Path:
     """A run with a tokenizer and a tiny random SFT model (its replies are noise: they fail)."""
-    from picochat.model.artifact import save_artifact
-    from picochat.model.gpt import GPT, GPTConfig
-    from picochat.tokenizer.tokenizer import Tokenizer
-
-    run = home / "runs" / "tiny"
-    tok = Tokenizer.train(["def f(x):\n    return x + 1\n" * 50], vocab_size=300, native=False)
-    tok.save(run / "tokenizer" / "tokenizer.json")
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(sequence_len=128, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))
-    save_artifact(run / "sft", model, {"model_config": model.config.to_dict(), "stage": "sft", "final": {}})
-    return run
+    return save_run(home, tok, tiny_gpt(tok.vocab_size, seq_len=128), run="tiny", stage="sft", final={}).parent
 
 
 @needs_mirror
-def test_eval_chat_records_the_layers_and_the_report_shows_them(tmp_path, capsys):
+def test_eval_chat_records_the_layers_and_the_report_shows_them(tmp_path, tok, capsys):
     """End to end: `eval chat --task humaneval:test:2` on a tiny random model grades its replies in
     the sandbox, writes the layers active in every grading to chat.json, and `report` shows them."""
-    run = _tiny_run(tmp_path)
+    run = _tiny_run(tmp_path, tok)
     args = ["--run", "tiny", "--home", str(tmp_path), "--device", "cpu", "--mirror", MIRROR]
     with pytest.raises(SystemExit) as e:
         cli_main(["eval", "chat", *args, "--task", "humaneval:test:2", "--max-new-tokens", "8"])
@@ -320,9 +315,9 @@ def test_eval_chat_records_the_layers_and_the_report_shows_them(tmp_path, capsys
 
 
 @needs_mirror
-def test_train_rl_on_code_records_the_layers(tmp_path, capsys):
+def test_train_rl_on_code_records_the_layers(tmp_path, tok, capsys):
     """`train rl` with HumanEval rewards: the layers active in every reward grading land in rl.json."""
-    run = _tiny_run(tmp_path)
+    run = _tiny_run(tmp_path, tok)
     with pytest.raises(SystemExit) as e:
         cli_main(["train", "rl", "--run", "tiny", "--home", str(tmp_path), "--device", "cpu", "--mirror", MIRROR,
                   "--task", "humaneval:test:2", "--eval-task", "humaneval:test:1", "--num-steps", "1",

@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 import torch
+from helpers.tiny import save_run
 
 from picochat.cli import Resolved
 from picochat.common.errors import UserError
@@ -31,12 +32,8 @@ SEQ = 64
 
 
 @pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    wp, st = WordProblems("train", 60), make_mixture("smalltalk:train:60")
-    text = " ".join(str(t[i]["messages"]) for t in (wp, st) for i in range(60))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the native core may be missing: the reference is fine here
-        return Tokenizer.train([text], 400)
+def tok(chat_tok: Tokenizer) -> Tokenizer:
+    return chat_tok  # conftest.py: trained on the demo chat tasks these tests pack and train on
 
 
 class ToolChats(Task):
@@ -187,13 +184,9 @@ def test_waste_accounting_and_estimate(tok):
 
 
 def make_run(tmp_path, tok) -> str:
-    home = str(tmp_path)
-    tok.save(tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json")
     torch.manual_seed(0)
-    model = GPT(GPTConfig.from_depth(1, head_dim=32, vocab_size=tok.vocab_size, seq_len=SEQ))
-    model.init_weights()
-    artifact.save_artifact(tmp_path / "runs" / "t" / "base", model, {"model_config": model.config.to_dict()})
-    return home
+    save_run(tmp_path, tok, GPT(GPTConfig.from_depth(1, head_dim=32, vocab_size=tok.vocab_size, seq_len=SEQ)), "base")
+    return str(tmp_path)
 
 
 def stage_cfg(home: str, **train) -> Resolved:
@@ -293,11 +286,9 @@ def test_mid_then_sft_teach_the_chat_format_and_the_calculator(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tokenizer = Tokenizer.train([text], 1024)
-    tokenizer.save(tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json")
     torch.manual_seed(0)
-    model = GPT(GPTConfig.from_depth(2, head_dim=64, vocab_size=tokenizer.vocab_size, seq_len=256))
-    model.init_weights()
-    artifact.save_artifact(tmp_path / "runs" / "t" / "base", model, {"model_config": model.config.to_dict()})
+    save_run(tmp_path, tokenizer, GPT(GPTConfig.from_depth(2, head_dim=64, vocab_size=tokenizer.vocab_size,
+                                                          seq_len=256)), "base")
     rows = dict(device_batch_size=4, total_batch_tokens=1024, eval_every=0, eval_tokens=4096, save_every=0,
                 log_every=20, val_mixture=DEMO_CHAT_VAL)
     mid.main(stage_cfg(str(tmp_path), **rows, num_steps=60, warmdown_frac=0.4, matrix_lr=0.02, embedding_lr=0.2,

@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from helpers.tiny_chat import TEXT
+from helpers.tiny import randomized, tiny_gpt
 
 from picochat.config import TrainConfig
 from picochat.engine.engine import Engine
@@ -19,17 +19,12 @@ from picochat.export.hf_model import ExportError, check_model_config
 from picochat.model.gpt import GPT, VE_GATE_CHANNELS, GPTConfig, apply_rotary, rms_norm
 from picochat.model.kv_cache import KVCache, RaggedKVCache
 from picochat.optim.groups import build_optimizers
-from picochat.tokenizer.tokenizer import Tokenizer
 
 
 def noisy(cfg: GPTConfig, seed: int = 0, std: float = 0.3) -> GPT:
     """Every weight random: the real init zeroes projections and gates, which would hide bugs."""
     torch.manual_seed(seed)
-    model = GPT(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(std=std)
-    return model.eval()
+    return randomized(GPT(cfg), std)
 
 
 def small(**kw) -> GPTConfig:
@@ -123,10 +118,9 @@ def test_ragged_rows_respect_the_window():
             torch.testing.assert_close(both[row], alone, atol=1e-4, rtol=1e-4)
 
 
-def test_engine_greedy_with_cache_equals_recomputation():
-    tok = Tokenizer.train([TEXT], vocab_size=300, native=False)
-    model = noisy(GPTConfig(sequence_len=96, vocab_size=tok.vocab_size, n_layer=3, n_head=4, n_kv_head=2,
-                            n_embd=64, value_embeds=True, window_pattern="SSL", window_len=5), std=0.4)
+def test_engine_greedy_with_cache_equals_recomputation(tok):
+    model = tiny_gpt(tok.vocab_size, seq_len=96, n_layer=3, n_head=4, n_embd=64, value_embeds=True,
+                     window_pattern="SSL", window_len=5, std=0.4)
     engine = Engine(model, tok, tool=None)
     stops = {tok.bos_id, tok.special_id("<|assistant_end|>")}
     for text in ("The quick", "Hello, world! What is 6 times"):

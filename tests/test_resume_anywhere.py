@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
@@ -19,7 +17,6 @@ from picochat.config import PRESETS, RunConfig, TrainConfig
 from picochat.model import artifact
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.tasks.registry import make_mixture
-from picochat.tasks.synthetic import WordProblems
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import base, mid, parallel
 from picochat.train.chat_batches import chat_batches
@@ -103,12 +100,8 @@ def test_a_layout_that_does_not_match_is_named(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    wp, st = WordProblems("train", 60), make_mixture("smalltalk:train:60")
-    text = " ".join(str(t[i]["messages"]) for t in (wp, st) for i in range(60))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Tokenizer.train([text], 400)
+def tok(chat_tok: Tokenizer) -> Tokenizer:
+    return chat_tok  # conftest.py: trained on the demo chat tasks these tests train on
 
 
 def chat_cfg(home, **train) -> Resolved:

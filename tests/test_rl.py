@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import tiny
 
 from picochat.cli import Resolved
 from picochat.cli import main as cli_main
@@ -18,7 +19,7 @@ from picochat.config import GRPOConfig, RunConfig, TrainConfig
 from picochat.engine.engine import Completion, Engine, derive_seed
 from picochat.eval.chat import evaluate_policy, pass_at_k
 from picochat.model import artifact
-from picochat.model.gpt import GPT, GPTConfig
+from picochat.model.gpt import GPT
 from picochat.tasks.common import Task
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import rl
@@ -75,8 +76,7 @@ class Digits(Task):
 
 
 def tiny_gpt(vocab_size: int, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(sequence_len=64, vocab_size=vocab_size, n_layer=2, n_head=2, n_kv_head=2, n_embd=64))
+    return tiny.tiny_gpt(vocab_size, seq_len=64, n_layer=2, n_embd=64, seed=seed)
 
 
 GRPO = GRPOConfig(task="", eval_task="", prompts_per_step=4, samples_per_prompt=8, max_new_tokens=8,
@@ -297,12 +297,7 @@ def test_rl_raises_the_reward_of_a_toy_task(tok, tmp_path):
 
 
 def _tiny_run(tok, home, run="t"):
-    from picochat.common.paths import stage_dir
-
-    tok.save(stage_dir(run, "tokenizer", home) / "tokenizer.json")
-    model = tiny_gpt(tok.vocab_size)
-    artifact.save_artifact(stage_dir(run, "sft", home), model, {"model_config": model.config.to_dict(),
-                                                                  "final": {}})
+    tiny.save_run(home, tok, tiny_gpt(tok.vocab_size), run=run, final={})
 
 
 def test_train_rl_command(tok, tmp_path, capsys):

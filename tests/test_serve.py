@@ -10,7 +10,8 @@ import time
 import httpx
 import pytest
 import torch
-from helpers.tiny_chat import ServerThread, random_gpt
+from helpers.server import ServerThread
+from helpers.tiny import random_gpt, save_run
 
 from picochat.engine.batcher import Batcher, Overloaded, Router
 from picochat.engine.engine import Engine, SamplingParams
@@ -165,11 +166,9 @@ def test_two_workers_continuous_batching_equals_engine(engine, tok, prefill_chun
 
 def test_chat_one_shot_loads_a_run(tmp_path, tok, capsys):
     from picochat.cli import main
-    from picochat.model.artifact import save_artifact
 
     model = random_gpt(tok.vocab_size)
-    tok.save(tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json")
-    save_artifact(tmp_path / "runs" / "t" / "sft", model, {"model_config": model.config.to_dict()})
+    save_run(tmp_path, tok, model)
     with pytest.raises(SystemExit) as e:
         main(["chat", "--home", str(tmp_path), "--run", "t", "--device", "cpu", "--temperature", "0",
               "--max-tokens", "6", "-p", "Hello"])

@@ -10,7 +10,8 @@ import time
 
 import httpx
 import pytest
-from helpers.tiny_chat import ServerThread, random_gpt
+from helpers.server import ServerThread
+from helpers.tiny import random_gpt
 
 from picochat.engine.batcher import Batcher
 from picochat.engine.engine import Engine

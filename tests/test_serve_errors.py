@@ -8,7 +8,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers.tiny_chat import TEXT, random_gpt
+from helpers.tiny import random_gpt
 
 from picochat.engine.batcher import Batcher
 from picochat.engine.engine import Engine
@@ -19,10 +19,7 @@ MSGS = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
-def client():
-    from picochat.tokenizer.tokenizer import Tokenizer
-
-    tok = Tokenizer.train([TEXT], vocab_size=300, native=False)
+def client(tok):
     batcher = Batcher(Engine(random_gpt(tok.vocab_size), tok, tool=None), max_rows=4, max_queue=8, max_len=96)
     app = create_app(batcher, tok, "picochat-test", ServeLimits(max_body_bytes=20_000), aliases=("gpt-test",))
     with TestClient(app, base_url="http://localhost") as c:
@@ -188,10 +185,7 @@ def test_framework_errors_are_error_objects(client, method, path, status, words)
     is_error(r, status, words)
 
 
-def test_internal_errors_are_error_objects(tok_app_factory=None):
-    from picochat.tokenizer.tokenizer import Tokenizer
-
-    tok = Tokenizer.train([TEXT], vocab_size=300, native=False)
+def test_internal_errors_are_error_objects(tok):
     app = create_app(Batcher(Engine(random_gpt(tok.vocab_size), tok), 2, 2), tok, "m")
 
     @app.get("/v1/boom")

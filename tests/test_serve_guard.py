@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers.tiny_chat import TEXT, random_gpt
+from helpers.tiny import random_gpt, save_run
 
 from picochat.engine.batcher import Batcher
 from picochat.engine.engine import Engine
@@ -21,10 +21,7 @@ JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def make_client():
-    from picochat.tokenizer.tokenizer import Tokenizer
-
-    tok = Tokenizer.train([TEXT], vocab_size=300, native=False)
+def make_client(tok):
     engine = Engine(random_gpt(tok.vocab_size), tok, tool=None)
     clients = []
 
@@ -145,19 +142,14 @@ def test_policy_from_flags_warns_when_open_beyond_localhost(capsys, monkeypatch)
     assert capsys.readouterr().err == ""
 
 
-def test_serve_command_wires_the_flags(tmp_path, monkeypatch, capsys):
+def test_serve_command_wires_the_flags(tmp_path, tok, monkeypatch, capsys):
     """`picochat serve` with --api-key, --model-alias, --cors-origin and --host: the app it hands
     to uvicorn lists both names, wants the key, allows the origin, and the warning is printed."""
     import uvicorn
 
     from picochat.cli import main
-    from picochat.model.artifact import save_artifact
-    from picochat.tokenizer.tokenizer import Tokenizer
 
-    tok = Tokenizer.train([TEXT], vocab_size=300, native=False)
-    model = random_gpt(tok.vocab_size)
-    tok.save(tmp_path / "runs" / "t" / "tokenizer" / "tokenizer.json")
-    save_artifact(tmp_path / "runs" / "t" / "sft", model, {"model_config": model.config.to_dict()})
+    save_run(tmp_path, tok, random_gpt(tok.vocab_size))
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
     with pytest.raises(SystemExit) as e:

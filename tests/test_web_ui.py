@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.tiny_chat import TEXT, ServerThread, random_gpt
+from helpers.server import ServerThread
+from helpers.tiny import random_gpt
 
 from picochat.engine.batcher import Batcher
 from picochat.engine.engine import Engine
@@ -53,10 +54,7 @@ class ChainGPT(GPT):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    from picochat.tokenizer.tokenizer import Tokenizer
-
-    tok = Tokenizer.train([TEXT], vocab_size=300, native=False)
+def site(tmp_path_factory, tok):
     model = random_gpt(tok.vocab_size, cls=ChainGPT)
     model.config.sequence_len = 384  # room for long replies (the rotary table covers 4 x 96)
     sp = tok.special_id
@@ -134,13 +132,11 @@ def test_chat_page_end_to_end(site, tmp_path):
     assert (shots / "chat_streaming_phone.png").stat().st_size > 0
 
 
-def test_chat_page_asks_for_the_api_key_and_sends_it(tmp_path):
+def test_chat_page_asks_for_the_api_key_and_sends_it(tmp_path, tok):
     """With --api-key the page gets 401, asks for the key once (a prompt dialog), keeps it, and
     sends it as a Bearer token from then on; same-origin, so the guard lets it through."""
     from picochat.serve.guard import Policy
-    from picochat.tokenizer.tokenizer import Tokenizer
 
-    tok = Tokenizer.train([TEXT], vocab_size=300, native=False)
     batcher = Batcher(Engine(random_gpt(tok.vocab_size), tok, tool=None), max_rows=2, max_queue=4)
     app = create_app(batcher, tok, "picochat-key-test", ServeLimits(), Policy(api_key="k3y"))
     with ServerThread(app) as url, sync_api.sync_playwright() as p:
