@@ -52,6 +52,15 @@ check() {  # check NAME LIMIT CMD...: run CMD under min(LIMIT, what is left of t
     echo "=== $name rc=$rc after $((SECONDS - start))s"
 }
 
+keep() {  # keep NAME FILE...: copy what check NAME left behind into OUTDIR; a missing file is said, not hidden
+    local name=$1 file
+    shift
+    [[ $checks == *" $name "* ]] || return 0
+    for file in "$@"; do
+        if [ -f "$file" ]; then cp "$file" "$out/"; else echo "=== $name: $file is missing (see $out/$name.log)"; fi
+    done
+}
+
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
@@ -64,13 +73,16 @@ bench=("$py" benchmarks/train_step.py --nanochat "$NANOCHAT_DIR" --seq-len 2048 
 check step-d20 300 "${bench[@]}" --depth 20
 check cuda-tests 90 "$py" -m pytest -q -p no:cacheprovider tests/test_distributed.py -k cuda
 check demo 200 "$py" -m picochat speedrun --preset demo --home /tmp/picochat_gpu_check --run gpu
-cp /tmp/picochat_gpu_check/runs/gpu/report.md "$out/demo_report.md" 2>/dev/null
+# The report's path comes from the run layout, not written out here (it was once copied from a
+# path that no longer existed, and `2>/dev/null` hid it).
+keep demo "$("$py" -c "from picochat.common.paths import stage_dir
+print(stage_dir('gpu', 'report', '/tmp/picochat_gpu_check') / 'report.md')")"
 check step-d12 150 "${bench[@]}" --depth 12
 check quality-d12 500 "$py" benchmarks/quality.py --nanochat "$NANOCHAT_DIR" --mirror "${PICOCHAT_MIRROR:-../shared/data}" \
     --device cuda --depth 12 --head-dim 128 --vocab 32768 --seq-len 2048 --batch-tokens 524288 --device-batch 32 \
     --steps 96 --eval-every 4 --eval-tokens 262144 --work /tmp/picochat_quality_d12 \
     --png "$out/quality_d12.png" --json "$out/quality_d12.json" --record "$out/quality_d12.md"
-cp /tmp/picochat_quality_d12/*.log "$out/" 2>/dev/null
+keep quality-d12 /tmp/picochat_quality_d12/{picochat,nanochat}_{tokenizer,base}.log
 check fp8-tests 120 "$py" -m pytest -q -p no:cacheprovider tests/test_fp8.py -k cuda
 fp8_variants=bf16,tensorwise,rowwise  # plus torchao's conversion of the same layers where torchao is installed
 "$py" -c "import torchao.float8" 2>/dev/null && fp8_variants=$fp8_variants,torchao-tensorwise

@@ -201,3 +201,25 @@ def test_differing_sample_sizes_are_written_in_each_cell(tmp_path):
         write(run / stage / "eval" / "core.json", {"metric": "CORE-18", "score": 0.1, "max_per_task": per_task})
     text = report.write_report("mixed", str(tmp_path)).read_text()
     assert table_row(text, "CORE-18") == ["0.1000 (100/task)", "0.1000 (all examples)"]
+
+
+def test_gpu_check_keeps_the_report_from_where_it_is_written(tmp_path):
+    """benchmarks/gpu_check.sh asks the run layout where the demo's report is (it once copied it
+    from a path that did not exist, and `2>/dev/null` hid that): its snippet, pointed at a run
+    here, names the file write_report writes; and no script silences a failed copy."""
+    import re
+    import subprocess
+    import sys
+
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    script = (benchmarks / "gpu_check.sh").read_text()
+    snippet = re.search(r'keep demo "\$\("\$py" -c "(.*?)"\)"', script, re.S)
+    assert snippet, "gpu_check.sh no longer asks picochat where the demo report is"
+    code = snippet.group(1).replace("/tmp/picochat_gpu_check", str(tmp_path))
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    write(tmp_path / "runs" / "gpu" / "base" / "metrics.jsonl", '{"step": 1, "loss": 5.0}\n')
+    assert Path(printed.strip()) == report.write_report("gpu", str(tmp_path))
+    silenced = re.compile(r"\s*cp\b.*(2>\s*/dev/null|\|\|\s*true)")
+    for sh in benchmarks.glob("*.sh"):
+        hidden = [line for line in sh.read_text().splitlines() if silenced.match(line)]
+        assert not hidden, f"{sh.name} hides a failed copy: {hidden}"
