@@ -10,6 +10,11 @@
    (`picochat/model/gpt.py`, `scripts/`) must exist too.
 3. Every relative link (chapters, images, code files) resolves, and every image is a PNG under
    200 KB.
+4. Measured numbers come from benchmarks/RESULTS.md: a section that cites it names the
+   RESULTS.md section in quotes after the citation, that section exists, and every number with
+   three or more decimals is one of that section's (as written or rounded). A cheap check: it
+   catches numbers from nowhere and sections renamed away, not a number swapped for another of
+   the same section.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -131,6 +137,63 @@ def test_links_and_images_resolve():
         assert png.stat().st_size < 200_000, f"{png.name} is {png.stat().st_size} bytes (limit 200 KB)"
 
 
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+MEASURED = re.compile(r"(?<![\w.:])(\d+\.\d{3,})(?!\d)")   # 3+ decimals; not arXiv:2410.17897
+RESULTS_SECTION = re.compile(r"RESULTS\.md`?,? \(?\"([^\"]+)\"")
+
+
+def results_sections(results: str) -> dict[str, str]:
+    """RESULTS.md's sections by heading, each with its subsections."""
+    lines, out = results.splitlines(), {}
+    for i, line in enumerate(lines):
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            end = next((j for j in range(i + 1, len(lines))
+                        if lines[j].startswith("#") and len(lines[j]) - len(lines[j].lstrip("#")) <= level), len(lines))
+            out[line.lstrip("#").strip()] = "\n".join(lines[i:end])
+    return out
+
+
+def unsourced_numbers(text: str, results: str) -> list[str]:
+    """Problems with the measured numbers of `text`: in each `## ` section that cites RESULTS.md,
+    every number with 3+ decimals must be one of the cited RESULTS.md sections' numbers, as
+    written or rounded to as many decimals (signs aside: "lost 0.037" for +0.0369), and a
+    section that quotes such numbers must name its RESULTS.md section."""
+    sections, problems = results_sections(results), []
+    for part in re.split(r"^## ", prose(text), flags=re.M):
+        if "RESULTS.md" not in part:
+            continue
+        title, names = part.splitlines()[0], RESULTS_SECTION.findall(part)
+        cited = [body for heading, body in sections.items() for name in names if heading.startswith(name)]
+        problems += [f"{title}: RESULTS.md has no section \"{n}\"" for n in names
+                     if not any(h.startswith(n) for h in sections)]
+        numbers = MEASURED.findall(re.sub(r"\$[^$]*\$", "", part))
+        if numbers and not names:
+            problems.append(f"{title}: quotes {numbers[0]} but names no RESULTS.md section (\"...\" after it)")
+        have = [Decimal(x) for body in cited for x in re.findall(r"\d+\.\d+", body)]
+        for number in numbers:
+            want = Decimal(number)
+            unit = Decimal(1).scaleb(want.as_tuple().exponent)
+            if cited and not any(r.as_tuple().exponent <= want.as_tuple().exponent and want in (
+                    r.quantize(unit, ROUND_HALF_UP), r.quantize(unit, ROUND_HALF_EVEN)) for r in have):
+                problems.append(f"{title}: {number} is not in RESULTS.md's {', '.join(names)}")
+    return problems
+
+
+def test_measured_numbers_are_the_results_files():
+    results = RESULTS.read_text()
+    problems = [f"{chapter.name}: {p}" for chapter in CHAPTERS for p in unsourced_numbers(chapter.read_text(), results)]
+    assert not problems, "\n".join(problems)
+    # the check can fail: a number the cited section does not hold, a section that is not there
+    results = "## Speed\nbpb 1.2346\n## Other\nbpb 1.2345\n"
+    assert unsourced_numbers('## A\nbpb 1.2346 (RESULTS.md, "Speed")\n', results) == []
+    assert unsourced_numbers('## A\nlost 1.235 (RESULTS.md, "Speed")\n', results) == []
+    assert len(unsourced_numbers('## A\nbpb 1.2345 (RESULTS.md, "Speed")\n', results)) == 1
+    assert unsourced_numbers('## A\nbpb 1.2346 (RESULTS.md, "Slow")\n', results) == \
+        ['A: RESULTS.md has no section "Slow"']
+    assert len(unsourced_numbers("## A\nbpb 1.2346 (RESULTS.md)\n", results)) == 1
+
+
 def test_checker_catches_a_missing_name(tmp_path):
     """The reference checker is not vacuous: it rejects names that are not there."""
     assert defined(ROOT / "picochat/model/gpt.py", "CausalSelfAttention.forward")
@@ -168,15 +231,12 @@ def test_attention_figure_shows_the_models_own_attention():
     """The script recomputes attention weights (SDPA hides them); with them, weights @ values
     through the output projection must reproduce the layer's real output."""
     import torch
+    from helpers.tiny import tiny_gpt
 
-    from picochat.model.gpt import GPT, GPTConfig, rms_norm
+    from picochat.model.gpt import rms_norm
 
     figures = _figure_script()
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(sequence_len=16, vocab_size=40, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
+    model = tiny_gpt(40, seq_len=16, n_layer=2, n_head=4, std=0.3)
     idx = torch.randint(0, 40, (1, 10))
     maps = figures.attention_maps(model, idx)
     assert len(maps) == 2 and maps[0].shape == (4, 10, 10)
