@@ -101,33 +101,33 @@ def truncate_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tens
     top_p (B,) with 1 = off. Nucleus keeps the smallest set whose mass reaches p (the first
     token always stays)."""
     V = logits.size(-1)
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    rank = torch.arange(V, device=logits.device)[None, :]
-    k = torch.where(top_k > 0, top_k, V)[:, None]
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V) each; order[b, r] = id of rank r
+    rank = torch.arange(V, device=logits.device)[None, :]        # (1, V)
+    k = torch.where(top_k > 0, top_k, V)[:, None]                # (B, 1)
     sorted_logits = sorted_logits.masked_fill(rank >= k, float("-inf"))
-    probs = sorted_logits.softmax(dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs
-    p = torch.where(top_p < 1, top_p, float("inf"))[:, None]
+    probs = sorted_logits.softmax(dim=-1)                        # (B, V), by rank
+    mass_before = probs.cumsum(dim=-1) - probs                   # (B, V): mass of the better-ranked tokens
+    p = torch.where(top_p < 1, top_p, float("inf"))[:, None]     # (B, 1)
     sorted_logits = sorted_logits.masked_fill(mass_before >= p, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)  # back to id order
 
 
 def choose_tokens(logits: torch.Tensor, params: Sequence[SamplingParams],
                   generators: Sequence[torch.Generator]) -> list[int]:
     """One token per row of logits (B, V): argmax where temperature is 0, else a draw from the
     row's own generator (per-request seeds stay reproducible whatever else is in the batch)."""
-    out = logits.argmax(dim=-1).tolist()
-    hot = [i for i, p in enumerate(params) if p.temperature > 0]
+    out = logits.argmax(dim=-1).tolist()                          # (B,) greedy picks
+    hot = [i for i, p in enumerate(params) if p.temperature > 0]  # the rows that sample
     if not hot:
         return out
     dev = logits.device
-    sub = logits[hot] / torch.tensor([params[i].temperature for i in hot], device=dev)[:, None]
-    top_k = torch.tensor([params[i].top_k for i in hot], device=dev)
-    top_p = torch.tensor([params[i].top_p for i in hot], device=dev)
+    sub = logits[hot] / torch.tensor([params[i].temperature for i in hot], device=dev)[:, None]  # (n_hot, V)
+    top_k = torch.tensor([params[i].top_k for i in hot], device=dev)   # (n_hot,)
+    top_p = torch.tensor([params[i].top_p for i in hot], device=dev)   # (n_hot,)
     if bool((top_k > 0).any()) or bool((top_p < 1).any()):
         sub = truncate_logits(sub, top_k, top_p)
-    probs = sub.softmax(dim=-1)
-    draws = torch.cat([torch.multinomial(probs[j], 1, generator=generators[i]) for j, i in enumerate(hot)])
+    probs = sub.softmax(dim=-1)                                   # (n_hot, V)
+    draws = torch.cat([torch.multinomial(probs[j], 1, generator=generators[i]) for j, i in enumerate(hot)])  # (n_hot,)
     for i, tok in zip(hot, draws.tolist()):
         out[i] = tok
     return out
@@ -153,6 +153,7 @@ class BatchDecoder:
         self.cache = RaggedKVCache.for_model(engine.model, max_rows, min(max_len, limit))
         self.rows: list[_Row | None] = [None] * max_rows
         self._unfed: dict[int, int] = {}  # row -> its sampled token, not yet fed to the model
+        # (max_rows, V): each row's logits for its next token, from its last prefill or decode pass
         self.next_logits = torch.zeros(max_rows, engine.model.config.vocab_size, device=engine.model.device)
 
     @property
@@ -209,7 +210,7 @@ class BatchDecoder:
         means a prompt's tokens never see the padding after them. The keys and values are then
         copied into each request's rows (n rows for n samples)."""
         lengths = [len(p) for p, *_ in group]
-        ids = torch.zeros(len(group), max(lengths), dtype=torch.long)
+        ids = torch.zeros(len(group), max(lengths), dtype=torch.long)  # (B, T_max), right-padded prompts
         for b, (prompt, *_) in enumerate(group):
             ids[b, :len(prompt)] = torch.tensor(prompt)
         tmp = RaggedKVCache.for_model(self.model, len(group), max(lengths), dtype=self.cache.k.dtype)
@@ -287,11 +288,11 @@ class BatchDecoder:
         [0, hi) and idle rows in that range get a dummy token that is forgotten right after (every
         live row is in going_on: `sample` leaves none out of a full step)."""
         hi = max(going_on) + 1
-        ids = torch.zeros(hi, 1, dtype=torch.long)
+        ids = torch.zeros(hi, 1, dtype=torch.long)                    # (hi, 1): one new token per row
         for i, tok in going_on.items():
             ids[i, 0] = tok
         self.cache.active = slice(0, hi)
-        self.next_logits[:hi] = self.model(ids.to(self.model.device), kv_cache=self.cache)[:, -1]
+        self.next_logits[:hi] = self.model(ids.to(self.model.device), kv_cache=self.cache)[:, -1]  # (hi, V)
         for i in range(hi):
             if i not in going_on:
                 self.cache.lens[i] = 0

@@ -100,17 +100,17 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
 def rotary_tables(seq_len: int, head_dim: int, base: float = 10000.0,
                   device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of the angle t·θ_i, θ_i = base^(-2i/D), shaped (1, T, 1, D/2) to broadcast over (B, T, H, D/2)."""
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)  # (D/2,)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)  # (T, D/2)
     return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate each pair (x_i, x_{i+D/2}) by its angle: the 2-D rotation of RoPE's eq. (34)."""
     d = x.size(-1) // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    x1, x2 = x[..., :d], x[..., d:]                                # (B, T, H, D/2) each
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)                    # (1, T, 1, D/2) or (B, T, 1, D/2)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, T, H, D)
 
 
 VE_GATE_CHANNELS = 32  # input channels the value-embedding gate reads (see CausalSelfAttention)
@@ -146,13 +146,14 @@ class CausalSelfAttention(nn.Module):
             # Adding a per-token embedding straight into V gives every such layer the raw token
             # back, at the cost of a lookup (no matmul); the gate's 2·sigmoid starts at 1.
             gate = 2 * torch.sigmoid(self.ve_gate(x[..., :self.ve_gate.in_features]))  # (B, T, Hkv)
-            v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_kv_head, self.head_dim).to(v.dtype)
+            v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_kv_head, self.head_dim).to(v.dtype)  # (B, T, Hkv, D)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q, k = rms_norm(q), rms_norm(k)                              # QK-norm
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, D)
         if kv_cache is None and not 0 < self.window < T:
             # Training (and cache-free inference): plain causal attention over the T tokens.
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head)
+            # y: (B, H, T, D); with GQA each group of H/Hkv query heads reads the same key/value head
         elif kv_cache is None:
             # A sliding-window layer: the causal triangle cut to a band of `window` diagonals. SDPA
             # with an explicit mask still computes all T x T scores (the CPU and math kernels do
@@ -167,8 +168,8 @@ class CausalSelfAttention(nn.Module):
             mask = kv_cache.attention_mask(T, device=q.device, window=self.window)  # None or bool
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False,
                                                enable_gqa=self.n_kv_head != self.n_head)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)             # re-assemble the heads
-        return self.c_proj(y)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)             # (B, T, H·D = C): heads side by side
+        return self.c_proj(y)                                        # (B, T, C)
 
 
 class MLP(nn.Module):
@@ -178,7 +179,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.relu(self.c_fc(x)).square())
+        return self.c_proj(F.relu(self.c_fc(x)).square())  # (B, T, C) -> (B, T, 4C) -> ReLU² -> (B, T, C)
 
 
 class Block(nn.Module):
@@ -189,8 +190,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 kv_cache: KVCache | None = None, ve: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(rms_norm(x), cos, sin, kv_cache, ve)
-        x = x + self.mlp(rms_norm(x))
+        x = x + self.attn(rms_norm(x), cos, sin, kv_cache, ve)   # (B, T, C): pre-norm, residual add
+        x = x + self.mlp(rms_norm(x))                            # (B, T, C)
         return x
 
 
@@ -267,9 +268,11 @@ class GPT(nn.Module):
             logits = c * torch.tanh(logits / c)
         if targets is None:
             return logits
+        # (B·T, V) against (B·T,): one prediction per position; targets of -1 (padding, prompt
+        # tokens) drop out of both the sum and the count of the mean
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
                                ignore_index=-1, reduction=reduction)
-        return loss if reduction != "none" else loss.view(B, T)
+        return loss if reduction != "none" else loss.view(B, T)    # scalar, or (B, T) per token
 
     # ---- accounting, used for MFU, cost estimates and the report ----
 

@@ -29,7 +29,7 @@ def causal_window_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) ->
 class KVCache:
     def __init__(self, batch_size: int, n_layer: int, n_kv_head: int, head_dim: int, max_len: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        shape = (n_layer, batch_size, n_kv_head, max_len, head_dim)
+        shape = (n_layer, batch_size, n_kv_head, max_len, head_dim)   # (L, B, Hkv, T_max, D)
         self.k = torch.empty(shape, device=device, dtype=dtype)
         self.v = torch.empty(shape, device=device, dtype=dtype)
         self.pos = 0
@@ -70,9 +70,9 @@ class KVCache:
         the cache holds more than that, for decoding too."""
         if T == 1 and not 0 < window <= self.pos:
             return None
-        q_pos = torch.arange(self.pos, self.pos + T, device=device)[:, None]
-        k_pos = torch.arange(self.pos + T, device=device)[None, :]
-        return causal_window_mask(q_pos, k_pos, window)
+        q_pos = torch.arange(self.pos, self.pos + T, device=device)[:, None]   # (T, 1): the new queries
+        k_pos = torch.arange(self.pos + T, device=device)[None, :]             # (1, pos + T): every key
+        return causal_window_mask(q_pos, k_pos, window)                        # (T, pos + T), broadcast over B, H
 
     def advance(self, T: int) -> None:
         self.pos += T
@@ -82,7 +82,7 @@ class KVCache:
         continuations."""
         assert self.batch_size == 1, "expand() copies a single-row cache"
         new = KVCache.__new__(KVCache)
-        new.k = self.k.expand(-1, n, -1, -1, -1).contiguous()
+        new.k = self.k.expand(-1, n, -1, -1, -1).contiguous()    # (L, 1, ...) -> (L, n, Hkv, T_max, D)
         new.v = self.v.expand(-1, n, -1, -1, -1).contiguous()
         new.pos, new.max_len = self.pos, self.max_len
         return new
