@@ -176,3 +176,29 @@ def test_scaling_params_are_nanochats(nanochat, depth):
     assert counts["transformer_matrices"] + counts["lm_head"] - gates == scaling_params(picochat_model(depth))
     if depth == 24:
         assert gates == 1728
+
+
+def test_core_scoring_is_nanochats(nanochat, tok):
+    """Guide ch. 09: picochat's CORE prompts, scored token spans and per-example verdicts agree
+    with nanochat's core_eval (benchmarks/core_parity.py's comparison, here on 1 example of every
+    task file in the mirror's bundle on a tiny random model with non-flat predictions)."""
+    import importlib.util
+
+    from helpers.tiny import tiny_gpt
+
+    mirror = os.environ.get("PICOCHAT_MIRROR", "")
+    bundle = Path(mirror) / "core_icl"
+    if not (bundle / "core.yaml").is_file():
+        pytest.skip("PICOCHAT_MIRROR with core_icl/ (the CORE bundle) is not available")
+    pytest.importorskip("jinja2", reason="nanochat's core_eval needs jinja2")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(nanochat.root))
+        from nanochat import core_eval
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "core_parity.py"
+    spec = importlib.util.spec_from_file_location("core_parity", path)
+    parity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parity)
+    model = tiny_gpt(tok.vocab_size, seq_len=2048, n_layer=2, n_embd=64, std=0.5)
+    rows, _, _ = parity.compare(core_eval, bundle, tok, model, per_task=11, scored=1)  # 10-shot tasks need 11
+    assert len(rows) >= 10, f"only {len(rows)} task files in {bundle}"
+    assert [r for r in rows if not r[1] == r[2] == r[3] == r[4]] == []
