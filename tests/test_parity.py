@@ -10,8 +10,10 @@ nanochat (a karpathy/nanochat checkout named by NANOCHAT_DIR): picochat's split 
 nanochat's (bpe.py, guide ch. 03), its width rule is nanochat's (`GPTConfig.from_depth`, guide
 ch. 04), its FLOPs per token are nanochat's estimate (`GPT.flops_per_token`, PaLM's), and the
 horizon's scaling parameters are nanochat's count (train/horizon.py), each up to the modules
-nanochat has and picochat does not (value-embedding gates, the smear gate), which the docs name.
-Every test skips with the reason when its reference is missing.
+nanochat has and picochat does not (value-embedding gates, the smear gate), which the docs name;
+and CORE's prompts, scored spans and verdicts are nanochat's core_eval's (guide ch. 09; this one
+also needs the mirror's CORE bundle, PICOCHAT_MIRROR). Every test skips with the reason when its
+reference is missing.
 """
 
 from __future__ import annotations
