@@ -139,7 +139,7 @@ def test_the_base_loaders_real_cursor_passes_the_weights_only_loader(tmp_path, t
 
 
 def test_a_damaged_snapshot_is_refused_in_one_sentence(tmp_path, tok):
-    model = _model(tok.vocab_size)
+    model = tiny_gpt(tok.vocab_size, n_kv_head=1)
     path = artifact.save_snapshot(tmp_path, 5, model.state_dict(), model.config.to_dict())
     assert artifact.list_snapshots(tmp_path) == {5: path}
     assert torch.equal(artifact.load_snapshot(path).lm_head.weight, model.lm_head.weight)
