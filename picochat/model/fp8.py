@@ -98,7 +98,7 @@ def scale_for(amax: torch.Tensor, fp8_dtype: torch.dtype, pow2: bool = False) ->
 def quantize(x: torch.Tensor, fp8_dtype: torch.dtype, rowwise: bool) -> Fp8:
     """x (rows, cols) in fp8 with a dynamic scale: one for the tensor, or one per row."""
     xf = x.float()
-    amax = xf.abs().amax(dim=-1, keepdim=True) if rowwise else xf.abs().amax()
+    amax = xf.abs().amax(dim=-1, keepdim=True) if rowwise else xf.abs().amax()  # (rows, 1) or ()
     scale = scale_for(amax, fp8_dtype, pow2=rowwise)
     fp8_max = torch.finfo(fp8_dtype).max
     # Saturate before the cast: x·s can round a hair past the maximum, and a cast past it gives NaN.
@@ -135,7 +135,7 @@ class Fp8Matmul(torch.autograd.Function):
             ctx.save_for_backward(x, weight)  # backward requantises them along the other axis
         else:
             ctx.save_for_backward(xq.data, xq.inv_scale, wq.data, wq.inv_scale)  # 8-bit activations
-        return scaled_matmul(xq, wq, x.dtype, fast_accum=True)
+        return scaled_matmul(xq, wq, x.dtype, fast_accum=True)           # (M, N)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
@@ -151,8 +151,8 @@ class Fp8Matmul(torch.autograd.Function):
         else:
             x_data, x_inv, w_data, w_inv = ctx.saved_tensors
             xq, wq, gq = Fp8(x_data, x_inv), Fp8(w_data, w_inv), quantize(grad_y, E5M2, False)
-            grad_x = scaled_matmul(gq, transposed(wq), grad_y.dtype, fast_accum=False)
-            grad_w = scaled_matmul(transposed(gq), transposed(xq), grad_y.dtype, fast_accum=False)
+            grad_x = scaled_matmul(gq, transposed(wq), grad_y.dtype, fast_accum=False)              # (M, K)
+            grad_w = scaled_matmul(transposed(gq), transposed(xq), grad_y.dtype, fast_accum=False)  # (N, K)
         return grad_x, grad_w.to(ctx.weight_dtype), None
 
 
@@ -162,13 +162,13 @@ class Fp8Linear(nn.Linear):
     recipe: str = "tensorwise"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2d = x.reshape(-1, x.size(-1))
+        x2d = x.reshape(-1, x.size(-1))                                   # (B·T, C_in): M rows
         if not self.training or x2d.size(0) % 16:
             return F.linear(x, self.weight)  # eval, inference and odd shapes: the plain bf16 path
         if torch.is_autocast_enabled(x.device.type):  # we leave autocast: fix the compute dtype here
             x2d = x2d.to(torch.get_autocast_dtype(x.device.type))
         y = Fp8Matmul.apply(x2d, self.weight, self.recipe)
-        return y.view(*x.shape[:-1], y.size(-1))
+        return y.view(*x.shape[:-1], y.size(-1))                          # (B, T, C_out)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, recipe: str) -> Fp8Linear:
