@@ -8,14 +8,11 @@ real text (Gutenberg slices, when the mirror is present), non-ASCII and patholog
 from __future__ import annotations
 
 import doctest
-import gzip
-import json
-import os
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import regex
+from helpers.corpora import mirror_gutenberg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -61,25 +58,6 @@ MIXED = (
     "x² ½ ⅓ ٣٤٥ ١٢ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \t\r\n tabs\tand\r\nCRLF  lines   \u00a0nbsp\u2003em\u3000ideo "
     "don't WE'LL they'Re I'M o'clock Straße ſtraße ǅ ﬁ 123456789 3.14159 1,000,000\n"
 )
-
-
-def mirror_gutenberg(n_chars: int, offset: int = 0) -> list[str] | None:
-    """A slice of the Gutenberg training books from the data mirror, or None when absent."""
-    mirror = os.environ.get("PICOCHAT_MIRROR", "")
-    path = Path(mirror) / "pretrain" / "gutenberg_train.jsonl.gz"
-    if not mirror or not path.exists():
-        return None
-    docs, total = [], 0
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if i < offset:
-                continue
-            text = json.loads(line)["text"][: n_chars - total]
-            docs.append(text)
-            total += len(text)
-            if total >= n_chars:
-                break
-    return docs
 
 
 # ---- the reference ---------------------------------------------------------------------------

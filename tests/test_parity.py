@@ -4,7 +4,8 @@ rustbpe (pip install rustbpe; in the `test` extra): picochat/tokenizer/bpe.py sa
 has rustbpe's semantics ("on the same chunks our merges equal its merges": highest count, then
 the lowest pair, count-1 pairs allowed, an early stop when no pair is left), and guide ch. 10 /
 benchmarks/RESULTS.md say the trained vocabulary is identical to rustbpe's. Checked here for the
-reference trainer, the native core (when built) and `Tokenizer.train` on small offline texts.
+reference trainer, the native core (when built) and `Tokenizer.train` on small offline texts, and
+for the native core on 3 MB of the mirror's Gutenberg books (PICOCHAT_MIRROR).
 
 nanochat (a karpathy/nanochat checkout named by NANOCHAT_DIR): picochat's split pattern is
 nanochat's (bpe.py, guide ch. 03), its width rule is nanochat's (`GPTConfig.from_depth`, guide
@@ -25,6 +26,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers.corpora import mirror_gutenberg
 
 from picochat.data import synthetic
 from picochat.model.gpt import GPT, GPTConfig
@@ -68,6 +70,16 @@ def test_native_trainer_learns_rustbpes_merges(name):
     texts = TEXTS[name]
     want = rustbpe_vocab(texts, 300, bpe.SPLIT_PATTERN)
     assert bpe.vocab_bytes(fast.train(texts, 300)) == want
+
+
+@pytest.mark.skipif(not fast.available(), reason="the native tokenizer core is not built")
+def test_native_trainer_learns_rustbpes_merges_on_gutenberg():
+    """Guide ch. 10: on real books the merge list is identical to rustbpe's (the benchmark checks
+    the whole 58 MB corpus; here 3 MB and 4,000 merges, deep into the count-tie region)."""
+    docs = mirror_gutenberg(3_000_000, offset=11)
+    if docs is None:
+        pytest.skip("the Gutenberg books of the data mirror are not available (set PICOCHAT_MIRROR)")
+    assert bpe.vocab_bytes(fast.train(docs, 4000)) == rustbpe_vocab(docs, 4000, bpe.SPLIT_PATTERN)
 
 
 def test_tokenizer_vocabulary_is_rustbpes():
