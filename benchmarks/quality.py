@@ -144,23 +144,13 @@ def train_picochat(args, work: Path) -> SideResult:
     s = shape_args(args)
     home = str(work / "picochat_home")
     common = ["--run", RUN, "--home", home, "--mirror", args.mirror, "--preset", "demo", "--device", args.device]
-    py = [sys.executable, "-m", "picochat"]
-    # the GPU presets' fast path (nanochat compiles its optimizer steps too); a CPU gains nothing from them
-    gpu_flags = ["--compile-optim", "--fused-adamw"] if args.device == "cuda" else []
     t0 = time.perf_counter()
-    run_logged(py + ["tokenizer", "train", *common, "--source", "gutenberg", "--vocab-size", str(s["vocab"]),
-                     "--max-chars", str(args.tok_chars)], work / "picochat_tokenizer.log")
-    run_logged(py + ["train", "base", *common, "--source", "gutenberg", "--depth", str(s["depth"]),
-                     "--aspect-ratio", "64", "--head-dim", str(s["head_dim"]), "--vocab-size", str(s["vocab"]),
-                     "--seq-len", str(s["seq_len"]),
-                     "--device-batch-size", str(s["device_batch"]), "--total-batch-tokens", str(s["batch_tokens"]),
-                     "--num-steps", str(args.steps), "--eval-every", str(args.eval_every),
-                     "--eval-tokens", str(args.eval_tokens), "--save-every", "0", "--log-every", "1", "--compile",
-                     "--snapshot-every", str(args.curve_every),
-                     *gpu_flags, *args.picochat_arg],
-               work / "picochat_base.log")
-    res = SideResult("picochat", wall_s=time.perf_counter() - t0)
     stage = Path(home) / "runs" / RUN / "base"
+    if args.reuse and artifact.is_complete(stage):
+        print(f"picochat: reusing the finished model in {stage}", flush=True)
+    else:
+        train_picochat_side(args, common, s, work)
+    res = SideResult("picochat", wall_s=time.perf_counter() - t0 if not args.reuse else float("nan"))
     records = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
     res.first_step_s = next(r["elapsed"] for r in records if r["step"] == 1)
     for rec in records:
@@ -177,6 +167,24 @@ def train_picochat(args, work: Path) -> SideResult:
     return res
 
 
+def train_picochat_side(args, common: list[str], s: dict, work: Path) -> None:
+    """`picochat tokenizer train` and `picochat train base` at the benchmark's shape."""
+    py = [sys.executable, "-m", "picochat"]
+    # the GPU presets' fast path (nanochat compiles its optimizer steps too); a CPU gains nothing from them
+    gpu_flags = ["--compile-optim", "--fused-adamw"] if args.device == "cuda" else []
+    run_logged(py + ["tokenizer", "train", *common, "--source", "gutenberg", "--vocab-size", str(s["vocab"]),
+                     "--max-chars", str(args.tok_chars)], work / "picochat_tokenizer.log")
+    run_logged(py + ["train", "base", *common, "--source", "gutenberg", "--depth", str(s["depth"]),
+                     "--aspect-ratio", "64", "--head-dim", str(s["head_dim"]), "--vocab-size", str(s["vocab"]),
+                     "--seq-len", str(s["seq_len"]),
+                     "--device-batch-size", str(s["device_batch"]), "--total-batch-tokens", str(s["batch_tokens"]),
+                     "--num-steps", str(args.steps), "--eval-every", str(args.eval_every),
+                     "--eval-tokens", str(args.eval_tokens), "--save-every", "0", "--log-every", "1", "--compile",
+                     "--snapshot-every", str(args.curve_every),
+                     *gpu_flags, *args.picochat_arg],
+               work / "picochat_base.log")
+
+
 def common_bpb(model: torch.nn.Module, tokenizer, args, texts: list[str] | None = None) -> float:
     """The one evaluator, in fp32 on the run's device (bf16 rounding would differ between the two models)."""
     model = model.float().to(args.device).eval()
@@ -184,16 +192,28 @@ def common_bpb(model: torch.nn.Module, tokenizer, args, texts: list[str] | None 
                          device=args.device, batch_size=64 if args.device == "cuda" else 8)
 
 
-def domain_scores(model: torch.nn.Module, tokenizer, args, in_domain: list[str]) -> dict[str, float]:
-    """bpb on the in-domain documents given and on every out-of-domain set (benchmarks/domains.py)."""
-    sets = {"gutenberg": in_domain, **args.ood_texts}
+def domain_scores(model: torch.nn.Module, tokenizer, args, sets: dict[str, list[str]]) -> dict[str, float]:
+    """bpb on each set of documents (the in-domain one first, then benchmarks/domains.py's)."""
     return {name: common_bpb(model, tokenizer, args, docs) for name, docs in sets.items()}
 
 
 def score_side(res: SideResult, model: torch.nn.Module, tokenizer, snapshots: dict, args) -> None:
     """Everything the common evaluator says about one side: the final model in domain (all validation
-    documents), out of domain and on CORE-18; then each snapshot along the run on every set."""
-    res.domains = domain_scores(model, tokenizer, args, args.val_texts)
+    documents), out of domain and on CORE-18; then each snapshot along the run, and the final model
+    again, on smaller cuts of every set (--curve-val-docs, --curve-ood-chars)."""
+    cache = args.work_dir / f"{res.name}_scores.json"
+    if args.reuse and cache.exists():  # scored by an earlier invocation with the same --work
+        saved = json.loads(cache.read_text())
+        res.domains, res.core = saved["domains"], saved["core"]
+        res.final_bpb, res.domain_curve = res.domains["gutenberg"], [tuple(p) for p in saved["domain_curve"]]
+        print(f"{res.name}: reusing the scores in {cache}", flush=True)
+        return
+    score_all(res, model, tokenizer, snapshots, args)
+    atomic_write_text(cache, json.dumps({"domains": res.domains, "core": res.core, "domain_curve": res.domain_curve}))
+
+
+def score_all(res: SideResult, model: torch.nn.Module, tokenizer, snapshots: dict, args) -> None:
+    res.domains = domain_scores(model, tokenizer, args, {"gutenberg": args.val_texts, **args.ood_texts})
     res.final_bpb = res.domains["gutenberg"]
     print(f"{res.name} final: " + ", ".join(f"{k} {v:.4f}" for k, v in res.domains.items()), flush=True)
     if args.core_per_task:
@@ -201,14 +221,25 @@ def score_side(res: SideResult, model: torch.nn.Module, tokenizer, snapshots: di
                              max_per_task=args.core_per_task, device=args.device, log=None)
         res.core = {"name": core.name, "score": core.score, "centered": core.centered, "examples": core.examples}
         print(f"{res.name} {core.name} ({args.core_per_task} per task): {core.score:.4f}", flush=True)
-    curve_docs = args.val_texts[:args.curve_val_docs] if args.curve_val_docs else args.val_texts
-    for step in sorted(snapshots):
-        scores = domain_scores(snapshots[step](), tokenizer, args, curve_docs)
+    if not snapshots:
+        return
+    curve_sets = {"gutenberg": args.val_texts[:args.curve_val_docs] if args.curve_val_docs else args.val_texts,
+                  **{name: cut(docs, args.curve_ood_chars) for name, docs in args.ood_texts.items()}}
+    for step, load in sorted({**snapshots, res.steps: lambda: model}.items()):
+        scores = domain_scores(load(), tokenizer, args, curve_sets)
         res.domain_curve.append((step, scores))
         print(f"{res.name} step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
-    if snapshots and res.steps not in snapshots:  # the final model closes the curve, same in-domain subset
-        in_domain = common_bpb(model, tokenizer, args, curve_docs)
-        res.domain_curve.append((res.steps, {**res.domains, "gutenberg": in_domain}))
+
+
+def cut(docs: list[str], max_chars: int) -> list[str]:
+    """The first documents, at most max_chars characters in all."""
+    out, total = [], 0
+    for d in docs:
+        if total + len(d) > max_chars:
+            break
+        out.append(d)
+        total += len(d)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- nanochat
@@ -244,22 +275,15 @@ def nanochat_env(base: Path, work: Path) -> dict:
 def train_nanochat(args, work: Path) -> SideResult:
     s = shape_args(args)
     base = work / "nanochat_base"
-    write_nanochat_data(args, base)
-    env = nanochat_env(base, work)
+    ckpt_dir = base / "base_checkpoints" / "quality"
     t0 = time.perf_counter()
-    run_logged([sys.executable, "-m", "scripts.tok_train", "--vocab-size", str(s["vocab"]),
-                "--max-chars", str(args.tok_chars)], work / "nanochat_tokenizer.log", env, args.nanochat)
-    out = run_logged([sys.executable, "-m", "scripts.base_train", "--run", "dummy", "--device-type", args.device,
-                      "--depth", str(s["depth"]), "--aspect-ratio", "64", "--head-dim", str(s["head_dim"]),
-                      "--max-seq-len", str(s["seq_len"]),
-                      "--device-batch-size", str(s["device_batch"]), "--total-batch-size", str(s["batch_tokens"]),
-                      "--num-iterations", str(args.steps), "--eval-every", str(args.eval_every),
-                      "--eval-tokens", str(args.eval_tokens), "--core-metric-every", "-1", "--sample-every", "-1",
-                      "--model-tag", "quality", "--window-pattern", "L", "--save-every", str(args.curve_every or -1),
-                      *args.nanochat_arg],
-                     work / "nanochat_base.log", env, args.nanochat)
-    res = SideResult("nanochat", wall_s=time.perf_counter() - t0, tokens=args.steps * s["batch_tokens"],
-                     steps=args.steps)
+    if args.reuse and (ckpt_dir / f"model_{args.steps:06d}.pt").exists():
+        print(f"nanochat: reusing the finished model in {ckpt_dir}", flush=True)
+        out = (work / "nanochat_base.log").read_text()
+    else:
+        out = run_nanochat_side(args, base, work)
+    res = SideResult("nanochat", wall_s=time.perf_counter() - t0 if not args.reuse else float("nan"),
+                     tokens=args.steps * s["batch_tokens"], steps=args.steps)
     res.curve = [(int(m[1]), float(m[2])) for m in re.finditer(r"Step (\d+) \| Validation bpb: ([0-9.]+)", out)]
     # Every step's dt, the first (torch.compile) included, as picochat's elapsed counts every step.
     # (nanochat's own "Total training time" leaves out steps 0-10, so it reads 0 on short runs.)
@@ -275,12 +299,30 @@ def train_nanochat(args, work: Path) -> SideResult:
     model, tok, _ = load_model("base", torch.device("cpu"), phase="eval", model_tag="quality")
     res.params = sum(p.numel() for p in model.parameters())
     res.flops_per_token = float(model.estimate_flops())
-    ckpt_dir = base / "base_checkpoints" / "quality"
     steps = sorted(int(p.stem.split("_")[1]) for p in ckpt_dir.glob("model_*.pt"))
     snapshots = {s: (lambda s=s: load_model("base", torch.device("cpu"), phase="eval", model_tag="quality",
-                                            step=s)[0]) for s in steps if s != args.steps}
+                                            step=s)[0])
+                 for s in steps if s != args.steps and args.curve_every and s % args.curve_every == 0}
     score_side(res, model, NanochatTokenizerAdapter(tok), snapshots, args)
     return res
+
+
+def run_nanochat_side(args, base: Path, work: Path) -> str:
+    """nanochat's tok_train and base_train on the benchmark's documents; base_train's output."""
+    s = shape_args(args)
+    write_nanochat_data(args, base)
+    env = nanochat_env(base, work)
+    run_logged([sys.executable, "-m", "scripts.tok_train", "--vocab-size", str(s["vocab"]),
+                "--max-chars", str(args.tok_chars)], work / "nanochat_tokenizer.log", env, args.nanochat)
+    return run_logged([sys.executable, "-m", "scripts.base_train", "--run", "dummy", "--device-type", args.device,
+                       "--depth", str(s["depth"]), "--aspect-ratio", "64", "--head-dim", str(s["head_dim"]),
+                       "--max-seq-len", str(s["seq_len"]),
+                       "--device-batch-size", str(s["device_batch"]), "--total-batch-size", str(s["batch_tokens"]),
+                       "--num-iterations", str(args.steps), "--eval-every", str(args.eval_every),
+                       "--eval-tokens", str(args.eval_tokens), "--core-metric-every", "-1", "--sample-every", "-1",
+                       "--model-tag", "quality", "--window-pattern", "L", "--save-every", str(args.curve_every or -1),
+                       *args.nanochat_arg],
+                      work / "nanochat_base.log", env, args.nanochat)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -502,6 +544,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--curve-val-docs", type=int, default=500, help="in-domain documents scored at each snapshot")
     ap.add_argument("--core-per-task", type=int, default=100, help="CORE-18 examples per task for each final "
                     "model (the mirror's 18 of CORE's 22 tasks); 0 = skip")
+    ap.add_argument("--curve-ood-chars", type=int, default=50_000, help="characters of each out-of-domain set "
+                    "scored at each snapshot (the final models get --ood-chars)")
+    ap.add_argument("--reuse", action="store_true", help="a side whose finished model is already in --work is "
+                    "scored, not retrained (its timings come from its log; its wall time is not known)")
+    ap.add_argument("--nanochat-only", action="store_true", help="train and score nanochat's side, then stop "
+                    "(with --reuse, a later run of both sides picks it up)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda, both sides")
     ap.add_argument("--work", default="", help="working directory (default: a fresh temporary one)")
     ap.add_argument("--png", default="benchmarks/quality.png", help="where to write the curves")
@@ -536,11 +584,14 @@ def main(argv: list[str] | None = None) -> None:
     args.val_texts = val[:args.val_docs] if args.val_docs else val
     args.ood_texts = {name: domains.documents(args.mirror, name, args.ood_chars)
                       for name in (domains.OUT_OF_DOMAIN if args.ood_chars else ())}
+    args.work_dir = work
     ref = None
     if not args.skip_anchor:
         train = iter_documents("gutenberg", "train", mirror=args.mirror)
         args.train_texts = [d for _, d in zip(range(args.train_docs), train)] if args.train_docs else list(train)
         ref = train_nanochat(args, work)
+    if args.nanochat_only:
+        return
     ours = train_picochat(args, work)
     text = report(ours, ref, args.anchor_bpb)
     print("\n" + text)
