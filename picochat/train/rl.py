@@ -235,21 +235,21 @@ class RLStage:
         """-(token-level policy-gradient objective) over the sampled tokens (see the module doc)."""
         rl = self.rl
         logp = -model(batch.inputs, batch.targets, reduction="none")     # (B, T); 0 where target -1
-        valid = (batch.targets >= 0).float()
-        adv = batch.weights
+        valid = (batch.targets >= 0).float()                             # (B, T): 1 on sampled tokens
+        adv = batch.weights                                               # (B, T): the row's advantage per token
         if rl.ppo_clip > 0:
-            ratio = torch.exp(logp - batch.old_logprobs)
+            ratio = torch.exp(logp - batch.old_logprobs)                  # (B, T): pi / pi_old per token
             clipped = ratio.clamp(1 - rl.ppo_clip, 1 + rl.ppo_clip)
-            objective = torch.minimum(ratio * adv, clipped * adv)
+            objective = torch.minimum(ratio * adv, clipped * adv)         # (B, T)
             self._stats["clipped"].append(float(((ratio != clipped).float() * valid).sum() / valid.sum().clamp_min(1)))
         else:
-            objective = logp * adv  # REINFORCE: same gradient as the ratio form at pi = pi_old
+            objective = logp * adv  # (B, T); REINFORCE: same gradient as the ratio form at pi = pi_old
         if rl.kl_coef > 0:
-            d = batch.ref_logprobs - logp
+            d = batch.ref_logprobs - logp                                 # (B, T): log(pi_ref / pi)
             kl = torch.exp(d) - d - 1                                     # k3 estimator, >= 0
             objective = objective - rl.kl_coef * kl
             self._stats["kl"].append(float((kl.detach() * valid).sum() / valid.sum().clamp_min(1)))
-        return -(objective * valid).sum() / batch.norm
+        return -(objective * valid).sum() / batch.norm                   # scalar: summed, / tokens per step
 
     # ---- hooks the trainer calls ----
 

@@ -43,9 +43,9 @@ class RolloutBatch(Batch):
 def group_advantages(rewards: torch.Tensor, std_normalize: bool = False, eps: float = 1e-6) -> torch.Tensor:
     """(G, k) rewards -> (G, k) advantages: minus the group mean, optionally over the group std.
     A group whose samples all scored the same gets zero advantage (nothing to learn from it)."""
-    adv = rewards - rewards.mean(dim=1, keepdim=True)
+    adv = rewards - rewards.mean(dim=1, keepdim=True)                        # (G, k) - (G, 1)
     if std_normalize:
-        adv = adv / (rewards.std(dim=1, keepdim=True, unbiased=False) + eps)
+        adv = adv / (rewards.std(dim=1, keepdim=True, unbiased=False) + eps)  # (G, k) / (G, 1)
     return adv
 
 

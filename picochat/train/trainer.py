@@ -126,8 +126,8 @@ def default_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     if batch.weights is None:
         return model(batch.inputs, batch.targets)
     nll = model(batch.inputs, batch.targets, reduction="none")               # (B, T)
-    w = batch.weights * (batch.targets >= 0)
-    return (nll * w).sum() / w.abs().sum().clamp_min(1.0)
+    w = batch.weights * (batch.targets >= 0)                                  # (B, T), 0 on padding
+    return (nll * w).sum() / w.abs().sum().clamp_min(1.0)                     # scalar: weighted mean
 
 
 @torch.no_grad()
@@ -145,10 +145,10 @@ def evaluate_loss_bpb(model: torch.nn.Module, batches: Iterator[Batch], token_by
     for batch in batches:
         x, y = batch.inputs.to(device), batch.targets.to(device)
         with autocast:
-            nll = model(x, y, reduction="none")
-        valid = y >= 0
-        b = torch.where(valid, token_bytes[y.clamp_min(0)], 0)
-        counted = valid & (b > 0)
+            nll = model(x, y, reduction="none")                          # (B, T) nats per target
+        valid = y >= 0                                                   # (B, T)
+        b = torch.where(valid, token_bytes[y.clamp_min(0)], 0)           # (B, T) UTF-8 bytes per target
+        counted = valid & (b > 0)                                        # (B, T): specials decode to 0 bytes
         nats += (nll * counted).sum().double()
         nbytes += b.sum().double()
         ntok += counted.sum().double()
