@@ -31,6 +31,7 @@ from picochat.common.device import autocast_for, peak_flops, pick_device, synchr
 from picochat.config import TrainConfig  # noqa: E402
 from picochat.model.gpt import GPT, GPTConfig  # noqa: E402
 from picochat.optim.groups import build_optimizers  # noqa: E402
+from picochat.train.trainer import Batch, train_step  # noqa: E402
 
 
 def picochat_step_fn(cfg: GPTConfig, device, dtype: str, compile_: bool):
@@ -45,13 +46,7 @@ def make_step(model, optimizers, ctx, compile_: bool):
     fwd = torch.compile(model) if compile_ else model
 
     def step(x, y):
-        with ctx:
-            loss = fwd(x, y)
-        loss.backward()
-        for o in optimizers:
-            o.step()
-        model.zero_grad(set_to_none=True)
-        return loss
+        return train_step(fwd, model, optimizers, [Batch(x, y)], 1, autocast=ctx)  # picochat's one step
     return step
 
 

@@ -25,6 +25,7 @@ from picochat.config import get_preset
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.optim.groups import build_optimizers
 from picochat.plan import StepWork, plan_work
+from picochat.train.trainer import Batch, train_step
 
 MEASURE_BUDGET_FLOPS = 2e11  # measure on this device only if one step costs less than this
 DECODE_EFFICIENCY = 0.1      # assumed: decoding reaches 1/10 of the training FLOP/s
@@ -41,12 +42,7 @@ def measure_flops_per_second(cfg: GPTConfig, device: torch.device, rows: int, st
     for _ in range(steps + 1):  # the first step warms up allocators and kernels
         synchronize(device)
         t = time.perf_counter()
-        with ctx:
-            loss = model(x, x)
-        loss.backward()
-        for o in opts:
-            o.step()
-        model.zero_grad(set_to_none=True)
+        train_step(model, model, opts, [Batch(x, x)], 1, autocast=ctx)
         synchronize(device)
         times.append(time.perf_counter() - t)
     return rows * cfg.sequence_len * model.flops_per_token() / min(times[1:])

@@ -28,11 +28,12 @@ starts the stage (picochat/train_commands.py), never imported from eval/ here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -128,6 +129,33 @@ def default_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     nll = model(batch.inputs, batch.targets, reduction="none")               # (B, T)
     w = batch.weights * (batch.targets >= 0)                                  # (B, T), 0 on padding
     return (nll * w).sum() / w.abs().sum().clamp_min(1.0)                     # scalar: weighted mean
+
+
+def train_step(model: torch.nn.Module, raw_model: torch.nn.Module, optimizers: list[torch.optim.Optimizer],
+               micro_batches: Iterable[Batch], accum_steps: int, *,
+               loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor] = default_loss,
+               autocast: Any = contextlib.nullcontext(), grad_clip: float = 0.0,
+               accumulating: Callable[..., Any] = lambda last: contextlib.nullcontext()) -> torch.Tensor:
+    """One optimizer step, the only one in picochat (the trainer, `picochat cost`'s measurement and
+    benchmarks/train_step.py run it): forward and backward over accum_steps micro-batches, each
+    loss divided by accum_steps so the gradients sum to the step's mean; clip the global norm;
+    step every optimizer; clear the gradients. `model` runs the forward (it may be compiled or
+    wrapped by DDP/FSDP), `raw_model` owns the parameters; `accumulating(last=...)` lets DDP
+    skip the gradient all-reduce until the last micro-batch. Returns the mean loss as a device
+    tensor (no host sync here)."""
+    total = None
+    for micro, batch in enumerate(micro_batches):
+        with accumulating(last=micro == accum_steps - 1):
+            with autocast:
+                loss = loss_fn(model, batch) / accum_steps
+            loss.backward()
+        total = loss.detach() if total is None else total + loss.detach()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+    for opt in optimizers:
+        opt.step()
+    raw_model.zero_grad(set_to_none=True)
+    return total
 
 
 @torch.no_grad()
@@ -271,23 +299,16 @@ class Trainer:
         return mult
 
     def _train_step(self, batches: Iterator[Batch]) -> torch.Tensor:
-        """Forward/backward over accum_steps micro-batches, then clip and step. Returns the mean
-        loss as a device tensor (no host sync here)."""
-        total = torch.zeros((), device=self.device)
-        for micro in range(self.accum_steps):
-            batch = next(batches).to(self.device)
-            with self.par.accumulating(last=micro == self.accum_steps - 1):  # DDP: sync grads once
-                with self.autocast:
-                    loss = self.loss_fn(self.model, batch) / self.accum_steps
-                loss.backward()
-            total += loss.detach()
-            self.cursor = batch.cursor
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.grad_clip)
-        for opt in self.optimizers:
-            opt.step()
-        self.raw_model.zero_grad(set_to_none=True)
-        return total
+        """train_step over the next accum_steps micro-batches; the data cursor follows them."""
+        def micro_batches() -> Iterator[Batch]:
+            for _ in range(self.accum_steps):
+                batch = next(batches).to(self.device)
+                self.cursor = batch.cursor
+                yield batch
+
+        return train_step(self.model, self.raw_model, self.optimizers, micro_batches(), self.accum_steps,
+                          loss_fn=self.loss_fn, autocast=self.autocast, grad_clip=self.cfg.grad_clip,
+                          accumulating=self.par.accumulating)
 
     # ---- the loop ----
 
