@@ -38,6 +38,16 @@ The common evaluator runs in fp32 on the run's device. On a GPU (the d12 compari
     python benchmarks/quality.py --mirror ../shared/data --skip-anchor --anchor-bpb X \
         --picochat-arg=--softcap=0 --png benchmarks/out/ablation.png                      # an ablation row
 
+Out of domain (issue #26): every final model is also scored on five held-out sets of other kinds
+(benchmarks/domains.py: encyclopedic prose, dialogue, Python, math word problems, verse; --ood-chars
+each) and, with --core-per-task, on CORE-18. Both runs keep their weights every --curve-every
+steps (picochat `--snapshot-every`, nanochat `--save-every`); each snapshot is scored on smaller
+cuts of every set, and the report gives both sides' out-of-domain bpb where their in-domain bpb
+is equal (linear between snapshots), plus a second PNG (<png>_domains.png). On a shared machine
+the sides can be trained and scored in separate invocations with one --work: `--nanochat-only`
+stops after nanochat's side, and `--reuse` scores a side already trained, or reads back the
+scores an earlier invocation kept (<side>_scores.json), then writes the joint report.
+
 nanochat is karpathy/nanochat (a git checkout; the PyPI package of that name is unrelated).
 Its base_train imports wandb only to log to it; when wandb is not installed a do-nothing module
 is put on the subprocess's path (base_train runs with --run dummy, which never calls it).
