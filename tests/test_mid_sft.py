@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 import torch
+from helpers.chat_check import score_reply
 from helpers.tiny import save_run
 
 from picochat.cli import Resolved
@@ -26,7 +27,6 @@ from picochat.tokenizer.chat import chat_tokens, render_conversation
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train import chat_stage, mid, sft
 from picochat.train.chat_batches import ChatPacker, chat_batches, estimate_rows, waste_fraction
-from picochat.train.chat_check import score_reply
 
 SEQ = 64
 
@@ -279,8 +279,9 @@ def test_mid_then_sft_teach_the_chat_format_and_the_calculator(tmp_path):
     (About a CPU minute: the demo preset's chat rows, on a smaller model with no pretraining, in
     steps of 1k tokens. Measured margins: held-out mid loss 1.36 against the bound 1.73, 8 of 8
     replies stop and call the calculator; with 40 mid steps the mid loss misses the bound.)"""
+    from helpers.chat_check import check_run
+
     from picochat.data.synthetic import chunk
-    from picochat.train.chat_check import check_run
 
     text = "\n".join(doc for i in range(4) for doc in chunk("train", i))
     with warnings.catch_warnings():

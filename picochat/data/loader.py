@@ -20,7 +20,7 @@ the buffer (as [chunk, index] pairs, oldest first). Resuming re-reads and re-tok
 documents, restores the buffer in the same order, and continues: the packer is deterministic,
 so the batches that follow are bit-identical to an uninterrupted run.
 
-Resume on another number of ranks: a checkpoint stores every rank's cursor (`gather_cursor`).
+Resume on another number of ranks: a checkpoint stores every rank's cursor (the trainer gathers them).
 Given those of W ranks and run on W' != W, each rank re-shards them (data/reshard.py): the new
 ranks split the old buffers and the old ranks' unread chunk remainders between them (a cursor's
 `leftover` segments, read before its stride), then continue on the W' stride from the furthest
@@ -173,7 +173,7 @@ def _restore_buffer(corpus: Corpus, tokenizer: Any, pending: list[list[int]]) ->
 
 
 def _check_cursor(cursor: dict, corpus: Corpus, rank: int, world_size: int) -> dict:
-    if "ranks" in cursor:  # a gathered cursor (see gather_cursor): take this rank's part
+    if "ranks" in cursor:  # every rank's cursor, as the trainer saves them: take this rank's part
         ranks = cursor["ranks"]
         if len(ranks) != world_size:  # saved on another number of ranks: split what they left
             ranks = reshard_cursors(ranks, world_size, corpus.num_chunks())
@@ -337,18 +337,3 @@ def waste_fraction(cursor: dict) -> float:
     s = cursor["stats"]
     total = s["doc_tokens"] + s["padded"]
     return (s["cropped"] + s["padded"]) / total if total else 0.0
-
-
-def gather_cursor(cursor: dict) -> dict:
-    """Under torch.distributed, collect every rank's cursor into one (what a checkpoint stores).
-
-    `pretrain_batches(..., cursor=gathered)` picks its own rank's part. Without a process group
-    it returns the cursor unchanged. Every rank must call it (it is a collective).
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return cursor
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, cursor)
-    return {"ranks": parts}

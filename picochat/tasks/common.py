@@ -29,8 +29,6 @@ import numpy as np
 
 from picochat.common.errors import UserError
 
-EVAL_TYPES = ("categorical", "generative")
-
 
 class Task:
     """A sized, indexable collection of examples: `{"messages": [...], ...task fields}`."""

@@ -48,14 +48,12 @@ class ChatStage:
         self.name, self.train_task, self.val_task, self.tokenizer = name, train_task, val_task, tokenizer
         self.in_loop = in_loop  # ChatCORE every train.chatcore_every steps (eval/in_loop.py)
         self.kw = dict(batch_size=batch_size, seq_len=seq_len, crop=crop, rank=rank, world_size=world_size)
-        self.last_cursor: dict | None = None
         self.packing: dict[str, Any] = {}  # updated in place as batches go out (it rides in meta.json)
 
     def batches(self, cursor: dict | None) -> Iterator[Batch]:
         if cursor is not None and "ranks" in cursor:  # saved on another number of ranks
             cursor = _shared_cursor(cursor["ranks"])
         for batch in chat_batches(self.train_task, self.tokenizer, cursor=cursor, infinite=True, **self.kw):
-            self.last_cursor = batch.cursor
             self.packing.update(batch.cursor["stats"], epoch=batch.cursor["epoch"],
                                 waste_fraction=waste_fraction(batch.cursor))
             yield batch

@@ -4,7 +4,7 @@
 This is the "Must show" of the chat stages (issue 6), run after demo SFT by the end-to-end test
 and usable by hand:
 
-    python -c "from picochat.train.chat_check import check_run; print(check_run('demo'))"
+    cd tests && python -c "from helpers.chat_check import check_run; print(check_run('demo'))"
 
 Prompts are held-out synthetic word problems (tasks/synthetic.py, test split); replies come from
 the one sampling routine (engine/), greedy, with the sandboxed calculator as the tool.
