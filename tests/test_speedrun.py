@@ -96,8 +96,22 @@ def test_tiny_demo_every_stage_with_kill_and_rerun(tmp_path):
     assert again.returncode == 0 and "already complete" in again.stdout and "step 1/" not in again.stdout
 
     # 4. the finished model can be talked to from a script
+    question = "Mia has 3 apples and buys 4 more. How many apples does Mia have now?"
     chat = subprocess.run([sys.executable, "-m", "picochat", "chat", "--run", "t", "--home", str(home),
-                           "-p", "Mia has 3 apples and buys 4 more. How many apples does Mia have now?"],
+                           "--temperature", "0", "-p", question],
                           env=env, capture_output=True, text=True, timeout=300)
     assert chat.returncode == 0, chat.stderr
-    assert chat.stdout.strip()
+    # the command's greedy reply is the latest stage's (RL's), through the one engine
+    import io
+
+    from picochat.chat_cli import reply
+    from picochat.config import ChatConfig
+    from picochat.engine.engine import Engine, SamplingParams
+    from picochat.run_layout import load_model_and_tokenizer
+
+    model, tokenizer, stage = load_model_and_tokenizer("t", str(home), "", "cpu")
+    assert stage == "rl"
+    expected = io.StringIO()
+    reply(Engine(model, tokenizer), [{"role": "user", "content": question}],
+          SamplingParams(max_tokens=ChatConfig().max_tokens, temperature=0.0), expected)
+    assert expected.getvalue().strip() and chat.stdout == expected.getvalue()
