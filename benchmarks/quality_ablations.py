@@ -53,6 +53,9 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "matrix-lr": ("the Muon matrices' rate alone x 0.177 (0.02 -> 0.003536)", ["--matrix-lr=0.003536"]),
     "adamw-decay": ("decoupled weight decay 0.01 on the output head and embedding (nanochat: 0.01 / 0.001)",
                     ["--adamw-weight-decay=0.01"]),
+    # issue #26: picochat's dialogue/verse scores worsen during the peak-rate phase and recover in the warmdown
+    "long-warmdown": ("nanochat's warmdown length alone: decay over the last 65% of the steps (not 40%)",
+                      ["--warmdown-frac=0.65"]),
     "long-warmup": ("nanochat's 40-step warmup (31% of the 128 steps; none in the recipe)", ["--warmup-frac=0.3125"]),
     # issue #23: the two architecture options nanochat has (model/gpt.py); off in the recipe
     "value-embeddings": ("value embeddings, gated per head, on every other layer (ResFormer)", ["--value-embeds"]),
