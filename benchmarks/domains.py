@@ -96,16 +96,21 @@ SOURCES = {"wikitext2": _wikitext2, "chitchat": _chitchat, "humaneval": _humanev
 JOINERS = {"chitchat": "\n"}  # dialogue turns go on consecutive lines, not blank-line paragraphs
 
 
+def cap(docs: list[str], max_chars: int) -> list[str]:
+    """The first documents, at most max_chars characters in all."""
+    out, total = [], 0
+    for doc in docs:
+        if total + len(doc) > max_chars:
+            break
+        out.append(doc)
+        total += len(doc)
+    return out
+
+
 def documents(mirror: str | Path, name: str, max_chars: int = 200_000) -> list[str]:
     """The set's documents (each <= 1,000 characters), at most max_chars characters in all."""
     if name not in SOURCES:
         raise ValueError(f"unknown held-out set {name!r}; choose from {', '.join(SOURCES)}")
-    docs, total = [], 0
-    for group in SOURCES[name](Path(mirror)):
-        for doc in passages(group):
-            doc = doc.replace("\n\n", JOINERS[name]) if name in JOINERS else doc
-            if total + len(doc) > max_chars:
-                return docs
-            docs.append(doc)
-            total += len(doc)
-    return docs
+    docs = [doc.replace("\n\n", JOINERS[name]) if name in JOINERS else doc
+            for group in SOURCES[name](Path(mirror)) for doc in passages(group)]
+    return cap(docs, max_chars)

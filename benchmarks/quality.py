@@ -234,22 +234,11 @@ def score_all(res: SideResult, model: torch.nn.Module, tokenizer, snapshots: dic
     if not snapshots:
         return
     curve_sets = {"gutenberg": args.val_texts[:args.curve_val_docs] if args.curve_val_docs else args.val_texts,
-                  **{name: cut(docs, args.curve_ood_chars) for name, docs in args.ood_texts.items()}}
+                  **{name: domains.cap(docs, args.curve_ood_chars) for name, docs in args.ood_texts.items()}}
     for step, load in sorted({**snapshots, res.steps: lambda: model}.items()):
         scores = domain_scores(load(), tokenizer, args, curve_sets)
         res.domain_curve.append((step, scores))
         print(f"{res.name} step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
-
-
-def cut(docs: list[str], max_chars: int) -> list[str]:
-    """The first documents, at most max_chars characters in all."""
-    out, total = [], 0
-    for d in docs:
-        if total + len(d) > max_chars:
-            break
-        out.append(d)
-        total += len(d)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- nanochat
