@@ -24,10 +24,10 @@ def test_every_command_has_help(cmd, capsys):
 
 def test_train_commands_hand_the_stages_their_evaluators(monkeypatch):
     """`picochat train <stage>` (and so the speedrun and torchrun's re-exec, which run the same table)
-    goes through train_commands.py, which hands each stage eval's evaluators: training imports none."""
+    goes through cli/train.py, which hands each stage eval's evaluators: training imports none."""
     import importlib
 
-    from picochat import train_commands
+    from picochat.cli import train as train_commands
     from picochat.eval.chat import evaluate_policy
     from picochat.eval.in_loop import chatcore_in_loop, core_in_loop
     from picochat.eval.report import metrics_table
@@ -36,7 +36,7 @@ def test_train_commands_hand_the_stages_their_evaluators(monkeypatch):
         module, func = cmd.target.split(":")
         assert callable(getattr(importlib.import_module(module), func)), cmd.target
         if cmd.words[0] == "train":
-            assert cmd.target == f"picochat.train_commands:{cmd.words[1]}_main"
+            assert cmd.target == f"picochat.cli.train:{cmd.words[1]}_main"
     assert train_commands.CHAT_EVALS.in_loop is chatcore_in_loop
     calls = {}
     for stage in ("base", "mid", "sft", "rl"):

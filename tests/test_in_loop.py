@@ -1,5 +1,5 @@
 """In-loop evaluation (eval/in_loop.py): CORE + greedy samples during base, ChatCORE during SFT,
-handed to the stages by the `picochat train` commands (train_commands.py), through the trainer's
+handed to the stages by the `picochat train` commands (picochat/cli/__init__.py), through the trainer's
 `in_loop` hook into metrics.jsonl and the report's plot."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import torch
 from test_mid_sft import SEQ, make_run, tok  # noqa: F401  (tok: the module-scoped tokenizer fixture)
 
 from picochat.cli import Resolved
+from picochat.cli.train import base_main, sft_main
 from picochat.config import ModelConfig, RunConfig, TrainConfig
 from picochat.eval import in_loop, plots
 from picochat.eval.report import StageData, write_report
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.tokenizer.tokenizer import Tokenizer
 from picochat.train.trainer import Batch, Trainer
-from picochat.train_commands import base_main, sft_main
 
 MIRROR = os.environ.get("PICOCHAT_MIRROR", "")
 

@@ -1,4 +1,4 @@
-"""`picochat speedrun --gpus N` (picochat/launch.py): refusals, the flags handed to torchrun, the
+"""`picochat speedrun --gpus N` (picochat/cli/launch.py): refusals, the flags handed to torchrun, the
 multi-node commands, and (slow) a 2-process CPU run of the training stages through torchrun."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 
 from picochat import config as C
 from picochat.cli import COMMANDS, build_parser, resolve
+from picochat.cli.launch import check_devices, config_flags, multi_node_commands
 from picochat.common.errors import UserError
-from picochat.launch import check_devices, config_flags, multi_node_commands
 
 TINY = Path(__file__).with_name("test_speedrun.py")
 
@@ -39,7 +39,7 @@ def test_more_gpus_than_the_machine_has_is_refused_in_one_sentence(tmp_path):
 
 def test_torchrun_gets_the_exact_resolved_config_as_flags():
     """Every field of a stage's resolved config survives the trip through flags, whatever its type."""
-    from picochat.speedrun import PLAN, resolve_step
+    from picochat.cli.speedrun import PLAN, resolve_step
 
     parser = build_parser()
     ns = parser.parse_args(["speedrun", "--preset", "d24", "--run", "r", "--home", "/h", "--seed", "7"])

@@ -35,19 +35,12 @@ LAYERS: dict[str, int] = {
     "train": 3,
     # 4 - evaluation of trained runs (the report card reads training's outputs).
     "eval": 4,
-    # 5 - command modules: each drives the layers below and nothing imports them but
-    #     other commands. `plan` (the dry-run estimate) reads eval's bundle and the
-    #     speedrun plan; `launch` (torchrun re-exec) and `chat_cli` (terminal chat) are
-    #     entry points behind `cli`.
-    "export": 5,
-    "serve": 5,
-    "cost": 5,
-    "speedrun": 5,
-    "plan": 5,
-    "launch": 5,
-    "chat_cli": 5,
+    # 5 - the top (DESIGN.md: "train, eval -> serve, cli"): the command package, which drives the
+    #     layers below (cli/train.py hands the stages eval's evaluators; cli/speedrun.py, plan.py
+    #     and cost.py run and cost the pipeline; launch.py, chat.py), the server, and export.
     "cli": 5,
-    "train_commands": 5,  # `picochat train <stage>`: the stages with eval's evaluators handed in
+    "serve": 5,
+    "export": 5,
     "__main__": 5,
     # A package's `commands` module (tokenizer/, data/, eval/) is that package's CLI entry; each
     # imports only its own package and lower, so it sits with its package (train/base.py calls

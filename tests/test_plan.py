@@ -1,4 +1,4 @@
-"""The speedrun's dry-run plan (picochat/plan.py, cost.py): tokens per step on the demo preset,
+"""The speedrun's dry-run plan (picochat/cli/plan.py, cost.py): tokens per step on the demo preset,
 checked against the preset's own numbers worked out here, and the printed plan of a GPU preset."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from picochat.cli.plan import TASK_SIZES, plan_work, task_size
 from picochat.config import RunConfig, get_preset
-from picochat.plan import TASK_SIZES, plan_work, task_size
 
 
 def demo_plan(tmp_path):
@@ -81,8 +81,8 @@ def test_bad_mixtures_are_one_sentence(tmp_path, monkeypatch):
     import pytest
 
     monkeypatch.delenv("PICOCHAT_MIRROR", raising=False)  # chitchat's file must not be here (the mirror has it)
+    from picochat.cli.plan import mixture_tokens
     from picochat.common.errors import UserError
-    from picochat.plan import mixture_tokens
 
     run = RunConfig(run="p", home=str(tmp_path))
     with pytest.raises(UserError, match="unknown task spec 'gsm9k:train'"):

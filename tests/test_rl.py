@@ -15,6 +15,7 @@ from helpers import tiny
 
 from picochat.cli import Resolved
 from picochat.cli import main as cli_main
+from picochat.cli.train import rl_main
 from picochat.config import GRPOConfig, RunConfig, TrainConfig
 from picochat.engine.engine import Completion, Engine, derive_seed
 from picochat.eval.chat import evaluate_policy, pass_at_k
@@ -30,7 +31,6 @@ from picochat.train.rollouts import (
     token_logprobs,
 )
 from picochat.train.trainer import Trainer
-from picochat.train_commands import rl_main
 
 TEXT = ("Say some digits please. Here are digits: 0 1 2 3 4 5 6 7 8 9 and 42 and 1234. "
         "Say some words please. Hello there, how are you today? ") * 20

@@ -104,7 +104,7 @@ def test_tiny_demo_every_stage_with_kill_and_rerun(tmp_path):
     # the command's greedy reply is the latest stage's (RL's), through the one engine
     import io
 
-    from picochat.chat_cli import reply
+    from picochat.cli.chat import reply
     from picochat.config import ChatConfig
     from picochat.engine.engine import Engine, SamplingParams
     from picochat.run_layout import load_model_and_tokenizer

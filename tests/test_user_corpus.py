@@ -387,7 +387,7 @@ def test_tokenizer_train_on_data_records_it_and_reads_the_train_split(tmp_path):
 
 def test_speedrun_hands_data_to_the_tokenizer_and_base_only(tmp_path):
     from picochat.cli import build_parser, resolve
-    from picochat.speedrun import PLAN, resolve_step
+    from picochat.cli.speedrun import PLAN, resolve_step
 
     ns = build_parser().parse_args(["speedrun", "--data", "texts/", "--text-field", "body", "--val-data", "v.txt"])
     cfg = resolve(ns._command, ns)

@@ -282,7 +282,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def evaluate_policy(engine, task: Task, rl, *, seed: int, rank: int = 0, world_size: int = 1) -> dict:
-    """RL's eval of the policy (train/rl.py receives it from picochat/train_commands.py): `rl.pass_k`
+    """RL's eval of the policy (train/rl.py receives it from picochat/cli/train.py: rl_main): `rl.pass_k`
     samples of each of the first `rl.eval_problems` problems of `task` at `rl.eval_temperature`,
     through `evaluate_generative`, split over ranks. pass@1 and pass@k are means over problems of
     the unbiased estimator; pass@1's standard error is over problems, and `correct` (passing

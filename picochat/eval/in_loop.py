@@ -9,7 +9,7 @@ says so, in eval mode and outside the training clock) and from there into the re
 
 Training sits below evaluation (train/ imports nothing of eval/), so a stage does not build these
 itself: `core_in_loop` and `chatcore_in_loop` are handed to it, as `Evals.in_loop`
-(train/trainer.py), by the `picochat train` commands (picochat/train_commands.py).
+(train/trainer.py), by the `picochat train` commands (picochat/cli/train.py).
 
 Nothing is evaluated twice over: CORE is eval/core.py's `evaluate_core`, ChatCORE is eval/chat.py's
 `evaluate_task` and `chatcore`, the samples are eval/samples.py's `complete`, all through the one

@@ -90,7 +90,7 @@ class BaseStage:
 
 def main(cfg, evals: Evals = Evals()) -> None:
     """`picochat train base`: pretrain from scratch (or resume) and save runs/<run>/base/, running
-    the in-loop evals and report card that `evals` brings (picochat/train_commands.py)."""
+    the in-loop evals and report card that `evals` brings (picochat/cli/train.py)."""
     out = stage_dir(cfg.run.run, "base", cfg.run.home)
     if artifact.is_complete(out):
         print0(f"base stage of run '{cfg.run.run}' is already complete ({out}); skipping")

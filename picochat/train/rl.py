@@ -27,7 +27,7 @@ Evaluation (`evaluate`, at every eval_every steps, at the end, and once before t
 SFT model): `pass_k` samples of each of `eval_problems` held-out problems at `eval_temperature`,
 the same seeds every time (paired comparison); pass@1 and pass@k, mean reward, mean reply length.
 The evaluator is eval's one generative evaluator (eval/chat.py: evaluate_policy), which this
-stage receives as `Evals.policy` from the command that starts it (picochat/train_commands.py):
+stage receives as `Evals.policy` from the command that starts it (picochat/cli/train.py: rl_main):
 evaluation is the layer above training. Prompts, in rollouts and evals alike, are cut by the
 engine's one rule (engine.py: fit_prompt). Logged to metrics.jsonl and written, with the "before"
 numbers and the sample sizes, to runs/<run>/rl/eval/rl.json.
@@ -291,7 +291,7 @@ def eval_settings(rl: GRPOConfig, seed: int) -> dict:
 
 def main(cfg: Any, evals: Evals) -> dict | None:
     """`picochat train rl`: runs/<run>/sft/ -> runs/<run>/rl/ (resumes; skips when complete). The
-    held-out evals are `evals.policy` (picochat/train_commands.py passes eval's)."""
+    held-out evals are `evals.policy` (picochat/cli/train.py: rl_main passes eval's)."""
     from picochat.run_layout import load_tokenizer
     from picochat.tasks.humaneval import check_sandbox, sandbox_record
     from picochat.tasks.registry import make_task

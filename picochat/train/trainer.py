@@ -23,7 +23,7 @@ ranks (compile, DDP or FSDP2, consolidated checkpoints) is train/parallel.py's b
 
 Evaluation is a layer above training: what a stage runs of it (the in-loop evals, RL's held-out
 pass@k, the report card the tracker shows at the end) comes down as `Evals`, from the command that
-starts the stage (picochat/train_commands.py), never imported from eval/ here.
+starts the stage (picochat/cli/train.py), never imported from eval/ here.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class InLoop(Protocol):
 @dataclass(frozen=True)
 class Evals:
     """What a stage borrows from the evaluation layer above it, handed down by the command that
-    starts the stage (picochat/train_commands.py passes eval's functions). A caller that passes
+    starts the stage (picochat/cli/train.py pass eval's functions). A caller that passes
     none, as some tests do, trains without in-loop evals or a report card; RL needs `policy`."""
 
     # (resolved config, tokenizer, device, dist info) -> the stage's InLoop, or None when switched off

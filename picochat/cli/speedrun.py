@@ -2,7 +2,7 @@
 
 Each step is an ordinary CLI command (the same table as `picochat --help`), run in this process
 with the speedrun's shared flags (--preset, --run, --home, --device, --seed, --mirror); with
-`--gpus N` the training stages run on N processes through torchrun (picochat/launch.py). A stage
+`--gpus N` the training stages run on N processes through torchrun (picochat/cli/launch.py). A stage
 whose artifact is complete is skipped; a stage with a checkpoint resumes. So after Ctrl-C or a
 crash, rerunning the same command continues where it stopped.
 
@@ -20,11 +20,11 @@ import time
 from dataclasses import replace
 
 from picochat import config as C
+from picochat.cli.launch import check_devices, multi_node_commands, run_distributed
+from picochat.cli.plan import PLAN, Step, core_per_task
 from picochat.common.errors import UserError
 from picochat.common.log import banner, duration, print0
 from picochat.common.paths import stage_dir
-from picochat.launch import check_devices, multi_node_commands, run_distributed
-from picochat.plan import PLAN, Step, core_per_task
 
 TRAIN_STAGES = ("base", "mid", "sft", "rl")
 DATA_STEPS = (("tokenizer", "train"), ("train", "base"))  # the steps `--data` (own pretraining text) goes to
@@ -77,7 +77,7 @@ def main(cfg) -> None:
                             + ", ".join(s.name for s in PLAN))
     gpus = cfg.args.gpus
     if cfg.args.dry_run:
-        from picochat.cost import print_plan
+        from picochat.cli.cost import print_plan
 
         print_plan(cfg, skip)
         return _print_multi_node(cfg, skip) if gpus > 1 else None

@@ -1,11 +1,11 @@
-"""`picochat train base|mid|sft|rl`: each training stage with the evaluations of eval/ plugged in.
+"""`picochat train base|mid|sft|rl`: each training stage with the evaluations of eval/ handed in.
 
 Training (train/) sits below evaluation (eval/) and imports none of it, yet base runs CORE and
 greedy samples as it trains, the chat stages ChatCORE, RL its pass@k on held-out problems, and
 every stage's tracker shows the report card at the end. A stage's `main` takes these as `Evals`
-(train/trainer.py); this module, above both layers, is where they meet. The CLI's command table
-points here, so `picochat speedrun` (which runs the CLI's commands) and torchrun's re-exec of a
-stage (`-m picochat -- train <stage>`) run the same.
+(train/trainer.py); the CLI, above both layers, is where they meet. The command table
+(cli/__init__.py) points here, so `picochat speedrun` (which runs the table's commands) and
+torchrun's re-exec of a stage (`-m picochat -- train <stage>`) run the same.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The cost model behind `picochat speedrun --dry-run`: tokens, FLOPs, time and dollars per step.
 
-Every step of the speedrun is costed, not only pretraining (the sizes come from picochat/plan.py):
+Every step of the speedrun is costed, not only pretraining (the sizes come from picochat/cli/plan.py):
   - training stages (base, mid, SFT, RL's update): tokens x training FLOPs/token (6 per matmul weight
     plus attention, `GPT.flops_per_token`);
   - forward-only work (evals that score text, RL's prompt prefill and reference model): 1/3 of that;
@@ -19,12 +19,12 @@ import time
 
 import torch
 
+from picochat.cli.plan import StepWork, plan_work
 from picochat.common.device import PEAK_BF16_FLOPS, pick_device, synchronize
 from picochat.common.log import duration, human, print0
 from picochat.config import get_preset
 from picochat.model.gpt import GPT, GPTConfig
 from picochat.optim.groups import build_optimizers
-from picochat.plan import StepWork, plan_work
 from picochat.train.trainer import Batch, train_step
 
 MEASURE_BUDGET_FLOPS = 2e11  # measure on this device only if one step costs less than this

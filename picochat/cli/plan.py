@@ -1,4 +1,4 @@
-"""How much model work each step of the speedrun does, in tokens (costed by picochat/cost.py).
+"""How much model work each step of the speedrun does, in tokens (costed by picochat/cli/cost.py).
 
 Per step: tokens trained (forward + backward), tokens scored (forward only) and tokens generated
 (decoded one at a time). Where the numbers come from:
@@ -47,7 +47,7 @@ GENERATED = {"simplespelling", "spellingbee", "identity"}  # made from a word li
 CORE_ASSUMED = (22, 1000, 3, 600)  # no bundle here: tasks, examples per task, sequences each, tokens each
 
 
-# The speedrun's steps, in order (picochat/speedrun.py runs them; the dry-run sizes them).
+# The speedrun's steps, in order (picochat/cli/speedrun.py runs them; the dry-run sizes them).
 @dataclass(frozen=True)
 class Step:
     name: str                      # shown in banners and accepted by --skip

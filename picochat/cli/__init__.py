@@ -1,5 +1,9 @@
 """`picochat <noun> <verb> [flags]`: parse, resolve the config, call one function.
 
+This package is the top layer: the command table and parser here, and beside them the commands
+that drive several layers below (train.py: the stages with eval's evaluators; speedrun.py with its
+plan.py and cost.py; launch.py: torchrun; chat.py: the terminal chat). Nothing below imports it.
+
 The command table below is the whole CLI surface. Each row names the function it calls
 ("module:function", imported only when that command runs, so `--help` stays instant) and the
 config dataclasses whose fields become its flags. The function receives a `Resolved`: one
@@ -43,16 +47,16 @@ COMMANDS: list[Command] = [
             extra=((("files",), {"nargs": "*", "metavar": "TOKENIZER_JSON", "help": "other tokenizer files"}),
                    (("--chars",), {"type": int, "default": 5_000_000,
                                    "help": "held-out characters to encode (default: 5000000)"}))),
-    Command(("train", "base"), "pretrain the GPT on the base corpus", "picochat.train_commands:base_main",
+    Command(("train", "base"), "pretrain the GPT on the base corpus", "picochat.cli.train:base_main",
             (C.RunConfig, C.ModelConfig, C.TrainConfig), stage="base"),
     Command(("train", "mid"), "mid-train the base model on a mixture of conversations (chat format, tools)",
-            "picochat.train_commands:mid_main", (C.RunConfig, C.TrainConfig), stage="mid"),
+            "picochat.cli.train:mid_main", (C.RunConfig, C.TrainConfig), stage="mid"),
     Command(("train", "sft"), "chat SFT on a curated mixture of conversations (loss on assistant tokens)",
-            "picochat.train_commands:sft_main", (C.RunConfig, C.TrainConfig), stage="sft"),
+            "picochat.cli.train:sft_main", (C.RunConfig, C.TrainConfig), stage="sft"),
     Command(("train", "rl"), "RL on verifiable rewards from the SFT model (GRPO-style; pass@k evals)",
-            "picochat.train_commands:rl_main", (C.RunConfig, C.TrainConfig, C.GRPOConfig), stage="rl"),
+            "picochat.cli.train:rl_main", (C.RunConfig, C.TrainConfig, C.GRPOConfig), stage="rl"),
     Command(("speedrun",), "the whole pipeline: tokenizer, base, mid, SFT, RL, evals, report (resumes; --dry-run)",
-            "picochat.speedrun:main", (C.RunConfig,), shares_config=True,
+            "picochat.cli.speedrun:main", (C.RunConfig,), shares_config=True,
             extra=((("--dry-run",), {"action": "store_true",
                                      "help": "print the plan, tokens, time and cost; train nothing"}),
                    (("--skip",), {"default": "", "help": "comma-separated steps to skip, e.g. rl,eval-rl"}),
@@ -71,7 +75,7 @@ COMMANDS: list[Command] = [
                    (("--val-data",), {"default": "", "help": "with --data: held-out text (default: 1 in 100 "
                                       "documents of --data, by a hash of the text)"}))),
     Command(("chat",), "talk to a trained model in the terminal (streaming, multi-turn, /clear)",
-            "picochat.chat_cli:main", (C.RunConfig, C.ChatConfig),
+            "picochat.cli.chat:main", (C.RunConfig, C.ChatConfig),
             extra=((("-p", "--prompt"), {"default": "", "help": "one-shot: answer this prompt, print, exit"}),)),
     Command(("serve",), "serve the chat page and an OpenAI-compatible API (/v1/chat/completions)",
             "picochat.serve.app:main", (C.RunConfig, C.ServeConfig)),
@@ -207,6 +211,3 @@ def main(argv: list[str] | None = None) -> None:
         close_distributed(code)
     sys.exit(code)
 
-
-if __name__ == "__main__":
-    main()
