@@ -217,8 +217,11 @@ def score_side(res: SideResult, model: torch.nn.Module, tokenizer, snapshots: di
         res.domains, res.core = saved["domains"], saved["core"]
         res.final_bpb, res.domain_curve = res.domains["gutenberg"], [tuple(p) for p in saved["domain_curve"]]
         print(f"{res.name}: reusing the scores in {cache}", flush=True)
-        return
-    score_all(res, model, tokenizer, snapshots, args)
+        if res.core or not args.core_per_task:
+            return
+        score_core(res, model, tokenizer, args)  # the bpb scores are kept; CORE-18 was not run then
+    else:
+        score_all(res, model, tokenizer, snapshots, args)
     atomic_write_text(cache, json.dumps({"domains": res.domains, "core": res.core, "domain_curve": res.domain_curve}))
 
 
@@ -227,10 +230,7 @@ def score_all(res: SideResult, model: torch.nn.Module, tokenizer, snapshots: dic
     res.final_bpb = res.domains["gutenberg"]
     print(f"{res.name} final: " + ", ".join(f"{k} {v:.4f}" for k, v in res.domains.items()), flush=True)
     if args.core_per_task:
-        core = evaluate_core(model.float().to(args.device).eval(), tokenizer, bundle_dir(args.mirror),
-                             max_per_task=args.core_per_task, device=args.device, log=None)
-        res.core = {"name": core.name, "score": core.score, "centered": core.centered, "examples": core.examples}
-        print(f"{res.name} {core.name} ({args.core_per_task} per task): {core.score:.4f}", flush=True)
+        score_core(res, model, tokenizer, args)
     if not snapshots:
         return
     curve_sets = {"gutenberg": args.val_texts[:args.curve_val_docs] if args.curve_val_docs else args.val_texts,
@@ -239,6 +239,14 @@ def score_all(res: SideResult, model: torch.nn.Module, tokenizer, snapshots: dic
         scores = domain_scores(load(), tokenizer, args, curve_sets)
         res.domain_curve.append((step, scores))
         print(f"{res.name} step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
+
+
+def score_core(res: SideResult, model: torch.nn.Module, tokenizer, args) -> None:
+    """CORE-18 of the final model, --core-per-task examples of each task (the same scorer for both)."""
+    core = evaluate_core(model.float().to(args.device).eval(), tokenizer, bundle_dir(args.mirror),
+                         max_per_task=args.core_per_task, device=args.device, log=None)
+    res.core = {"name": core.name, "score": core.score, "centered": core.centered, "examples": core.examples}
+    print(f"{res.name} {core.name} ({args.core_per_task} per task): {core.score:.4f}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- nanochat

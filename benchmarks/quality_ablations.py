@@ -51,11 +51,19 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "head-lr": ("the output head's rate alone x 0.177 (0.004 -> 0.000707)", ["--unembedding-lr=0.000707"]),
     "embedding-lr": ("the token embedding's rate alone x 0.177 (0.2 -> 0.03536)", ["--embedding-lr=0.03536"]),
     "matrix-lr": ("the Muon matrices' rate alone x 0.177 (0.02 -> 0.003536)", ["--matrix-lr=0.003536"]),
+    "strong-weight-decay": ("three times the Muon matrices' weight decay (0.1 -> 0.3; nanochat's scaled decay at this "
+                            "batch and horizon is ~1.0 at its 5.7x lower rate, about the same lr x decay)",
+                            ["--weight-decay=0.3"]),
+    # issue #26: the two single changes that each moved dialogue and verse down, together
+    "decay-and-warmdown": ("strong-weight-decay and long-warmdown together (Muon decay 0.3, warmdown over 65%)",
+                           ["--weight-decay=0.3", "--warmdown-frac=0.65"]),
     "adamw-decay": ("decoupled weight decay 0.01 on the output head and embedding (nanochat: 0.01 / 0.001)",
                     ["--adamw-weight-decay=0.01"]),
     # issue #26: picochat's dialogue/verse scores worsen during the peak-rate phase and recover in the warmdown
     "long-warmdown": ("nanochat's warmdown length alone: decay over the last 65% of the steps (not 40%)",
                       ["--warmdown-frac=0.65"]),
+    "linear-decay": ("no constant phase: the rate decays linearly from the first step to 0 (warmdown over 100%)",
+                     ["--warmdown-frac=1.0"]),
     "long-warmup": ("nanochat's 40-step warmup (31% of the 128 steps; none in the recipe)", ["--warmup-frac=0.3125"]),
     # issue #23: the two architecture options nanochat has (model/gpt.py); off in the recipe
     "value-embeddings": ("value embeddings, gated per head, on every other layer (ResFormer)", ["--value-embeds"]),
