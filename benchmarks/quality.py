@@ -387,10 +387,12 @@ def domain_lines(ours: SideResult, ref: SideResult | None) -> list[str]:
         diff = f"**{bpb - other:+.4f}**" if other is not None else "-"
         lines.append(f"| {name} | {kind} | {bpb:.4f} | {other:.4f} | {diff} |" if other is not None
                      else f"| {name} | {kind} | {bpb:.4f} | - | - |")
-    for side in (ours, ref):
-        if side and side.core:
-            lines.append(f"\n{side.name} {side.core['name']}: {side.core['score']:.4f} "
-                         f"({max(side.core['examples'].values())} examples per task at most)")
+    if ours.core:  # downstream: centered accuracy, higher is better (a row of its own, not bpb)
+        per_task = max(ours.core["examples"].values())
+        theirs = ref.core["score"] if ref and ref.core else None
+        cells = f"{theirs:.4f} | **{ours.core['score'] - theirs:+.4f}** |" if theirs is not None else "- | - |"
+        lines.append(f"| {ours.core['name']} | downstream, centered accuracy (higher is better; {per_task} examples "
+                     f"per task at most) | {ours.core['score']:.4f} | {cells}")
     return lines
 
 
@@ -506,8 +508,9 @@ def plot_domains(ours: SideResult, ref: SideResult | None, path: Path) -> None:
     axes = axes.ravel()
     width = 0.8 / len(sides)
     for k, side in enumerate(sides):
+        core = f" (CORE-18 {side.core['score']:.4f})" if side.core else ""  # the downstream view, in the legend
         axes[0].bar([i + k * width for i in range(len(names))], [side.domains[n] for n in names], width,
-                    label=side.name)
+                    label=side.name + core)
     axes[0].set_xticks([i + width * (len(sides) - 1) / 2 for i in range(len(names))], names, rotation=20)
     axes[0].set(ylabel="bits per byte (final model)", title="every held-out set")
     axes[0].legend()

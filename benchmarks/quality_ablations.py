@@ -101,29 +101,30 @@ def run_row(name: str, seed: int, args, work: Path) -> dict:
 
 
 def table(names: list[str], seeds: list[int], results: dict) -> str:
-    """Each row's bpb on every set (mean over seeds) and its difference from the recipe's, seed by
-    seed (each seed's row against the recipe from the same seed), worst out-of-domain change last."""
+    """Each row's bpb on every set (mean over the seeds it has run from) and its difference from the
+    recipe's, seed by seed (each seed's row against the recipe from the same seed), worst
+    out-of-domain change last. A row missing a seed (a stopped driver) shows the seeds it has."""
     sets = ["gutenberg", *OUT_OF_DOMAIN]
-    lines = ["| row | change | flags | " + " | ".join(f"{s} (vs recipe)" for s in sets) + " | worst OOD change |",
-             "|---|---|---|" + "---|" * (len(sets) + 1)]
+    lines = ["| row | change | flags | seeds | " + " | ".join(f"{s} (vs recipe)" for s in sets)
+             + " | worst OOD change |", "|---|---|---|---|" + "---|" * (len(sets) + 1)]
     for name in names:
         what, flags = ABLATIONS[name]
+        done = [sd for sd in seeds if results.get((name, sd), {}).get("domains")
+                and results.get(("recipe", sd), {}).get("domains")]
         cells, worst = [], None
         for s in sets:
-            vals = [results[(name, sd)].get("domains", {}).get(s) for sd in seeds]
-            refs = [results[("recipe", sd)].get("domains", {}).get(s) for sd in seeds]
-            if None in vals or None in refs:
+            if not done:
                 cells.append("-")
                 continue
-            diffs = [v - r for v, r in zip(vals, refs)]
-            mean = sum(vals) / len(vals)
+            vals = [results[(name, sd)]["domains"][s] for sd in done]
+            diffs = [v - results[("recipe", sd)]["domains"][s] for v, sd in zip(vals, done)]
             vs_recipe = "" if name == "recipe" else " (" + " / ".join(f"{d:+.4f}" for d in diffs) + ")"
-            cells.append(f"{mean:.4f}{vs_recipe}")
+            cells.append(f"{sum(vals) / len(vals):.4f}{vs_recipe}")
             if s != "gutenberg" and name != "recipe":
                 worst = max(worst if worst is not None else -1e9, max(diffs))
         worst_cell = f"{worst:+.4f}" if worst is not None else "-"
-        lines.append(f"| {name} | {what} | {' '.join(f'`{f}`' for f in flags) or '-'} | " + " | ".join(cells)
-                     + f" | {worst_cell} |")
+        lines.append(f"| {name} | {what} | {' '.join(f'`{f}`' for f in flags) or '-'} | "
+                     f"{', '.join(map(str, done)) or '-'} | " + " | ".join(cells) + f" | {worst_cell} |")
     return "\n".join(lines)
 
 
