@@ -504,8 +504,10 @@ def plot_domains(ours: SideResult, ref: SideResult | None, path: Path) -> None:
 
     sides = [s for s in (ref, ours) if s and s.domains]
     names = list(ours.domains)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
-    axes = axes.ravel()
+    # The along-the-run panels only when snapshots were scored (--curve-every); else the bars alone.
+    curves = any(side.domain_curve for side in sides)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8)) if curves else plt.subplots(1, 1, figsize=(8, 4.5))
+    axes = axes.ravel() if curves else [axes]
     width = 0.8 / len(sides)
     for k, side in enumerate(sides):
         core = f" (CORE-18 {side.core['score']:.4f})" if side.core else ""  # the downstream view, in the legend
