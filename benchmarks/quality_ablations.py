@@ -69,6 +69,14 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "value-embeddings": ("value embeddings, gated per head, on every other layer (ResFormer)", ["--value-embeds"]),
     "sliding-window": ("sliding-window attention SSSL: 3 of 4 layers see the last 128 of 512 tokens",
                        ["--window-pattern=SSSL", "--window-len=128"]),
+    # issue #26: the parts of nanochat's model (its gpt.py, always on there) that picochat's lacks
+    "residual-scalars": ("learned per-layer weights on the stream and the token embedding (nanochat's "
+                         "resid/x0 lambdas)", ["--residual-scalars"]),
+    "smear": ("a gated share of the previous token's embedding added to each position (nanochat's smear)",
+              ["--smear"]),
+    "backout": ("a learned share of the middle layer subtracted before the head (nanochat's backout)", ["--backout"]),
+    "nanochat-arch": ("every part of nanochat's model at once: value embeddings, residual scalars, smear, backout",
+                      ["--value-embeds", "--residual-scalars", "--smear", "--backout"]),
 }
 
 

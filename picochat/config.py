@@ -56,6 +56,12 @@ class ModelConfig:
     window_pattern: str = opt("L", "attention span per layer, tiled over the layers: L = full context, "
                                    "S = the last --window-len tokens (e.g. SSSL); the last layer is always L")
     window_len: int = opt(0, "tokens a short-window (S) layer attends to, itself included (0 = seq_len / 4)")
+    residual_scalars: bool = opt(False, "learned per-layer weights: before block i the stream becomes "
+                                        "a_i * x + b_i * (token embedding) (nanochat's resid/x0 lambdas)")
+    smear: bool = opt(False, "add a gated share of the previous token's embedding to each position's own "
+                             "(token shift, as nanochat's smear)")
+    backout: bool = opt(False, "subtract a learned share of the middle layer's stream before the output head "
+                               "(as nanochat's backout)")
 
 
 @dataclass

@@ -85,7 +85,8 @@ def gpt_config(model_cfg: ModelConfig, vocab_size: int) -> GPTConfig:
                                     n_kv_head=model_cfg.n_kv_head, vocab_size=vocab_size,
                                     seq_len=model_cfg.seq_len, softcap=model_cfg.softcap,
                                     value_embeds=model_cfg.value_embeds, window_pattern=model_cfg.window_pattern,
-                                    window_len=model_cfg.window_len)
+                                    window_len=model_cfg.window_len, residual_scalars=model_cfg.residual_scalars,
+                                    smear=model_cfg.smear, backout=model_cfg.backout)
     except ValueError as e:  # a malformed --window-pattern / --window-len: one sentence, not a traceback
         raise UserError(str(e)) from None
 

@@ -1,4 +1,5 @@
-"""The opt-in architecture options: value embeddings and sliding-window attention.
+"""The opt-in architecture options: value embeddings, sliding-window attention, residual scalars,
+smear and backout.
 
 Window attention is checked against a written-out reference (softmax over an explicit band), the
 cache path against the cache-free one (chunked prefill, decoding, ragged rows, the engine), and the
@@ -90,8 +91,13 @@ def test_window_changes_only_what_falls_outside_it():
         assert not torch.allclose(full(a)[0, -1], full(b)[0, -1])
 
 
+NANOCHAT_PARTS = dict(value_embeds=True, residual_scalars=True, smear=True, backout=True)
+
+
 @pytest.mark.parametrize("kw", [dict(window_pattern="SSL", window_len=6), dict(value_embeds=True),
-                                dict(value_embeds=True, window_pattern="S", window_len=3)])
+                                dict(value_embeds=True, window_pattern="S", window_len=3),
+                                dict(residual_scalars=True), dict(smear=True), dict(backout=True),
+                                dict(NANOCHAT_PARTS, window_pattern="SSL", window_len=6)])
 def test_cache_matches_full_forward(kw):
     model = noisy(small(**kw))
     x = torch.randint(0, 101, (2, 30))
@@ -103,8 +109,9 @@ def test_cache_matches_full_forward(kw):
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
 
 
-def test_ragged_rows_respect_the_window():
-    model = noisy(small(window_pattern="S", window_len=4))
+@pytest.mark.parametrize("kw", [dict(window_pattern="S", window_len=4), dict(smear=True)])
+def test_ragged_rows_match_each_row_alone(kw):
+    model = noisy(small(**kw))
     a, b = torch.randint(0, 101, (1, 11)), torch.randint(0, 101, (1, 6))
     ragged = RaggedKVCache.for_model(model, 2, 48)
     with torch.no_grad():
@@ -118,9 +125,10 @@ def test_ragged_rows_respect_the_window():
             torch.testing.assert_close(both[row], alone, atol=1e-4, rtol=1e-4)
 
 
-def test_engine_greedy_with_cache_equals_recomputation(tok):
-    model = tiny_gpt(tok.vocab_size, seq_len=96, n_layer=3, n_head=4, n_embd=64, value_embeds=True,
-                     window_pattern="SSL", window_len=5, std=0.4)
+@pytest.mark.parametrize("kw", [dict(value_embeds=True), dict(residual_scalars=True, smear=True, backout=True)])
+def test_engine_greedy_with_cache_equals_recomputation(tok, kw):
+    model = tiny_gpt(tok.vocab_size, seq_len=96, n_layer=3, n_head=4, n_embd=64, window_pattern="SSL",
+                     window_len=5, std=0.4, **kw)
     engine = Engine(model, tok, tool=None)
     stops = {tok.bos_id, tok.special_id("<|assistant_end|>")}
     for text in ("The quick", "Hello, world! What is 6 times"):
@@ -167,8 +175,68 @@ def test_value_embeddings_go_to_adamw_at_the_embedding_rate():
     assert any(p is model.blocks[1].attn.ve_gate.weight for p in muon_params)
 
 
+def test_smear_adds_the_gated_previous_embedding():
+    model = noisy(small(smear=True))
+    idx = torch.randint(0, 101, (2, 10))
+    x = rms_norm(model.wte(idx))
+    gate = model.smear_scale * torch.sigmoid(x[..., :24] @ model.smear_gate.weight.T)   # (B, T, 1)
+    want = x.clone()
+    want[:, 1:] += gate[:, 1:] * x[:, :-1]           # the first token has no predecessor
+    torch.testing.assert_close(model.smear_in(x, idx, None), want)
+
+
+def test_scalars_start_at_their_documented_values_and_do_nothing_when_neutral():
+    model = GPT(small(residual_scalars=True, smear=True, backout=True))
+    torch.testing.assert_close(model.resid_scales, torch.tensor([1.15, 1.15 - 0.1 / 3, 1.15 - 0.2 / 3, 1.05]))
+    torch.testing.assert_close(model.x0_scales, torch.tensor([0.20, 0.15, 0.10, 0.05]))
+    assert model.smear_scale.item() == 0 and model.backout_scale.item() == pytest.approx(0.2)
+    neutral = noisy(small(residual_scalars=True, smear=True, backout=True))
+    plain = GPT(small())
+    plain.load_state_dict({k: v for k, v in neutral.state_dict().items() if k in plain.state_dict()})
+    with torch.no_grad():
+        neutral.resid_scales.fill_(1.0)
+        neutral.x0_scales.zero_()
+        neutral.smear_scale.zero_()
+        neutral.backout_scale.zero_()
+        idx = torch.randint(0, 101, (2, 12))
+        torch.testing.assert_close(neutral(idx), plain(idx))   # the options are exactly additive
+
+
+def test_cache_keeps_tokens_through_expand_and_copy_row():
+    model = noisy(small(smear=True))
+    prompt, nxt = torch.randint(0, 101, (1, 7)), torch.tensor([[3], [4]])
+    with torch.no_grad():
+        cache = KVCache.for_model(model, 1, 48)
+        model(prompt, kv_cache=cache)
+        two = cache.expand(2)
+        assert two.token_before().tolist() == [[prompt[0, -1].item()]] * 2
+        got = model(nxt, kv_cache=two)[:, -1]
+        ragged = RaggedKVCache.for_model(model, 3, 48)
+        ragged.copy_row(0, 2, source=cache, n=5)           # the first 5 tokens of the prompt
+        ragged.active = slice(2, 3)
+        assert ragged.token_before().tolist() == [[prompt[0, 4].item()]]
+        part = model(nxt[:1], kv_cache=ragged)[0, -1]
+        assert RaggedKVCache.for_model(model, 1, 48).token_before().tolist() == [[-1]]
+        for row in range(2):
+            alone = model(torch.cat([prompt, nxt[row:row + 1]], 1))[0, -1]
+            torch.testing.assert_close(got[row], alone, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(part, model(torch.cat([prompt[:, :5], nxt[:1]], 1))[0, -1], atol=1e-4, rtol=1e-4)
+
+
+def test_scalars_get_their_own_adamw_rates():
+    model = GPT(small(residual_scalars=True, smear=True, backout=True))
+    adamw, muon = build_optimizers(model, TrainConfig(scalar_lr=0.5))
+    rate = {id(p): (g["lr"], g["betas"], g["weight_decay"]) for g in adamw.param_groups for p in g["params"]}
+    assert rate[id(model.resid_scales)] == (0.005, (0.8, 0.95), 0.0)
+    assert rate[id(model.x0_scales)] == (0.5, (0.96, 0.95), 0.0)
+    for p in (model.smear_gate.weight, model.smear_scale, model.backout_scale):
+        assert rate[id(p)] == (0.2, (0.8, 0.95), 0.0)
+    assert not any(p is model.smear_gate.weight for g in muon.param_groups for p in g["params"])
+
+
 def test_state_dict_roundtrip_and_training_step():
-    cfg = small(value_embeds=True, window_pattern="SL", window_len=6)
+    cfg = small(value_embeds=True, window_pattern="SL", window_len=6, residual_scalars=True, smear=True,
+                backout=True)
     model = GPT(cfg)
     x = torch.randint(0, 101, (2, 48))
     loss = model(x, x)
@@ -182,9 +250,13 @@ def test_state_dict_roundtrip_and_training_step():
 
 def test_export_refuses_the_options_and_accepts_them_off():
     check_model_config(small().to_dict())
-    old = {k: v for k, v in small().to_dict().items() if k not in ("value_embeds", "window_pattern", "window_len")}
+    old = {k: v for k, v in small().to_dict().items()
+           if k not in ("value_embeds", "window_pattern", "window_len", "residual_scalars", "smear", "backout")}
     check_model_config(old)  # a checkpoint from before the options existed
     with pytest.raises(ExportError, match="value embeddings"):
         check_model_config(small(value_embeds=True).to_dict())
     with pytest.raises(ExportError, match="sliding-window"):
         check_model_config(small(window_pattern="SSSL").to_dict())
+    for key in ("residual_scalars", "smear", "backout"):
+        with pytest.raises(ExportError, match=key):
+            check_model_config(small(**{key: True}).to_dict())

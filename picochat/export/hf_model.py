@@ -30,7 +30,8 @@ ROPE_THETA = 10000.0                                  # model/gpt.py rotary_tabl
 MODEL_CONFIG_KEYS = {"sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd", "softcap"}
 # Opt-in architecture options NanoChatForCausalLM does not have, with their "off" values: a config
 # may carry them (every newer checkpoint does), but only switched off can it be exported.
-OPTIONAL_OFF_KEYS = {"value_embeds": False, "window_pattern": "L", "window_len": 0}
+OPTIONAL_OFF_KEYS = {"value_embeds": False, "window_pattern": "L", "window_len": 0,
+                     "residual_scalars": False, "smear": False, "backout": False}
 # picochat name (per block where {i} appears) -> NanoChat name
 _BLOCK_NAMES = {
     "attn.c_q.weight": "self_attn.q_proj.weight",
@@ -54,6 +55,11 @@ def check_model_config(model_config: dict) -> None:
         raise ExportError(f"the model uses sliding-window attention (window_pattern "
                           f"{model_config['window_pattern']}), which transformers' NanoChat model does not have; "
                           "it cannot be exported without changing its output")
+    for key, what in (("residual_scalars", "per-layer residual scalars"), ("smear", "the previous-token smear"),
+                      ("backout", "the middle-layer backout")):
+        if model_config.get(key):
+            raise ExportError(f"the model uses {what} ({key}), which transformers' NanoChat model does not "
+                              "have; it cannot be exported without changing its output")
     unknown = sorted(set(model_config) - MODEL_CONFIG_KEYS - set(OPTIONAL_OFF_KEYS))
     missing = sorted(MODEL_CONFIG_KEYS - set(model_config))
     if unknown or missing:

@@ -20,6 +20,15 @@ Two opt-in options (off by default, so every preset and checkpoint is unchanged)
   "Value Residual Learning", arXiv:2410.17897; the token-embedding form is modded-nanogpt's).
 - Sliding-window attention (`window_pattern`, `window_len`): "S" layers see only the last
   `window_len` tokens (Longformer's local attention, Beltagy et al. 2020, arXiv:2004.05150).
+- Residual scalars (`residual_scalars`): before block i the stream becomes a_i·x + b_i·x0, two
+  learned numbers per layer, x0 the normed token embedding (a learned, per-layer form of
+  DenseFormer's weighted skip to the input, Pagliardini et al. 2024, arXiv:2402.02622).
+- Smear (`smear`): each position adds a gated share of the previous token's embedding to its own
+  (RWKV's "token shift", Peng et al. 2023, arXiv:2305.13048): bigram information for free.
+- Backout (`backout`): the output head reads the last layer minus a learned share of the middle
+  layer's stream, taking out low-level features the head does not need.
+These three are nanochat's (its gpt.py has them on always); here they are off unless asked for,
+so that each can be measured alone (benchmarks/quality_ablations.py).
 
 Shapes in comments: B batch, T time (tokens), C width (n_embd), H query heads, Hkv key/value
 heads, D head dim, V vocab.
@@ -49,6 +58,9 @@ class GPTConfig:
     value_embeds: bool = False  # per-token value embeddings on every other layer (see Block)
     window_pattern: str = "L"   # per-layer attention span, tiled over the layers: L = full, S = window_len
     window_len: int = 0         # keys an "S" layer's query sees, itself included (0 = sequence_len // 4)
+    residual_scalars: bool = False  # learned per-layer weights on the stream and on the embedding (see GPT)
+    smear: bool = False             # add a gated share of the previous token's embedding (see GPT.smear_in)
+    backout: bool = False           # subtract a learned share of the middle layer's stream before the head
 
     def __post_init__(self) -> None:
         if not self.window_pattern or set(self.window_pattern.upper()) - {"S", "L"}:
@@ -80,13 +92,15 @@ class GPTConfig:
     @classmethod
     def from_depth(cls, depth: int, *, aspect_ratio: int = 64, head_dim: int = 128, n_kv_head: int = 0,
                    vocab_size: int = 32768, seq_len: int = 2048, softcap: float = 15.0,
-                   value_embeds: bool = False, window_pattern: str = "L", window_len: int = 0) -> GPTConfig:
+                   value_embeds: bool = False, window_pattern: str = "L", window_len: int = 0,
+                   residual_scalars: bool = False, smear: bool = False, backout: bool = False) -> GPTConfig:
         """The one-knob rule: width = aspect_ratio x depth, rounded up to whole heads."""
         n_embd = -(-depth * aspect_ratio // head_dim) * head_dim
         n_head = n_embd // head_dim
         return cls(sequence_len=seq_len, vocab_size=vocab_size, n_layer=depth, n_head=n_head,
                    n_kv_head=n_kv_head or n_head, n_embd=n_embd, softcap=softcap, value_embeds=value_embeds,
-                   window_pattern=window_pattern, window_len=window_len)
+                   window_pattern=window_pattern, window_len=window_len, residual_scalars=residual_scalars,
+                   smear=smear, backout=backout)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,7 +127,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, T, H, D)
 
 
-VE_GATE_CHANNELS = 32  # input channels the value-embedding gate reads (see CausalSelfAttention)
+VE_GATE_CHANNELS = 32     # input channels the value-embedding gate reads (see CausalSelfAttention)
+SMEAR_GATE_CHANNELS = 24  # input channels the smear gate reads (see GPT.smear_in)
 
 
 class CausalSelfAttention(nn.Module):
@@ -206,6 +221,15 @@ class GPT(nn.Module):
             str(i): nn.Embedding(config.vocab_size, config.n_kv_head * config.head_dim)
             for i in range(config.n_layer) if config.has_value_embed(i)})
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # The optional scalars (values set in init_weights); see forward for what each does.
+        if config.residual_scalars:
+            self.resid_scales = nn.Parameter(torch.ones(config.n_layer))   # a_i: weight on the stream
+            self.x0_scales = nn.Parameter(torch.zeros(config.n_layer))     # b_i: weight on the embedding
+        if config.smear:
+            self.smear_gate = nn.Linear(min(SMEAR_GATE_CHANNELS, config.n_embd), 1, bias=False)
+            self.smear_scale = nn.Parameter(torch.zeros(1))
+        if config.backout:
+            self.backout_scale = nn.Parameter(torch.zeros(1))
         # RoPE tables are computed, not learned: buffers, not saved in checkpoints. 4x headroom
         # lets the engine decode past the training length (quality there is not promised).
         cos, sin = rotary_tables(4 * config.sequence_len, config.head_dim)
@@ -238,6 +262,21 @@ class GPT(nn.Module):
         # plain c_v(x) and the lookup grows in as AdamW finds a use for it.
         for table in self.value_embeds.values():
             nn.init.uniform_(table.weight, -bound, bound)
+        # The optional scalars start where nanochat's tuning put them (its gpt.py, init_weights):
+        # early layers take more of the embedding (b: 0.20 -> 0.05 with depth) and scale the stream
+        # up a little (a: 1.15 -> 1.05); the smear starts off (scale 0) with its gate half open;
+        # backout takes 0.2 of the middle layer. Tuned values, not derived ones: the quality
+        # ablations (benchmarks/quality_ablations.py) are what says whether they help here.
+        L = self.config.n_layer
+        if self.config.residual_scalars:
+            depth = torch.arange(L, dtype=torch.float32) / max(L - 1, 1)   # 0 at the first layer, 1 at the last
+            self.resid_scales.copy_(1.15 - 0.10 * depth)
+            self.x0_scales.copy_(0.20 - 0.15 * depth)
+        if self.config.smear:
+            nn.init.zeros_(self.smear_scale)
+            nn.init.uniform_(self.smear_gate.weight, 0.0, 0.02)
+        if self.config.backout:
+            nn.init.constant_(self.backout_scale, 0.2)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 kv_cache: KVCache | None = None, reduction: str = "mean") -> torch.Tensor:
@@ -256,10 +295,22 @@ class GPT(nn.Module):
             # bf16 is fp32: the residual stream would stay fp32, doubling the bytes of every add and
             # norm (memory-bound work). Carry it in the compute dtype, as the blocks' outputs are.
             x = x.to(torch.get_autocast_dtype(idx.device.type))
+        if self.config.smear:
+            x = self.smear_in(x, idx, kv_cache)
+        x0, middle = x, None                                         # (B, T, C) each
         for i, block in enumerate(self.blocks):
+            if self.config.residual_scalars:
+                # x <- a_i·x + b_i·x0: every layer may re-read the token embedding (which a deep
+                # stream otherwise dilutes) and rescale what came before it.
+                x = self.resid_scales[i].to(x.dtype) * x + self.x0_scales[i].to(x.dtype) * x0
             ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None  # (B, T, Hkv·D)
             x = block(x, cos, sin, kv_cache, ve)
+            if self.config.backout and i == len(self.blocks) // 2:
+                middle = x
+        if middle is not None:
+            x = x - self.backout_scale.to(x.dtype) * middle          # backout: drop a share of the middle
         if kv_cache is not None:
+            kv_cache.record_tokens(idx)
             kv_cache.advance(T)
         x = rms_norm(x)
         logits = self.lm_head(x).float()                             # (B, T, V), fp32 for the softmax
@@ -273,6 +324,20 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
                                ignore_index=-1, reduction=reduction)
         return loss if reduction != "none" else loss.view(B, T)    # scalar, or (B, T) per token
+
+    def smear_in(self, x: torch.Tensor, idx: torch.Tensor, kv_cache: KVCache | None) -> torch.Tensor:
+        """x_t += λ·σ(w·x_t[:24])·x_{t-1}: each position takes a gated share of the previous token's
+        (normed) embedding, so the first layer already sees the bigram it sits in. x (B, T, C)
+        is the normed embedding; the first token of a sequence has no predecessor and is left as is.
+        With a cache, the token before a chunk is the cache's last recorded token of that row."""
+        if kv_cache is None:
+            prev = F.pad(x[:, :-1], (0, 0, 1, 0))                    # (B, T, C): zeros before the first
+        else:
+            before = kv_cache.token_before()                          # (B, 1) ids, -1 where none
+            first = rms_norm(self.wte(before.clamp(min=0))) * (before >= 0).unsqueeze(-1)  # (B, 1, C)
+            prev = torch.cat([first.to(x.dtype), x[:, :-1]], dim=1)  # (B, T, C)
+        gate = self.smear_scale.to(x.dtype) * torch.sigmoid(self.smear_gate(x[..., :self.smear_gate.in_features]))
+        return x + gate * prev                                       # gate: (B, T, 1)
 
     # ---- accounting, used for MFU, cost estimates and the report ----
 

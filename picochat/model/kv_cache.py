@@ -6,7 +6,8 @@ cache stores only the `n_kv_head` heads (GQA/MQA), which is where GQA saves its 
 
 Layout per layer: (B, Hkv, T_max, D). `pos` is how many positions are filled; the model calls
 `update` once per layer and `advance` once per forward pass, and asks `rotary` for the angles
-of the new positions.
+of the new positions. It also keeps the token ids (`record_tokens`): a model with the smear
+option (model/gpt.py) mixes in the embedding of the token before each chunk (`token_before`).
 
 `RaggedKVCache` (below) lets each row hold a sequence of its own length, which batched
 generation of different prompts and continuous batching need: row b's next token sits at
@@ -32,6 +33,7 @@ class KVCache:
         shape = (n_layer, batch_size, n_kv_head, max_len, head_dim)   # (L, B, Hkv, T_max, D)
         self.k = torch.empty(shape, device=device, dtype=dtype)
         self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.tokens = torch.full((batch_size, max_len), -1, dtype=torch.long, device=device)  # (B, T_max)
         self.pos = 0
         self.max_len = max_len
 
@@ -74,6 +76,16 @@ class KVCache:
         k_pos = torch.arange(self.pos + T, device=device)[None, :]             # (1, pos + T): every key
         return causal_window_mask(q_pos, k_pos, window)                        # (T, pos + T), broadcast over B, H
 
+    def record_tokens(self, idx: torch.Tensor) -> None:
+        """Keep this chunk's token ids (B, T) at [pos, pos+T); call before advance."""
+        self.tokens[:, self.pos:self.pos + idx.size(1)] = idx
+
+    def token_before(self) -> torch.Tensor:
+        """(B, 1) id of the last token already in the cache; -1 for an empty cache."""
+        if self.pos == 0:
+            return self.tokens[:, :1].new_full((self.batch_size, 1), -1)
+        return self.tokens[:, self.pos - 1:self.pos]
+
     def advance(self, T: int) -> None:
         self.pos += T
 
@@ -84,6 +96,7 @@ class KVCache:
         new = KVCache.__new__(KVCache)
         new.k = self.k.expand(-1, n, -1, -1, -1).contiguous()    # (L, 1, ...) -> (L, n, Hkv, T_max, D)
         new.v = self.v.expand(-1, n, -1, -1, -1).contiguous()
+        new.tokens = self.tokens.expand(n, -1).contiguous()
         new.pos, new.max_len = self.pos, self.max_len
         return new
 
@@ -161,6 +174,20 @@ class RaggedKVCache(KVCache):
         k_pos = torch.arange(max(self.lens[self.active]) + T, device=device)
         return causal_window_mask(q_pos, k_pos[None, None, None, :], window)  # (B, 1, T, T_keys)
 
+    def record_tokens(self, idx: torch.Tensor) -> None:
+        rows = self.tokens[self.active]                                  # view (B, T_max)
+        if self._uniform():
+            p = self.lens[self.active.start]
+            rows[:, p:p + idx.size(1)] = idx
+        else:
+            pos = self._positions(idx.size(1), idx.device)               # (B, T)
+            rows.scatter_(1, pos, idx)
+
+    def token_before(self) -> torch.Tensor:
+        lens = torch.tensor(self.lens[self.active], device=self.tokens.device)[:, None]  # (B, 1)
+        before = self.tokens[self.active].gather(1, (lens - 1).clamp(min=0))
+        return torch.where(lens > 0, before, -1)
+
     def advance(self, T: int) -> None:
         for b in range(*self.active.indices(self.batch_size)):
             self.lens[b] += T
@@ -173,4 +200,5 @@ class RaggedKVCache(KVCache):
             n = source.lens[src] if isinstance(source, RaggedKVCache) else source.pos
         self.k[:, dst, :, :n] = source.k[:, src, :, :n]
         self.v[:, dst, :, :n] = source.v[:, src, :, :n]
+        self.tokens[dst, :n] = source.tokens[src, :n]
         self.lens[dst] = n

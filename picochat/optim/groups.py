@@ -11,6 +11,12 @@ Value embeddings (model/gpt.py, opt-in) are embeddings: tables of rows looked up
 which a step touches only the rows of the tokens it saw. Muon's orthogonalised update would spread
 each step over every row, so they go with the token embedding to AdamW, at the embedding rate.
 Their per-head gates are small 2-D matrices inside the blocks and go to Muon like the others.
+
+The optional model scalars (model/gpt.py) get AdamW rates of their own, nanochat's: the
+per-layer stream weights a_i move at 1/100 of the scalar rate (each multiplies the whole stream,
+and their effects compound over the layers), the embedding weights b_i at the scalar rate with a
+slower-forgetting momentum (beta1 0.96), and the smear gate, its scale and the backout scale at
+0.2. None of them is decayed or scaled with width.
 """
 
 from __future__ import annotations
@@ -30,9 +36,13 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
     embedding = [model.wte.weight, *model.value_embeds.parameters()]
     head = [model.lm_head.weight]
     matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
-    scalars = [p for n, p in model.named_parameters()
-               if p.ndim < 2 and not any(p is q for q in embedding + head + matrices)]
-    assigned = len(embedding) + len(head) + len(matrices) + len(scalars)
+    named = dict(model.named_parameters())
+    stream = [named[n] for n in ("resid_scales",) if n in named]
+    x0 = [named[n] for n in ("x0_scales",) if n in named]
+    smear = [named[n] for n in ("smear_gate.weight", "smear_scale", "backout_scale") if n in named]
+    special = embedding + head + matrices + stream + x0 + smear
+    scalars = [p for p in named.values() if p.ndim < 2 and not any(p is q for q in special)]
+    assigned = len(special) + len(scalars)
     assert assigned == len(list(model.parameters())), "every parameter needs an optimizer"
     adam_groups = [
         dict(params=embedding, lr=cfg.embedding_lr * scale, weight_decay=cfg.adamw_weight_decay),
@@ -40,6 +50,12 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
     ]
     if scalars:
         adam_groups.append(dict(params=scalars, lr=cfg.scalar_lr, weight_decay=0.0))
+    if stream:
+        adam_groups.append(dict(params=stream, lr=cfg.scalar_lr * 0.01, weight_decay=0.0))
+    if x0:
+        adam_groups.append(dict(params=x0, lr=cfg.scalar_lr, betas=(0.96, 0.95), weight_decay=0.0))
+    if smear:
+        adam_groups.append(dict(params=smear, lr=0.2, weight_decay=0.0))
     # Under torchrun the ranks share Muon's orthogonalisation (optim/dist_muon.py); same result.
     muon = DistMuon if dist.is_initialized() and dist.get_world_size() > 1 else Muon
     optimizers: list[torch.optim.Optimizer] = [
