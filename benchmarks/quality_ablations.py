@@ -69,6 +69,9 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "value-embeddings": ("value embeddings, gated per head, on every other layer (ResFormer)", ["--value-embeds"]),
     "sliding-window": ("sliding-window attention SSSL: 3 of 4 layers see the last 128 of 512 tokens",
                        ["--window-pattern=SSSL", "--window-len=128"]),
+    # issue #26: a rare token's embedding row gets a large step whenever its v has decayed (optim/groups.py)
+    "nanochat-adam-betas": ("nanochat's AdamW beta2: 0.995 for the embedding, 0.96 for the head (0.95 both)",
+                            ["--embedding-beta2=0.995", "--unembedding-beta2=0.96"]),
     # issue #26: the parts of nanochat's model (its gpt.py, always on there) that picochat's lacks
     "residual-scalars": ("learned per-layer weights on the stream and the token embedding (nanochat's "
                          "resid/x0 lambdas)", ["--residual-scalars"]),

@@ -97,6 +97,8 @@ class TrainConfig:
     scalar_lr: float = opt(0.5, "AdamW learning rate for scalar parameters")
     weight_decay: float = opt(0.0, "decoupled weight decay for Muon matrices (the presets' base stages: 0.1)")
     adamw_weight_decay: float = opt(0.0, "decoupled weight decay for the embedding and output head (AdamW)")
+    embedding_beta2: float = opt(0.95, "AdamW's beta2 (second-moment decay) for the token and value embeddings")
+    unembedding_beta2: float = opt(0.95, "AdamW's beta2 (second-moment decay) for the output head")
     warmup_frac: float = opt(0.0, "fraction of steps spent warming up the learning rate")
     warmdown_frac: float = opt(0.4, "fraction of steps at the end spent decaying the learning rate")
     final_lr_frac: float = opt(0.0, "learning rate at the end, as a fraction of the peak")

@@ -232,6 +232,9 @@ def test_scalars_get_their_own_adamw_rates():
     for p in (model.smear_gate.weight, model.smear_scale, model.backout_scale):
         assert rate[id(p)] == (0.2, (0.8, 0.95), 0.0)
     assert not any(p is model.smear_gate.weight for g in muon.param_groups for p in g["params"])
+    adamw, _ = build_optimizers(model, TrainConfig(embedding_beta2=0.995, unembedding_beta2=0.96))
+    betas = {id(p): g["betas"] for g in adamw.param_groups for p in g["params"]}
+    assert betas[id(model.wte.weight)] == (0.8, 0.995) and betas[id(model.lm_head.weight)] == (0.8, 0.96)
 
 
 def test_state_dict_roundtrip_and_training_step():

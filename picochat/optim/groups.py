@@ -12,6 +12,12 @@ which a step touches only the rows of the tokens it saw. Muon's orthogonalised u
 each step over every row, so they go with the token embedding to AdamW, at the embedding rate.
 Their per-head gates are small 2-D matrices inside the blocks and go to Muon like the others.
 
+An embedding row's gradient is zero in every step whose batch lacks its token, while AdamW's
+second moment v keeps decaying by beta2: with 0.95 a row forgets its past gradients within ~20
+steps, with 0.995 within ~200. So beta2 sets how big a rare token's steps are next to a frequent
+one's. `embedding_beta2` and `unembedding_beta2` default to 0.95 (nanochat uses 0.995 for its
+embedding and 0.96 for its head); benchmarks/quality_ablations.py measures the difference.
+
 The optional model scalars (model/gpt.py) get AdamW rates of their own, nanochat's: the
 per-layer stream weights a_i move at 1/100 of the scalar rate (each multiplies the whole stream,
 and their effects compound over the layers), the embedding weights b_i at the scalar rate with a
@@ -45,8 +51,10 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
     assigned = len(special) + len(scalars)
     assert assigned == len(list(model.parameters())), "every parameter needs an optimizer"
     adam_groups = [
-        dict(params=embedding, lr=cfg.embedding_lr * scale, weight_decay=cfg.adamw_weight_decay),
-        dict(params=head, lr=cfg.unembedding_lr * scale, weight_decay=cfg.adamw_weight_decay),
+        dict(params=embedding, lr=cfg.embedding_lr * scale, betas=(0.8, cfg.embedding_beta2),
+             weight_decay=cfg.adamw_weight_decay),
+        dict(params=head, lr=cfg.unembedding_lr * scale, betas=(0.8, cfg.unembedding_beta2),
+             weight_decay=cfg.adamw_weight_decay),
     ]
     if scalars:
         adam_groups.append(dict(params=scalars, lr=cfg.scalar_lr, weight_decay=0.0))
