@@ -31,6 +31,10 @@ VARIANTS = {
     "recipe": {},
     "value-embeddings": dict(value_embeds=True),
     "sliding-window": dict(window_pattern="SSSL", window_len=128),
+    "residual-scalars": dict(residual_scalars=True),
+    "smear": dict(smear=True),
+    "backout": dict(backout=True),
+    "nanochat-arch": dict(value_embeds=True, residual_scalars=True, smear=True, backout=True),
 }
 
 
@@ -50,15 +54,26 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=32, help="sequences per step")
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--only", default="", help="comma-separated variants (default: all): " + ", ".join(VARIANTS))
+    ap.add_argument("--compile", action="store_true", help="torch.compile each model (as quality.py trains)")
     args = ap.parse_args()
+    names = ["recipe", *[n.strip() for n in args.only.split(",") if n.strip() and n.strip() != "recipe"]]
+    if len(names) == 1:
+        names = list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     torch.manual_seed(0)
     x = torch.randint(0, 8192, (args.rows, args.seq_len))
     setups = {}
-    for name, kw in VARIANTS.items():
-        cfg = GPTConfig.from_depth(args.depth, head_dim=64, vocab_size=8192, seq_len=args.seq_len, **kw)
+    for name in names:
+        cfg = GPTConfig.from_depth(args.depth, head_dim=64, vocab_size=8192, seq_len=args.seq_len, **VARIANTS[name])
         model = GPT(cfg)
         opts = build_optimizers(model, TrainConfig(weight_decay=0.1))
-        one_step(model, opts, x)  # warm-up: allocator, kernels
+        if args.compile:
+            model = torch.compile(model)
+        one_step(model, opts, x)  # warm-up: allocator, kernels (and compilation)
+        one_step(model, opts, x)
         setups[name] = (model, opts, [])
     for _ in range(args.rounds):
         for model, opts, times in setups.values():
@@ -66,7 +81,8 @@ def main() -> None:
     base = statistics.median(setups["recipe"][2])
     base_flops = setups["recipe"][0].flops_per_token()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds, "
-          f"{args.rows} x {args.seq_len} tokens per step, depth {args.depth}")
+          f"{args.rows} x {args.seq_len} tokens per step, depth {args.depth}, "
+          f"{'compiled' if args.compile else 'eager'}")
     print("| variant | params | FLOPs/token (vs recipe) | median step s | step time vs recipe |")
     print("|---|---|---|---|---|")
     for name, (model, _, times) in setups.items():
