@@ -74,6 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import domains  # noqa: E402
 from picochat.common.io import atomic_write_text  # noqa: E402
+from picochat.config import get_preset  # noqa: E402
 from picochat.data.corpus import iter_documents  # noqa: E402
 from picochat.eval.bpb import bits_per_byte  # noqa: E402
 from picochat.eval.core import bundle_dir, evaluate_core  # noqa: E402
@@ -177,6 +178,13 @@ def train_picochat(args, work: Path) -> SideResult:
     return res
 
 
+def recipe_model_flags() -> list[str]:
+    """The GPU presets' model options (d20's), as flags: the recipe measured here is theirs, at the
+    benchmark's small shape, not the demo's (which leaves value embeddings off for its export)."""
+    model = get_preset("d20").model
+    return ["--value-embeds"] if model.value_embeds else []
+
+
 def train_picochat_side(args, common: list[str], s: dict, work: Path) -> None:
     """`picochat tokenizer train` and `picochat train base` at the benchmark's shape."""
     py = [sys.executable, "-m", "picochat"]
@@ -191,7 +199,7 @@ def train_picochat_side(args, common: list[str], s: dict, work: Path) -> None:
                      "--num-steps", str(args.steps), "--eval-every", str(args.eval_every),
                      "--eval-tokens", str(args.eval_tokens), "--save-every", "0", "--log-every", "1", "--compile",
                      "--snapshot-every", str(args.curve_every),
-                     *gpu_flags, *args.picochat_arg],
+                     *gpu_flags, *recipe_model_flags(), *args.picochat_arg],  # a row's own flags last
                work / "picochat_base.log")
 
 

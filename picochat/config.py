@@ -290,13 +290,21 @@ DEMO_CHAT_VAL = "wordproblems:test:64, smalltalk:test:64, identity:test:16"
 PRETRAIN_WEIGHT_DECAY = 0.1
 
 
+# Value embeddings (model/gpt.py) are part of the GPU presets' model: at the quality benchmark's
+# full budget they gained 0.029-0.031 bpb in domain and 0.004-0.11 on every out-of-domain set, from
+# both seeds tried, at 1.003x the compiled step time (benchmarks/RESULTS.md, issue #26). The demo
+# leaves them off: its README walk-through ends in `picochat export hf`, and transformers' NanoChat
+# class has no value embeddings (export refuses such a model rather than change its output).
+GPU_VALUE_EMBEDS = True
+
+
 def _gpu_preset(name: str, depth: int, device_batch_size: int) -> Preset:
     # On a GPU the compiled model and Muon step and the fused AdamW kernel are the fast path
     # (benchmarks/RESULTS.md: d20 at 50.9% MFU); RL's rollout batches change shape, so it stays eager.
     base = TrainConfig(device_batch_size=device_batch_size, compile=True, compile_optim=True, fused_adamw=True)
     return Preset(
         name=name,
-        model=_d(depth),
+        model=_d(depth, value_embeds=GPU_VALUE_EMBEDS),
         tokenizer=TokenizerConfig(source="climbmix"),
         stages={
             # in-loop CORE + samples as nanochat's base_train (every 2000 steps, 500 examples per task)

@@ -263,3 +263,14 @@ def test_export_refuses_the_options_and_accepts_them_off():
     for key in ("residual_scalars", "smear", "backout"):
         with pytest.raises(ExportError, match=key):
             check_model_config(small(**{key: True}).to_dict())
+
+
+def test_gpu_presets_have_value_embeddings_and_the_demo_exports():
+    """The GPU presets' model carries value embeddings (issue #26's measurement); the demo's does not,
+    because its walk-through ends in `picochat export hf`, which cannot map them and says how to avoid them."""
+    from picochat.config import PRESETS
+
+    assert all(p.model.value_embeds for name, p in PRESETS.items() if name != "demo")
+    assert not PRESETS["demo"].model.value_embeds
+    with pytest.raises(ExportError, match="--no-value-embeds"):
+        check_model_config(small(value_embeds=True).to_dict())

@@ -49,8 +49,9 @@ class ExportError(UserError):
 
 def check_model_config(model_config: dict) -> None:
     if model_config.get("value_embeds"):
-        raise ExportError("the model uses value embeddings (value_embeds), which transformers' NanoChat model "
-                          "does not have; it cannot be exported without changing its output")
+        raise ExportError("the model uses value embeddings (value_embeds, on in the GPU presets), which "
+                          "transformers' NanoChat model does not have; it cannot be exported without changing its "
+                          "output (train with --no-value-embeds for a model that exports)")
     if "S" in str(model_config.get("window_pattern", "L")).upper():
         raise ExportError(f"the model uses sliding-window attention (window_pattern "
                           f"{model_config['window_pattern']}), which transformers' NanoChat model does not have; "

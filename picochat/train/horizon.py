@@ -10,9 +10,10 @@ N, the parameters the ratio counts, are nanochat's "scaling parameters": the tra
 matrices plus the output head (lm_head). The token embedding is left out, and so would be value
 embeddings and per-layer scalars: nanochat reports these give the cleanest scaling laws (its
 dev/LOG.md, 2026-01-27). Mapped onto picochat: every parameter of `model.blocks` that is not an
-embedding table, plus `lm_head`. picochat's blocks hold only attention and MLP matrices;
-nanochat's also hold value-embedding gates (a 12 x n_kv_head matrix on every other layer: 1,728
-weights at d24, 2e-6 of N), which picochat's model does not have, so its N is that much smaller.
+embedding table, plus `lm_head`. Both sides' blocks also hold the value-embedding gates (on every
+other layer; on in the GPU presets): nanochat's read 12 channels, picochat's 32, so picochat's N
+is larger by 20 x n_kv_head weights per gated layer (d24: 4,608 gate weights against 1,728, a
+difference of 4e-6 of N; at d26 it gives nanochat's leaderboard step count to the step).
 nanochat pads lm_head's rows to a multiple of 64; picochat's vocabularies (32768, 2048) already are.
 
 Batch size: `total_batch_tokens` <= 0 means "derive it" (nanochat's `--total-batch-size -1`):
