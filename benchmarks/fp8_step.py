@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train_step import make_step, nanochat_model, time_steps  # noqa: E402
 
 from picochat.common.device import autocast_for, peak_flops, pick_device  # noqa: E402
-from picochat.config import TrainConfig  # noqa: E402
+from picochat.config import TrainConfig, get_preset  # noqa: E402
 from picochat.model.fp8 import enable_fp8_training, fp8_unavailable_reason  # noqa: E402
 from picochat.model.gpt import GPT, GPTConfig  # noqa: E402
 from picochat.optim.groups import build_optimizers  # noqa: E402
@@ -96,7 +96,8 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(PICOCHAT_VARIANTS)}")
     torch.manual_seed(0)
-    cfg = GPTConfig.from_depth(args.depth, head_dim=args.head_dim, vocab_size=args.vocab, seq_len=args.seq_len)
+    cfg = GPTConfig.from_depth(args.depth, head_dim=args.head_dim, vocab_size=args.vocab, seq_len=args.seq_len,
+                               value_embeds=get_preset("d24").model.value_embeds)  # the GPU presets' model
     variants = {f"picochat {v}": picochat_variant(cfg, device, v, args.compile) for v in args.variants.split(",")}
     if args.nanochat:
         variants["nanochat fp8"] = nanochat_fp8_variant(args.nanochat, cfg, device, args.compile)

@@ -10,7 +10,7 @@ hits both alike. Prints tokens/s for each, the ratio, and MFU on a GPU.
 nanochat is karpathy/nanochat (a git checkout; the PyPI package of that name is unrelated):
 `git clone https://github.com/karpathy/nanochat` and pass its path, or set NANOCHAT_DIR.
 nanochat's sliding-window pattern is set to "L" (full context everywhere) so both do the same
-attention work.
+attention work. picochat's model has the GPU presets' options (value embeddings, as nanochat's).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from picochat.common.device import autocast_for, peak_flops, pick_device, synchronize  # noqa: E402
-from picochat.config import TrainConfig  # noqa: E402
+from picochat.config import TrainConfig, get_preset  # noqa: E402
 from picochat.model.gpt import GPT, GPTConfig  # noqa: E402
 from picochat.optim.groups import build_optimizers  # noqa: E402
 from picochat.train.trainer import Batch, train_step  # noqa: E402
@@ -106,7 +106,8 @@ def main() -> None:
                  "(or set NANOCHAT_DIR)")
     device = pick_device(args.device)
     torch.manual_seed(0)
-    cfg = GPTConfig.from_depth(args.depth, head_dim=args.head_dim, vocab_size=args.vocab, seq_len=args.seq_len)
+    cfg = GPTConfig.from_depth(args.depth, head_dim=args.head_dim, vocab_size=args.vocab, seq_len=args.seq_len,
+                               value_embeds=get_preset("d20").model.value_embeds)
     ours, model = picochat_step_fn(cfg, device, args.dtype, args.compile)
     theirs, nmodel = nanochat_step_fn(args.nanochat, cfg, device, args.dtype, args.compile)
     batches = [(torch.randint(0, args.vocab, (args.batch, args.seq_len), device=device),) * 2
@@ -126,7 +127,7 @@ def main() -> None:
           f"vocab {cfg.vocab_size}, seq {cfg.sequence_len}, batch {args.batch}, compile {args.compile}")
     n_theirs = sum(p.numel() for p in nmodel.parameters())
     print(f"params: picochat {model.num_params() / 1e6:.2f}M, nanochat {n_theirs / 1e6:.2f}M"
-          " (nanochat adds value embeddings and per-layer scalars)")
+          " (both with value embeddings; nanochat adds per-layer scalars, smear and backout)")
     # MFU counts each model's own FLOPs per token (its own estimate, both 6N + attention).
     peak = peak_flops(device)
     sides = (("picochat", tps_ours, model.flops_per_token(), mem_ours, t_ours),
