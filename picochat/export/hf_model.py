@@ -47,20 +47,21 @@ class ExportError(UserError):
     """A model or tokenizer that cannot be written in the target format without changing its output."""
 
 
+# The switch-type options, as named in an error (the flag that turns each off is --no-<key>).
+_OPTION_NAMES = {"value_embeds": "value embeddings", "residual_scalars": "per-layer residual scalars",
+                 "smear": "the previous-token smear", "backout": "the middle-layer backout"}
+
+
 def check_model_config(model_config: dict) -> None:
-    if model_config.get("value_embeds"):
-        raise ExportError("the model uses value embeddings (value_embeds, on in the GPU presets), which "
-                          "transformers' NanoChat model does not have; it cannot be exported without changing its "
-                          "output (train with --no-value-embeds for a model that exports)")
+    for key, what in _OPTION_NAMES.items():
+        if model_config.get(key):
+            raise ExportError(f"the model uses {what} ({key}), which transformers' NanoChat model does not "
+                              "have; it cannot be exported without changing its output (train with "
+                              f"--no-{key.replace('_', '-')} for a model that exports)")
     if "S" in str(model_config.get("window_pattern", "L")).upper():
         raise ExportError(f"the model uses sliding-window attention (window_pattern "
                           f"{model_config['window_pattern']}), which transformers' NanoChat model does not have; "
                           "it cannot be exported without changing its output")
-    for key, what in (("residual_scalars", "per-layer residual scalars"), ("smear", "the previous-token smear"),
-                      ("backout", "the middle-layer backout")):
-        if model_config.get(key):
-            raise ExportError(f"the model uses {what} ({key}), which transformers' NanoChat model does not "
-                              "have; it cannot be exported without changing its output")
     unknown = sorted(set(model_config) - MODEL_CONFIG_KEYS - set(OPTIONAL_OFF_KEYS))
     missing = sorted(MODEL_CONFIG_KEYS - set(model_config))
     if unknown or missing:

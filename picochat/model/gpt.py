@@ -14,7 +14,7 @@ What differs from GPT-2 (Radford et al. 2019), and why:
 - Untied input embedding and output head, no biases anywhere.
 - Logit soft-capping c·tanh(z/c) (Gemma 2, arXiv:2408.00118): bounds the logits smoothly.
 
-Two opt-in options (off by default, so every preset and checkpoint is unchanged):
+Options, all off in GPTConfig (the GPU presets turn on value embeddings; picochat/config.py):
 - Value embeddings (`value_embeds`): every other layer adds a token embedding of its own to the
   attention values, through a learned per-head gate (ResFormer's value residual, Zhou et al. 2024,
   "Value Residual Learning", arXiv:2410.17897; the token-embedding form is modded-nanogpt's).
@@ -310,7 +310,8 @@ class GPT(nn.Module):
         if middle is not None:
             x = x - self.backout_scale.to(x.dtype) * middle          # backout: drop a share of the middle
         if kv_cache is not None:
-            kv_cache.record_tokens(idx)
+            if self.config.smear:                                     # the only reader of the ids
+                kv_cache.record_tokens(idx)
             kv_cache.advance(T)
         x = rms_norm(x)
         logits = self.lm_head(x).float()                             # (B, T, V), fp32 for the softmax

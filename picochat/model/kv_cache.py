@@ -6,8 +6,8 @@ cache stores only the `n_kv_head` heads (GQA/MQA), which is where GQA saves its 
 
 Layout per layer: (B, Hkv, T_max, D). `pos` is how many positions are filled; the model calls
 `update` once per layer and `advance` once per forward pass, and asks `rotary` for the angles
-of the new positions. It also keeps the token ids (`record_tokens`): a model with the smear
-option (model/gpt.py) mixes in the embedding of the token before each chunk (`token_before`).
+of the new positions. A model with the smear option (model/gpt.py) also records the token ids
+(`record_tokens`): it mixes in the embedding of the token before each chunk (`token_before`).
 
 `RaggedKVCache` (below) lets each row hold a sequence of its own length, which batched
 generation of different prompts and continuous batching need: row b's next token sits at

@@ -43,9 +43,12 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
     head = [model.lm_head.weight]
     matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
     named = dict(model.named_parameters())
-    stream = [named[n] for n in ("resid_scales",) if n in named]
-    x0 = [named[n] for n in ("x0_scales",) if n in named]
-    smear = [named[n] for n in ("smear_gate.weight", "smear_scale", "backout_scale") if n in named]
+
+    def present(*names: str) -> list[torch.nn.Parameter]:  # the optional ones this model has
+        return [named[n] for n in names if n in named]
+
+    stream, x0 = present("resid_scales"), present("x0_scales")
+    smear = present("smear_gate.weight", "smear_scale", "backout_scale")
     special = embedding + head + matrices + stream + x0 + smear
     scalars = [p for p in named.values() if p.ndim < 2 and not any(p is q for q in special)]
     assigned = len(special) + len(scalars)
