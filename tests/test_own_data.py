@@ -5,16 +5,16 @@ Marked slow (about a minute on 2 quiet cores); runs in CI."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from picochat.data import synthetic
 from picochat.train import checkpoint
+
+HELPERS = Path(__file__).resolve().parent / "helpers"
 
 ENV = {**os.environ, "PICOCHAT_MIRROR": "", "OMP_NUM_THREADS": "2"}
 TINY_BASE = ["--depth", "1", "--seq-len", "128", "--vocab-size", "512", "--num-steps", "16", "--save-every", "4",
@@ -50,15 +50,11 @@ def test_train_base_on_a_folder_of_txt_then_chat(tmp_path):
 
     # base from a fresh run: it trains the tokenizer on the same folder first; SIGKILL it once a
     # checkpoint exists, then the same command resumes inside the user corpus
-    proc = subprocess.Popen(picochat(home, "train", "base", "--data", str(folder), *TINY_BASE), env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while not list((run / "base" / "checkpoints").glob("step_*.json")):
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, "no base checkpoint appeared"
-        time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # (tests/helpers/stop_after_save.py kills at a fixed point: polling for the file raced a fast machine)
+    killed = subprocess.run([sys.executable, str(HELPERS / "stop_after_save.py"), "--", "4",
+                             *picochat(home, "train", "base", "--data", str(folder), *TINY_BASE)[3:]],
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert "killed after the step-4 checkpoint" in killed.stdout, killed.stdout[-3000:] + killed.stderr[-3000:]
     tokenizer = json.loads((run / "tokenizer" / "config.json").read_text())["tokenizer"]
     assert tokenizer["data"] == str(folder) and tokenizer["vocab_size"] == 512
     state = checkpoint.load_latest_checkpoint(run / "base")

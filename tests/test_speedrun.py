@@ -1,13 +1,13 @@
 """End to end: a shrunken demo through every stage, killed mid-way and rerun (marked slow; runs in CI)."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+HELPERS = Path(__file__).resolve().parent / "helpers"
 
 # The demo preset, shrunk to seconds per stage: same stages, same code, tiny sizes.
 TINY = """
@@ -65,16 +65,12 @@ def test_tiny_demo_every_stage_with_kill_and_rerun(tmp_path):
     env = {**os.environ, "PICOCHAT_MIRROR": "", "OMP_NUM_THREADS": "2"}  # offline: the embedded corpus
     run = home / "runs" / "t"
 
-    # 1. start, and SIGKILL it once base training has written a checkpoint
-    proc = subprocess.Popen(speedrun(home, config), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    deadline = time.time() + 900
-    while not list((run / "base" / "checkpoints").glob("step_*.json")):
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, "no base checkpoint appeared"
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # 1. a crash (SIGKILL) right after base training's step-4 checkpoint is on disk: the helper kills
+    # at a fixed point, where polling for the file raced a fast machine that finished first
+    killed = subprocess.run([sys.executable, str(HELPERS / "stop_after_save.py"), "--", "4",
+                             *speedrun(home, config)[3:]], env=env, capture_output=True, text=True, timeout=900)
+    assert "killed after the step-4 checkpoint" in killed.stdout, killed.stdout[-3000:] + killed.stderr[-3000:]
+    assert list((run / "base" / "checkpoints").glob("step_*.json"))
     assert not (run / "base" / "meta.json").exists()
 
     # 2. the same command again continues, through every stage, to the report
