@@ -329,7 +329,10 @@ def run_nanochat_side(args, base: Path, work: Path) -> str:
     env = nanochat_env(base, work)
     run_logged([sys.executable, "-m", "scripts.tok_train", "--vocab-size", str(s["vocab"]),
                 "--max-chars", str(args.tok_chars)], work / "nanochat_tokenizer.log", env, args.nanochat)
-    return run_logged([sys.executable, "-m", "scripts.base_train", "--run", "dummy", "--device-type", args.device,
+    # --nanochat-seed: base_train through benchmarks/nanochat_seeded.py, which only reseeds the init
+    launch = ([sys.executable, str(Path(__file__).resolve().parent / "nanochat_seeded.py"), str(args.nanochat_seed)]
+              if args.nanochat_seed is not None else [sys.executable, "-m", "scripts.base_train"])
+    return run_logged([*launch, "--run", "dummy", "--device-type", args.device,
                        "--depth", str(s["depth"]), "--aspect-ratio", "64", "--head-dim", str(s["head_dim"]),
                        "--max-seq-len", str(s["seq_len"]),
                        "--device-batch-size", str(s["device_batch"]), "--total-batch-size", str(s["batch_tokens"]),
@@ -578,6 +581,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "Markdown file, e.g. benchmarks/RESULTS.md")
     ap.add_argument("--skip-anchor", action="store_true", help="do not train nanochat; compare to --anchor-bpb")
     ap.add_argument("--anchor-bpb", type=float, default=None, help="nanochat's recorded final val bpb")
+    ap.add_argument("--nanochat-seed", type=int, default=None,
+                    help="initialise nanochat's model from this seed (its base_train always uses 42; "
+                         "benchmarks/nanochat_seeded.py reseeds it), to measure what the seed alone moves")
     ap.add_argument("--nanochat-arg", action="append", default=[], help="extra flag for base_train (repeatable)")
     ap.add_argument("--picochat-arg", action="append", default=[],
                     help="extra flag for `picochat train base` (repeatable; ablations: --picochat-arg=--softcap=0)")
