@@ -75,6 +75,12 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     # issue #26: beta2 sets how big a rare token's embedding steps are (optim/groups.py)
     "nanochat-adam-betas": ("nanochat's AdamW beta2: 0.995 for the embedding, 0.96 for the head (0.95 both)",
                             ["--embedding-beta2=0.995", "--unembedding-beta2=0.96"]),
+    # issue #26: the Muon nanochat runs (its optim.py): picochat's Muon plus three refinements (optim/muon.py)
+    "nanochat-muon": ("nanochat's Muon: rows equilibrated before orthogonalising (MuonEq), per-neuron "
+                      "second-moment normalisation (NorMuon), cautious weight decay",
+                      ["--muon-equilibrate", "--muon-variance-reduction", "--cautious-weight-decay"]),
+    "normuon": ("per-neuron second-moment normalisation of Muon's update alone (NorMuon)",
+                ["--muon-variance-reduction"]),
     # issue #26: the parts of nanochat's model (its gpt.py, always on there) that picochat's lacks
     "residual-scalars": ("learned per-layer weights on the stream and the token embedding (nanochat's "
                          "resid/x0 lambdas)", ["--residual-scalars"]),

@@ -96,6 +96,12 @@ class TrainConfig:
     unembedding_lr: float = opt(0.004, "AdamW learning rate for the output head")
     scalar_lr: float = opt(0.5, "AdamW learning rate for scalar parameters")
     weight_decay: float = opt(0.0, "decoupled weight decay for Muon matrices (the presets' base stages: 0.1)")
+    muon_equilibrate: bool = opt(False, "Muon: scale the momentum update's rows to one norm before "
+                                        "orthogonalising (MuonEq, as nanochat's Muon)")
+    muon_variance_reduction: bool = opt(False, "Muon: per-neuron second-moment normalisation of the "
+                                               "orthogonal update (NorMuon, beta2 0.9, as nanochat's Muon)")
+    cautious_weight_decay: bool = opt(False, "Muon: decay only weights whose update has the same sign "
+                                             "(cautious weight decay, as nanochat's Muon)")
     adamw_weight_decay: float = opt(0.0, "decoupled weight decay for the embedding and output head (AdamW)")
     embedding_beta2: float = opt(0.95, "AdamW's beta2 (second-moment decay) for the token and value embeddings")
     unembedding_beta2: float = opt(0.95, "AdamW's beta2 (second-moment decay) for the output head")

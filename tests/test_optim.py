@@ -46,6 +46,49 @@ def test_muon_reduces_toy_loss():
     assert losses[-1] < 0.05 * losses[0]
 
 
+def test_muon_refinements_reduce_toy_loss():
+    refined = dict(equilibrate_rows=True, variance_reduction=True, cautious_wd=True, weight_decay=0.01)
+    losses = _toy_regression(Muon, lr=0.3, **refined)
+    assert losses[-1] < 0.05 * losses[0]
+
+
+def _one_step(shape, lr=0.1, wd=0.0, **options):
+    torch.manual_seed(0)
+    start, grad = torch.randn(shape), torch.randn(shape)
+    W = torch.nn.Parameter(start.clone())
+    W.grad = grad.clone()
+    Muon([W], lr=lr, weight_decay=wd, **options).step()
+    return start, W.detach()
+
+
+def test_variance_reduction_equalises_neurons_and_fixes_the_step_size():
+    """NorMuon's first step: every row (every column of a wide matrix) moves by the same amount, and
+    the whole step is an exact orthogonal matrix's size, sqrt(min(m, n)), times the rate."""
+    for shape, dim in [((48, 16), -1), ((16, 48), -2)]:
+        lr, scale = 0.1, max(1.0, shape[0] / shape[1]) ** 0.5
+        start, after = _one_step(shape, lr=lr, variance_reduction=True)
+        step = (after - start) / (lr * scale)
+        torch.testing.assert_close(step.norm(), torch.tensor(min(shape) ** 0.5), rtol=1e-5, atol=0)
+        per_neuron = step.norm(dim=dim)
+        assert per_neuron.max() / per_neuron.min() < 1 + 1e-4
+        _, plain = _one_step(shape, lr=lr)
+        plain_neuron = ((plain - start) / (lr * scale)).norm(dim=dim)
+        assert plain_neuron.max() / plain_neuron.min() > 1.05  # without it they differ
+
+
+def test_cautious_weight_decay_only_decays_along_the_update():
+    """Entries whose update has the weight's sign are decayed by lr x wd (as plain decay); the
+    others are not decayed at all."""
+    lr, wd = 0.1, 0.5
+    start, no_decay = _one_step((24, 24), lr=lr)
+    _, cautious = _one_step((24, 24), lr=lr, wd=wd, cautious_wd=True)
+    update = start - no_decay                     # lr x the orthogonal update (its sign is the update's)
+    same_sign = update * start >= 0
+    expected = no_decay - lr * wd * start * same_sign
+    torch.testing.assert_close(cautious, expected)
+    assert 0.2 < same_sign.float().mean() < 0.8   # both kinds of entry are exercised
+
+
 def test_adamw_reduces_toy_loss():
     losses = _toy_regression(AdamW, lr=0.05)
     assert losses[-1] < 0.05 * losses[0]

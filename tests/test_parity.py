@@ -216,3 +216,34 @@ def test_core_scoring_is_nanochats(nanochat, tok):
     rows, _, _ = parity.compare(core_eval, bundle, tok, model, per_task=11, scored=1)  # 10-shot tasks need 11
     assert len(rows) >= 10, f"only {len(rows)} task files in {bundle}"
     assert [r for r in rows if not r[1] == r[2] == r[3] == r[4]] == []
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (32, 96), (48, 48)], ids=str)
+def test_muon_refinements_are_nanochats(nanochat, shape):
+    """Muon with equilibrate_rows, variance_reduction and cautious_wd takes nanochat's Muon steps
+    (its muon_step_fused, run uncompiled) for tall, wide and square stacks, three steps in a row.
+    (nanochat's decay also carries the tall-matrix rate factor; its wd is divided by it here so both
+    decay by lr x wd, picochat's convention.)"""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(nanochat.root))
+        from nanochat import optim as nano_optim
+    fused = getattr(nano_optim.muon_step_fused, "_torchdynamo_orig_callable", nano_optim.muon_step_fused)
+    from picochat.optim.muon import Muon
+
+    torch.manual_seed(0)
+    lr, wd, (m, n) = 0.02, 0.3, shape
+    scale = max(1.0, m / n) ** 0.5
+    start = torch.randn(3, m, n)
+    params = [torch.nn.Parameter(w.clone()) for w in start]
+    ours = Muon(params, lr=lr, weight_decay=wd, equilibrate_rows=True, variance_reduction=True, cautious_wd=True)
+    theirs, momentum = start.clone(), torch.zeros_like(start)
+    second = torch.zeros(3, m, 1) if m >= n else torch.zeros(3, 1, n)
+    for _ in range(3):
+        grads = torch.randn(3, m, n)
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        ours.step()
+        fused(grads.clone(), theirs, momentum, second, torch.tensor(0.95), torch.tensor(lr * scale),
+              torch.tensor(wd / scale), torch.tensor(0.9), 5, -1 if m >= n else -2)
+        torch.testing.assert_close(torch.stack([p.detach() for p in params]), theirs, atol=2e-6, rtol=0)
+    assert (theirs - start).abs().max() > 0.01  # the steps moved the weights

@@ -54,7 +54,7 @@ class DistMuon(Muon):
         if sharded:
             update = self._gather_rows(update, params[0], world)
         n_mat = len(params)
-        mine = self._orthogonalize(update[rank::world], group["ns_steps"])
+        mine = self._orthogonalize(self._equilibrate(update[rank::world]), group["ns_steps"])
         # On CUDA the orthogonalisation runs in bf16, so sending bf16 halves the bytes at no real
         # cost in accuracy (eager: exactly the values computed; compiled: to bf16 precision).
         comm_dtype = torch.bfloat16 if mine.is_cuda else mine.dtype
@@ -65,6 +65,8 @@ class DistMuon(Muon):
         _all_gather(recv, send)
         # recv[r * per_rank + j] is rank r's j-th matrix, i.e. matrix j * W + r of the stack.
         full = recv.view(world, per_rank, *mine.shape[1:]).transpose(0, 1).flatten(0, 1)[:n_mat]
+        # Every rank now holds every whole update, so the per-row statistics are the same everywhere.
+        full = self._reduce_variance(params, full.to(update.dtype))
         if sharded:
             mesh_rank = params[0].device_mesh.get_local_rank()
             rows = _rows_per_rank(params[0].shape[0], world)

@@ -71,7 +71,9 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
     muon = DistMuon if dist.is_initialized() and dist.get_world_size() > 1 else Muon
     optimizers: list[torch.optim.Optimizer] = [
         AdamW(adam_groups, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0, fused=cfg.fused_adamw),
-        muon(matrices, lr=cfg.matrix_lr, momentum=0.95, weight_decay=cfg.weight_decay, compile=cfg.compile_optim),
+        muon(matrices, lr=cfg.matrix_lr, momentum=0.95, weight_decay=cfg.weight_decay, compile=cfg.compile_optim,
+             equilibrate_rows=cfg.muon_equilibrate, variance_reduction=cfg.muon_variance_reduction,
+             cautious_wd=cfg.cautious_weight_decay),
     ]
     for opt in optimizers:
         for group in opt.param_groups:

@@ -55,13 +55,20 @@ class Muon(torch.optim.Optimizer):
     Args: lr, momentum (Nesterov), weight_decay (decoupled, as AdamW), ns_steps, and compile:
     torch.compile the orthogonalisation (fuses the small elementwise ops between the matmuls; worth
     it on CUDA, a long first-step compile on CPU). optim/dist_muon.py shares the work across ranks.
+    Three refinements nanochat's Muon has, each off by default (issue #26 measures them):
+    equilibrate_rows, variance_reduction and cautious_wd (see the methods of the same names).
     """
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0,
-                 ns_steps: int = 5, compile: bool = False):
+                 ns_steps: int = 5, compile: bool = False, equilibrate_rows: bool = False,
+                 variance_reduction: bool = False, cautious_wd: bool = False, beta2: float = 0.9):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
         for group in self.param_groups:
             assert all(p.ndim == 2 for p in group["params"]), "Muon is for 2-D matrices only"
+        # Attributes, not group options: a checkpoint's param_groups replace the groups on load.
+        self.equilibrate_rows, self.variance_reduction, self.cautious_wd = (
+            equilibrate_rows, variance_reduction, cautious_wd)
+        self.beta2 = beta2
         # dynamic=False: one graph per stack shape (a handful per model), no shape guards to miss.
         self._orthogonalize = torch.compile(orthogonalize, dynamic=False) if compile else orthogonalize
 
@@ -77,8 +84,38 @@ class Muon(torch.optim.Optimizer):
 
     def _step_stack(self, params: list[Tensor], group: dict) -> None:
         update = self._nesterov_update([p.grad for p in params], self._buffers(params), group["momentum"])
-        update = self._orthogonalize(update, group["ns_steps"])
-        self._apply(params, update, group, self._shape_scale(params[0].shape))
+        update = self._orthogonalize(self._equilibrate(update), group["ns_steps"])
+        self._apply(params, self._reduce_variance(params, update), group, self._shape_scale(params[0].shape))
+
+    def _equilibrate(self, update: Tensor) -> Tensor:
+        """MuonEq (equilibrate_rows): scale every row of the momentum update to the same norm (their
+        RMS) before orthogonalising. A few large rows otherwise dominate the spectrum the polynomial
+        sees; equal rows are better conditioned, so 5 iterations get closer to U Vᵀ."""
+        if not self.equilibrate_rows:
+            return update
+        target = update.norm(dim=(-2, -1), keepdim=True) / update.size(-2) ** 0.5
+        return update * (target / update.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+
+    def _reduce_variance(self, params: list[Tensor], update: Tensor) -> Tensor:
+        """NorMuon (variance_reduction; Li et al. 2025, arXiv:2510.05491): an orthogonal update moves
+        every direction equally, but not every neuron: some rows get far larger steps than others.
+        Keep an Adam-style running mean of each row's squared update (each column's for wide
+        matrices) and divide by its square root, so every neuron steps alike; then set the total
+        size to an exact orthogonal matrix's, ||U Vᵀ||_F = sqrt(min(m, n)), which also corrects
+        the polynomial's under-convergence (nanochat's "Muon+" renormalisation)."""
+        if not self.variance_reduction:
+            return update
+        m, n = update.shape[-2:]
+        target = min(m, n) ** 0.5
+        update = update * (target / update.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-6))
+        dim = -1 if m >= n else -2
+        for p in params:
+            if "second_moment" not in self.state[p]:
+                self.state[p]["second_moment"] = update.new_zeros((m, 1) if dim == -1 else (1, n))
+        moments = [self.state[p]["second_moment"] for p in params]
+        torch._foreach_lerp_(moments, list(update.square().mean(dim=dim, keepdim=True).unbind(0)), 1 - self.beta2)
+        update = update * torch.stack(moments).clamp_min(1e-10).rsqrt()
+        return update * (target / update.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-10))
 
     def _buffers(self, params: list[Tensor]) -> list[Tensor]:
         for p in params:
@@ -105,7 +142,12 @@ class Muon(torch.optim.Optimizer):
     def _apply(self, params: list[Tensor], update: Tensor, group: dict, scale: float) -> None:
         """p <- p·(1 - lr·wd) - lr·scale·update, for the whole stack in two foreach kernels."""
         lr, wd = group["lr"], group["weight_decay"]
-        if wd:
+        updates = [u.to(p.dtype) for u, p in zip(update.unbind(0), params, strict=True)]
+        if wd and self.cautious_wd:
+            # Cautious weight decay (Chen et al. 2025, arXiv:2510.12402): decay only the entries the
+            # update moves toward zero anyway (same sign as the weight), never against the update.
+            for p, u in zip(params, updates):
+                p.sub_(p * (u * p >= 0), alpha=lr * wd)
+        elif wd:
             torch._foreach_mul_(params, 1 - lr * wd)
-        torch._foreach_add_(params, [u.to(p.dtype) for u, p in zip(update.unbind(0), params, strict=True)],
-                            alpha=-lr * scale)
+        torch._foreach_add_(params, updates, alpha=-lr * scale)

@@ -27,8 +27,12 @@ def grads(step: int, device: torch.device) -> list[torch.Tensor]:
     return [torch.randn(s, generator=g).to(device) for s in SHAPES]
 
 
-def run(opt_cls, params: list[torch.Tensor], shard=lambda t: t) -> None:
-    opt = opt_cls(params, lr=0.05, momentum=0.9, weight_decay=0.1)
+# Plain Muon, then with nanochat's three refinements (per-row statistics need the whole matrices).
+OPTIONS = [{}, dict(equilibrate_rows=True, variance_reduction=True, cautious_wd=True)]
+
+
+def run(opt_cls, params: list[torch.Tensor], shard=lambda t: t, **options) -> None:
+    opt = opt_cls(params, lr=0.05, momentum=0.9, weight_decay=0.1, **options)
     for step in range(STEPS):
         for p, g in zip(params, grads(step, params[0].device), strict=True):
             p.grad = shard(g)
@@ -42,21 +46,22 @@ def main() -> None:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if cuda else "gloo")
     tol = dict(rtol=1e-2, atol=1e-3) if cuda else dict(rtol=1e-5, atol=1e-6)  # bf16 matmuls on CUDA
-    torch.manual_seed(0)
-    init = [torch.randn(s).to(device) for s in SHAPES]
-    ref = [torch.nn.Parameter(t.clone()) for t in init]
-    run(Muon, ref)
-
-    whole = [torch.nn.Parameter(t.clone()) for t in init]
-    run(DistMuon, whole)
-    for a, b in zip(ref, whole, strict=True):
-        torch.testing.assert_close(b.data, a.data, **tol)
-
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    sharded = [torch.nn.Parameter(distribute_tensor(t.clone(), mesh, [Shard(0)])) for t in init]
-    run(DistMuon, sharded, shard=lambda g: distribute_tensor(g, mesh, [Shard(0)]))
-    for a, b in zip(ref, sharded, strict=True):
-        torch.testing.assert_close(b.data.full_tensor(), a.data, **tol)
+    for options in OPTIONS:
+        torch.manual_seed(0)
+        init = [torch.randn(s).to(device) for s in SHAPES]
+        ref = [torch.nn.Parameter(t.clone()) for t in init]
+        run(Muon, ref, **options)
+
+        whole = [torch.nn.Parameter(t.clone()) for t in init]
+        run(DistMuon, whole, **options)
+        for a, b in zip(ref, whole, strict=True):
+            torch.testing.assert_close(b.data, a.data, **tol)
+
+        sharded = [torch.nn.Parameter(distribute_tensor(t.clone(), mesh, [Shard(0)])) for t in init]
+        run(DistMuon, sharded, shard=lambda g, mesh=mesh: distribute_tensor(g, mesh, [Shard(0)]), **options)
+        for a, b in zip(ref, sharded, strict=True):
+            torch.testing.assert_close(b.data.full_tensor(), a.data, **tol)
     if dist.get_rank() == 0:
         print("DistMuon matches Muon")
     close_distributed()  # as the CLI does (see there why gloo ranks end with os._exit)
