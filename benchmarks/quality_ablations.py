@@ -87,6 +87,9 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "smear": ("a gated share of the previous token's embedding added to each position (nanochat's smear)",
               ["--smear"]),
     "backout": ("a learned share of the middle layer subtracted before the head (nanochat's backout)", ["--backout"]),
+    # issue #26: nanochat's init (its gpt.py init_weights): a smaller embedding and a 0.4x MLP input matrix
+    "nanochat-init": ("nanochat's init: token embedding std 0.8 (1.0), the MLP's input matrix at 0.4x the "
+                      "other hidden matrices' scale", ["--init-embedding-std=0.8", "--init-mlp-scale=0.4"]),
     "nanochat-arch": ("the rest of nanochat's model at once: residual scalars, smear and backout",
                       ["--residual-scalars", "--smear", "--backout"]),
 }

@@ -62,6 +62,10 @@ class ModelConfig:
                              "(token shift, as nanochat's smear)")
     backout: bool = opt(False, "subtract a learned share of the middle layer's stream before the output head "
                                "(as nanochat's backout)")
+    init_embedding_std: float = opt(1.0, "standard deviation of the token embedding at initialisation "
+                                         "(nanochat: 0.8)")
+    init_mlp_scale: float = opt(1.0, "scale of the MLP's input matrix at initialisation, relative to the other "
+                                     "hidden matrices (nanochat: 0.4)")
 
 
 @dataclass

@@ -10,6 +10,7 @@ training stages all read a run the same way.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -92,4 +93,10 @@ def gpt_config(model_cfg: ModelConfig, vocab_size: int) -> GPTConfig:
 
 
 def build_model(model_cfg: ModelConfig, vocab_size: int) -> GPT:
-    return GPT(gpt_config(model_cfg, vocab_size))
+    """A freshly initialised GPT (the init scales are training choices, not part of the saved config)."""
+    for name in ("init_embedding_std", "init_mlp_scale"):
+        value = getattr(model_cfg, name)
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    return GPT(gpt_config(model_cfg, vocab_size), embedding_std=model_cfg.init_embedding_std,
+               mlp_in_scale=model_cfg.init_mlp_scale)

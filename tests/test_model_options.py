@@ -274,3 +274,28 @@ def test_gpu_presets_have_value_embeddings_and_the_demo_exports():
     assert not PRESETS["demo"].model.value_embeds
     with pytest.raises(ExportError, match="--no-value-embeds"):
         check_model_config(small(value_embeds=True).to_dict())
+
+
+def test_init_scales_draw_the_recipes_numbers_scaled_and_stay_out_of_the_saved_config():
+    """nanochat's init as an ablation (issue #26): same random draws, only the embedding and the
+    MLP's input matrix scaled; every other weight identical; nothing new in the model config."""
+    from dataclasses import replace
+
+    from picochat.common.errors import UserError
+    from picochat.config import ModelConfig
+    from picochat.run_layout import build_model
+
+    cfg = ModelConfig(depth=2, aspect_ratio=32, head_dim=32, seq_len=32)
+    torch.manual_seed(3)
+    recipe = build_model(cfg, 97)
+    torch.manual_seed(3)
+    scaled = build_model(replace(cfg, init_embedding_std=0.8, init_mlp_scale=0.4), 97)
+    assert recipe.wte.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    for name, p in recipe.named_parameters():
+        q = dict(scaled.named_parameters())[name]
+        factor = 0.8 if name == "wte.weight" else 0.4 if name.endswith("mlp.c_fc.weight") else 1.0
+        torch.testing.assert_close(q, factor * p, rtol=0, atol=1e-7, msg=name)
+    assert scaled.config == recipe.config
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(UserError, match="--init-mlp-scale must be a positive number"):
+            build_model(replace(cfg, init_mlp_scale=bad), 97)

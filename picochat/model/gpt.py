@@ -211,7 +211,7 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, *, embedding_std: float = 1.0, mlp_in_scale: float = 1.0):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
@@ -235,10 +235,10 @@ class GPT(nn.Module):
         cos, sin = rotary_tables(4 * config.sequence_len, config.head_dim)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
-        self.init_weights()
+        self.init_weights(embedding_std=embedding_std, mlp_in_scale=mlp_in_scale)
 
     @torch.no_grad()
-    def init_weights(self) -> None:
+    def init_weights(self, *, embedding_std: float = 1.0, mlp_in_scale: float = 1.0) -> None:
         """Initialisation, all in one place.
 
         Hidden matrices: uniform with std 1/sqrt(fan_in) (uniform has no outliers). The two
@@ -247,13 +247,18 @@ class GPT(nn.Module):
         The output head starts tiny so the first logits are ~uniform (loss ≈ ln V), and the
         embedding has std 1 (it is RMS-normalised right away, so its scale only sets how fast
         AdamW moves it relative to its size).
+
+        The two keywords are init ablations (issue #26; nanochat uses embedding_std 0.8 and
+        mlp_in_scale 0.4, which shrinks mlp.c_fc): the defaults are the recipe, and a scaled init
+        draws the same random numbers, only scaled, so a row differs from the recipe in scale alone.
         """
-        nn.init.normal_(self.wte.weight, std=1.0)
+        nn.init.normal_(self.wte.weight, std=embedding_std)
         nn.init.normal_(self.lm_head.weight, std=0.001)
         bound = math.sqrt(3) / math.sqrt(self.config.n_embd)  # uniform(-a, a) has std a/sqrt(3)
         for block in self.blocks:
-            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v):
                 nn.init.uniform_(lin.weight, -bound, bound)
+            nn.init.uniform_(block.mlp.c_fc.weight, -bound * mlp_in_scale, bound * mlp_in_scale)
             nn.init.zeros_(block.attn.c_proj.weight)
             nn.init.zeros_(block.mlp.c_proj.weight)
             if block.attn.ve_gate is not None:
