@@ -14,7 +14,10 @@ Out of domain (issue #26): each row's final model is also scored, by the same ev
 held-out sets of other kinds in benchmarks/domains.py (encyclopedic prose, casual dialogue, Python
 code, math word problems, verse drama), each document alone from BOS. `--seeds 1337,1` runs every
 row from each seed (the data order does not change), so a difference can be read against what
-the seed alone moves.
+the seed alone moves. `--nanochat DIR --nanochat-seeds 42,1,2` also trains nanochat's side from
+each of those init seeds (quality.py --nanochat-only --nanochat-seed S) and prints every row's mean
+over its seeds minus nanochat's mean over its own: the comparison issue #26's must-show asks for,
+with the seed noise of both sides averaged down.
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     # issue #26: nanochat's init (its gpt.py init_weights): a smaller embedding and a 0.4x MLP input matrix
     "nanochat-init": ("nanochat's init: token embedding std 0.8 (1.0), the MLP's input matrix at 0.4x the "
                       "other hidden matrices' scale", ["--init-embedding-std=0.8", "--init-mlp-scale=0.4"]),
+    "init-mlp": ("the MLP's input matrix alone at nanochat's 0.4x init scale", ["--init-mlp-scale=0.4"]),
+    "init-embedding": ("the token embedding alone at nanochat's init std 0.8 (1.0)", ["--init-embedding-std=0.8"]),
     "nanochat-arch": ("the rest of nanochat's model at once: residual scalars, smear and backout",
                       ["--residual-scalars", "--smear", "--backout"]),
 }
@@ -121,6 +126,58 @@ def run_row(name: str, seed: int, args, work: Path) -> dict:
     result = json.loads((out / "result.json").read_text())["picochat"]
     print(f"[{out.name}] " + ", ".join(f"{k} {v:.4f}" for k, v in result["domains"].items()), flush=True)
     return result
+
+
+def run_nanochat(seed: int, args, work: Path) -> dict:
+    """nanochat's side from one init seed, scored on every set (read back if already done)."""
+    out = work / f"nanochat@{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    scores = out / "nanochat_scores.json"
+    if not scores.exists():
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--nanochat", args.nanochat,
+               "--nanochat-only", "--nanochat-seed", str(seed), "--mirror", args.mirror, "--steps", str(args.steps),
+               "--work", str(out), "--ood-chars", str(args.ood_chars), "--curve-every", "0", "--core-per-task", "0"]
+        if args.val_docs:
+            cmd += ["--val-docs", str(args.val_docs)]
+        env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if args.jobs > 1 else {})}
+        print(f"[{out.name}] $ {' '.join(cmd)}", flush=True)
+        with open(out / "log.txt", "w") as log:
+            proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if proc.returncode != 0 or not scores.exists():
+            print(f"[{out.name}] failed ({proc.returncode}); see {out / 'log.txt'}", flush=True)
+            return {}
+    result = json.loads(scores.read_text())
+    print(f"[{out.name}] " + ", ".join(f"{k} {v:.4f}" for k, v in result["domains"].items()), flush=True)
+    return result
+
+
+def mean_over(results: list[dict], sets: list[str]) -> dict[str, float] | None:
+    done = [r["domains"] for r in results if r.get("domains")]
+    return {s: sum(d[s] for d in done) / len(done) for s in sets} if done else None
+
+
+def against_nanochat(names: list[str], seeds: list[int], results: dict, nano: dict[int, dict]) -> str:
+    """Every row's mean over its seeds minus nanochat's mean over its seeds, set by set."""
+    sets = ["gutenberg", *OUT_OF_DOMAIN]
+    ref = mean_over(list(nano.values()), sets)
+    if ref is None:
+        return "(no nanochat seed finished)"
+    done_nano = [sd for sd, r in nano.items() if r.get("domains")]
+    lines = [f"nanochat, mean over seeds {', '.join(map(str, done_nano))}: "
+             + ", ".join(f"{s} {ref[s]:.4f}" for s in sets), "",
+             "| row (mean over seeds) | seeds | " + " | ".join(sets) + " | behind nanochat on |",
+             "|---|---|" + "---|" * (len(sets) + 1)]
+    for name in names:
+        runs = [(sd, results.get((name, sd), {})) for sd in seeds]
+        mine = mean_over([r for _, r in runs], sets)
+        if mine is None:
+            continue
+        diff = {s: mine[s] - ref[s] for s in sets}
+        behind = [s for s in OUT_OF_DOMAIN if diff[s] > 0]
+        lines.append(f"| {name} | {', '.join(str(sd) for sd, r in runs if r.get('domains'))} | "
+                     + " | ".join(f"**{diff[s]:+.4f}**" if s in behind else f"{diff[s]:+.4f}" for s in sets)
+                     + f" | {', '.join(behind) or 'none'} |")
+    return "\n".join(lines)
 
 
 def table(names: list[str], seeds: list[int], results: dict) -> str:
@@ -162,6 +219,11 @@ def main() -> None:
                     "rerunning with the same one skips finished rows and retrains the rest")
     ap.add_argument("--val-docs", type=int, default=0, help="in-domain validation documents scored (0 = all)")
     ap.add_argument("--ood-chars", type=int, default=200_000, help="characters of each out-of-domain set scored")
+    ap.add_argument("--nanochat", default=os.environ.get("NANOCHAT_DIR", ""),
+                    help="a karpathy/nanochat checkout (git clone https://github.com/karpathy/nanochat), "
+                         "for --nanochat-seeds")
+    ap.add_argument("--nanochat-seeds", default="", help="comma-separated init seeds for nanochat's side "
+                    "(42 is its own); each row is then also compared with nanochat's mean")
     args = ap.parse_args()
     if not args.mirror:
         sys.exit("give --mirror DIR (the dataset mirror, e.g. ../shared/data) or set PICOCHAT_MIRROR")
@@ -171,17 +233,28 @@ def main() -> None:
         sys.exit(f"unknown ablation {', '.join(unknown)}; choose from {', '.join(ABLATIONS)}")
     try:
         seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        nano_seeds = [int(x) for x in args.nanochat_seeds.split(",") if x.strip()]
     except ValueError:
-        sys.exit(f"--seeds takes comma-separated integers, not {args.seeds!r}")
+        sys.exit(f"--seeds and --nanochat-seeds take comma-separated integers, not {args.seeds!r} / "
+                 f"{args.nanochat_seeds!r}")
+    if nano_seeds and not (args.nanochat and Path(args.nanochat, "scripts", "base_train.py").is_file()):
+        sys.exit("--nanochat-seeds needs --nanochat DIR (or NANOCHAT_DIR), a karpathy/nanochat checkout: "
+                 "git clone https://github.com/karpathy/nanochat")
     if "recipe" not in names:
         names.insert(0, "recipe")  # every row is read against the recipe measured the same way
     args.mirror = str(Path(args.mirror).resolve())
     work = Path(args.work or tempfile.mkdtemp(prefix="picochat_ablations_")).resolve()
     print(f"working directory: {work}")
     jobs = [(n, sd) for sd in seeds for n in names]  # every row from the first seed before any second
+    if nano_seeds:
+        args.nanochat = str(Path(args.nanochat).resolve())
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        nano_runs = pool.map(lambda sd: run_nanochat(sd, args, work), nano_seeds)
         results = dict(zip(jobs, pool.map(lambda j: run_row(*j, args, work), jobs)))
+        nano = dict(zip(nano_seeds, nano_runs))
     print("\n" + table(names, seeds, results))
+    if nano_seeds:
+        print("\n" + against_nanochat(names, seeds, results, nano))
 
 
 if __name__ == "__main__":

@@ -172,3 +172,41 @@ def test_held_out_sets_are_capped_documents_of_the_mirror():
     assert not any("<<" in d for d in domains.documents(mirror, "gsm8k", 30_000))
     with pytest.raises(ValueError, match="unknown held-out set"):
         domains.documents(mirror, "nope")
+
+
+def test_ablation_driver_compares_seed_means_with_nanochats(tmp_path):
+    """quality_ablations.py --nanochat-seeds: finished rows and nanochat runs are read back (nothing
+    trains), and each row's mean over its seeds is set against nanochat's mean over its seeds."""
+    import json
+    import subprocess
+
+    from benchmarks.domains import OUT_OF_DOMAIN
+
+    sets = ["gutenberg", *OUT_OF_DOMAIN]
+    def scores(base: float) -> dict:
+        return {"domains": {s: base + i for i, s in enumerate(sets)}, "final_bpb": base}
+    work = tmp_path / "work"
+    for seed, base in ((1, 2.0), (2, 2.2)):   # picochat's recipe: mean 2.1 + i
+        (work / f"recipe@{seed}").mkdir(parents=True)
+        (work / f"recipe@{seed}" / "result.json").write_text(json.dumps({"picochat": scores(base)}))
+    nano = scores(2.05)                        # nanochat: 2.05 + i, one seed
+    nano["domains"]["chitchat"] = 2.0          # ... but better than picochat's mean on dialogue
+    (work / "nanochat@42").mkdir()
+    (work / "nanochat@42" / "nanochat_scores.json").write_text(json.dumps(nano))
+    checkout = tmp_path / "nanochat" / "scripts"
+    checkout.mkdir(parents=True)
+    (checkout / "base_train.py").write_text("")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality_ablations.py"), "--mirror", str(tmp_path),
+           "--only", "recipe", "--seeds", "1,2", "--nanochat", str(checkout.parent), "--nanochat-seeds", "42",
+           "--work", str(work)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| recipe | 1, 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "+0.0500"                                   # in domain: 2.1 - 2.05
+    chit = 2 + sets.index("chitchat")
+    assert cells[chit] == f"**{2.1 + sets.index('chitchat') - 2.0:+.4f}**"
+    assert cells[-1] == "wikitext2, chitchat, humaneval, gsm8k, shakespeare"
+    bad = subprocess.run(cmd[:-6] + ["--nanochat-seeds", "1", "--nanochat", str(tmp_path / "nowhere")],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode != 0 and "needs --nanochat DIR" in bad.stderr and "Traceback" not in bad.stderr
