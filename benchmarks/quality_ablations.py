@@ -108,6 +108,8 @@ def run_row(name: str, seed: int, args, work: Path) -> dict:
         result = json.loads((out / "result.json").read_text())["picochat"]
         print(f"[{out.name}] already done: final val bpb {result['final_bpb']:.4f}", flush=True)
         return result
+    if args.report_only:
+        return {}
     flags = [*ABLATIONS[name][1], f"--seed={seed}"]
     cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--skip-anchor", "--mirror", args.mirror,
            "--steps", str(args.steps), "--work", str(out), "--png", str(out / "curve.png"),
@@ -133,6 +135,8 @@ def run_nanochat(seed: int, args, work: Path) -> dict:
     out = work / f"nanochat@{seed}"
     out.mkdir(parents=True, exist_ok=True)
     scores = out / "nanochat_scores.json"
+    if not scores.exists() and args.report_only:
+        return {}
     if not scores.exists():
         cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--nanochat", args.nanochat,
                "--nanochat-only", "--nanochat-seed", str(seed), "--mirror", args.mirror, "--steps", str(args.steps),
@@ -224,6 +228,8 @@ def main() -> None:
                          "for --nanochat-seeds")
     ap.add_argument("--nanochat-seeds", default="", help="comma-separated init seeds for nanochat's side "
                     "(42 is its own); each row is then also compared with nanochat's mean")
+    ap.add_argument("--report-only", action="store_true", help="train nothing: tabulate the rows and nanochat "
+                    "runs already finished in --work (a row from only some seeds shows those)")
     args = ap.parse_args()
     if not args.mirror:
         sys.exit("give --mirror DIR (the dataset mirror, e.g. ../shared/data) or set PICOCHAT_MIRROR")
