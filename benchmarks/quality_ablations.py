@@ -93,6 +93,9 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     # issue #26: nanochat's init (its gpt.py init_weights): a smaller embedding and a 0.4x MLP input matrix
     "nanochat-init": ("nanochat's init: token embedding std 0.8 (1.0), the MLP's input matrix at 0.4x the "
                       "other hidden matrices' scale", ["--init-embedding-std=0.8", "--init-mlp-scale=0.4"]),
+    "nanochat-init-betas": ("nanochat-init and nanochat-adam-betas together (the betas' gain on code against the "
+                            "init's loss there)", ["--init-embedding-std=0.8", "--init-mlp-scale=0.4",
+                                                   "--embedding-beta2=0.995", "--unembedding-beta2=0.96"]),
     "init-mlp": ("the MLP's input matrix alone at nanochat's 0.4x init scale", ["--init-mlp-scale=0.4"]),
     "init-embedding": ("the token embedding alone at nanochat's init std 0.8 (1.0)", ["--init-embedding-std=0.8"]),
     "nanochat-arch": ("the rest of nanochat's model at once: residual scalars, smear and backout",
@@ -103,13 +106,13 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
 def run_row(name: str, seed: int, args, work: Path) -> dict:
     """Train and score one row from one seed (a finished row in --work is read back, not rerun)."""
     out = work / f"{name}@{seed}"
-    out.mkdir(parents=True, exist_ok=True)
     if (out / "result.json").exists():
         result = json.loads((out / "result.json").read_text())["picochat"]
         print(f"[{out.name}] already done: final val bpb {result['final_bpb']:.4f}", flush=True)
         return result
     if args.report_only:
         return {}
+    out.mkdir(parents=True, exist_ok=True)
     flags = [*ABLATIONS[name][1], f"--seed={seed}"]
     cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--skip-anchor", "--mirror", args.mirror,
            "--steps", str(args.steps), "--work", str(out), "--png", str(out / "curve.png"),
@@ -133,11 +136,11 @@ def run_row(name: str, seed: int, args, work: Path) -> dict:
 def run_nanochat(seed: int, args, work: Path) -> dict:
     """nanochat's side from one init seed, scored on every set (read back if already done)."""
     out = work / f"nanochat@{seed}"
-    out.mkdir(parents=True, exist_ok=True)
     scores = out / "nanochat_scores.json"
     if not scores.exists() and args.report_only:
         return {}
     if not scores.exists():
+        out.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--nanochat", args.nanochat,
                "--nanochat-only", "--nanochat-seed", str(seed), "--mirror", args.mirror, "--steps", str(args.steps),
                "--work", str(out), "--ood-chars", str(args.ood_chars), "--curve-every", "0", "--core-per-task", "0"]
