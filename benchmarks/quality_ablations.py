@@ -97,6 +97,8 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
                             "init's loss there)", ["--init-embedding-std=0.8", "--init-mlp-scale=0.4",
                                                    "--embedding-beta2=0.995", "--unembedding-beta2=0.96"]),
     "init-mlp": ("the MLP's input matrix alone at nanochat's 0.4x init scale", ["--init-mlp-scale=0.4"]),
+    "init-mlp-0.7": ("the MLP's input matrix alone at 0.7x init scale (halfway to nanochat's 0.4x)",
+                     ["--init-mlp-scale=0.7"]),
     "init-embedding": ("the token embedding alone at nanochat's init std 0.8 (1.0)", ["--init-embedding-std=0.8"]),
     "nanochat-arch": ("the rest of nanochat's model at once: residual scalars, smear and backout",
                       ["--residual-scalars", "--smear", "--backout"]),
