@@ -105,59 +105,47 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+def run_quality(out: Path, result_file: str, side_args: list[str], args, key: str | None = None) -> dict:
+    """One quality.py run in `out` at the driver's budget, or its result read back if it finished
+    before; {} if it failed (or, with --report-only, has not run). The scores are `result_file`
+    (under `key` when given)."""
+    result = out / result_file
+    if not result.exists():
+        if args.report_only:
+            return {}
+        out.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), *side_args, "--mirror", args.mirror,
+               "--steps", str(args.steps), "--work", str(out), "--ood-chars", str(args.ood_chars),
+               "--curve-every", "0", "--core-per-task", "0"]
+        if args.val_docs:  # a smaller budget for a loaded machine: score fewer validation documents
+            cmd += ["--val-docs", str(args.val_docs)]
+        env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if args.jobs > 1 else {})}
+        print(f"[{out.name}] $ {' '.join(cmd)}", flush=True)
+        # Output to a file, not a pipe: a run outlives this driver if it is stopped (and can be rerun).
+        with open(out / "log.txt", "w") as log:
+            proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if proc.returncode != 0 or not result.exists():
+            print(f"[{out.name}] failed ({proc.returncode}); see {out / 'log.txt'}", flush=True)
+            return {}
+    scores = json.loads(result.read_text())
+    scores = scores[key] if key else scores
+    print(f"[{out.name}] " + ", ".join(f"{k} {v:.4f}" for k, v in scores["domains"].items()), flush=True)
+    return scores
+
+
 def run_row(name: str, seed: int, args, work: Path) -> dict:
     """Train and score one row from one seed (a finished row in --work is read back, not rerun)."""
     out = work / f"{name}@{seed}"
-    if (out / "result.json").exists():
-        result = json.loads((out / "result.json").read_text())["picochat"]
-        print(f"[{out.name}] already done: final val bpb {result['final_bpb']:.4f}", flush=True)
-        return result
-    if args.report_only:
-        return {}
-    out.mkdir(parents=True, exist_ok=True)
     flags = [*ABLATIONS[name][1], f"--seed={seed}"]
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--skip-anchor", "--mirror", args.mirror,
-           "--steps", str(args.steps), "--work", str(out), "--png", str(out / "curve.png"),
-           "--json", str(out / "result.json"), "--ood-chars", str(args.ood_chars), "--curve-every", "0",
-           "--core-per-task", "0", *(f"--picochat-arg={f}" for f in flags)]
-    if args.val_docs:  # a smaller budget for a loaded machine: score fewer validation documents
-        cmd += ["--val-docs", str(args.val_docs)]
-    env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if args.jobs > 1 else {})}
-    print(f"[{out.name}] $ {' '.join(cmd)}", flush=True)
-    # Output to a file, not a pipe: a row outlives this driver if it is stopped (and can be rerun).
-    with open(out / "log.txt", "w") as log:
-        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        print(f"[{out.name}] failed ({proc.returncode}); see {out / 'log.txt'}", flush=True)
-        return {}
-    result = json.loads((out / "result.json").read_text())["picochat"]
-    print(f"[{out.name}] " + ", ".join(f"{k} {v:.4f}" for k, v in result["domains"].items()), flush=True)
-    return result
+    return run_quality(out, "result.json", ["--skip-anchor", "--png", str(out / "curve.png"), "--json",
+                                            str(out / "result.json"), *(f"--picochat-arg={f}" for f in flags)], args,
+                       key="picochat")
 
 
 def run_nanochat(seed: int, args, work: Path) -> dict:
     """nanochat's side from one init seed, scored on every set (read back if already done)."""
-    out = work / f"nanochat@{seed}"
-    scores = out / "nanochat_scores.json"
-    if not scores.exists() and args.report_only:
-        return {}
-    if not scores.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--nanochat", args.nanochat,
-               "--nanochat-only", "--nanochat-seed", str(seed), "--mirror", args.mirror, "--steps", str(args.steps),
-               "--work", str(out), "--ood-chars", str(args.ood_chars), "--curve-every", "0", "--core-per-task", "0"]
-        if args.val_docs:
-            cmd += ["--val-docs", str(args.val_docs)]
-        env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if args.jobs > 1 else {})}
-        print(f"[{out.name}] $ {' '.join(cmd)}", flush=True)
-        with open(out / "log.txt", "w") as log:
-            proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        if proc.returncode != 0 or not scores.exists():
-            print(f"[{out.name}] failed ({proc.returncode}); see {out / 'log.txt'}", flush=True)
-            return {}
-    result = json.loads(scores.read_text())
-    print(f"[{out.name}] " + ", ".join(f"{k} {v:.4f}" for k, v in result["domains"].items()), flush=True)
-    return result
+    return run_quality(work / f"nanochat@{seed}", "nanochat_scores.json",
+                       ["--nanochat", args.nanochat, "--nanochat-only", "--nanochat-seed", str(seed)], args)
 
 
 def mean_over(results: list[dict], sets: list[str]) -> dict[str, float] | None:

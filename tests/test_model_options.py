@@ -291,8 +291,9 @@ def test_init_scales_draw_the_recipes_numbers_scaled_and_stay_out_of_the_saved_c
     torch.manual_seed(3)
     scaled = build_model(replace(cfg, init_embedding_std=0.8, init_mlp_scale=0.4), 97)
     assert recipe.wte.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    scaled_params = dict(scaled.named_parameters())
     for name, p in recipe.named_parameters():
-        q = dict(scaled.named_parameters())[name]
+        q = scaled_params[name]
         factor = 0.8 if name == "wte.weight" else 0.4 if name.endswith("mlp.c_fc.weight") else 1.0
         torch.testing.assert_close(q, factor * p, rtol=0, atol=1e-7, msg=name)
     assert scaled.config == recipe.config
