@@ -17,6 +17,17 @@ mirror (../shared/data; SOURCES.md there gives each file's origin, license and c
   shakespeare   verse drama: Tiny Shakespeare (Karpathy's char-rnn corpus). The nearest of the five
                 (Gutenberg-era English; one training book retells Shakespeare), kept as a yardstick.
 
+Three more sets check a choice made by looking at the five (issue #26: a choice tuned on some
+sets must also win on sets it was not tuned on). quality.py does not score them; ood_tokens.py
+does with `--sets confirm`:
+
+  hh_rlhf       assistant dialogue: Anthropic's HH-RLHF harmless-base test transcripts (Bai et al.
+                2022, arXiv:2204.05862), the "chosen" side, "Human:" / "Assistant:" turns.
+  mmlu          exam questions of 57 subjects: MMLU's test split (Hendrycks et al. 2021,
+                arXiv:2009.03300), the question, its four lettered choices and the answer.
+  arc           grade-school science questions: ARC-Easy and ARC-Challenge test (Clark et al. 2018,
+                arXiv:1803.05457), in the same question, choices, answer layout.
+
 Every set is cut into documents of at most 1,000 characters (as the in-domain passages are),
 its paragraphs kept whole where they fit, and capped at `max_chars` characters in file order, so a
 set is the same list of documents on every machine. Each document is scored alone from BOS.
@@ -32,6 +43,9 @@ from pathlib import Path
 OUT_OF_DOMAIN = ("wikitext2", "chitchat", "humaneval", "gsm8k", "shakespeare")
 KINDS = {"wikitext2": "encyclopedic prose", "chitchat": "casual dialogue", "humaneval": "Python source code",
          "gsm8k": "math word problems", "shakespeare": "verse drama (near domain)"}
+CONFIRMATION = ("hh_rlhf", "mmlu", "arc")
+KINDS.update({"hh_rlhf": "assistant dialogue", "mmlu": "exam questions, 57 subjects",
+              "arc": "science exam questions"})
 MAX_DOC_CHARS = 1000
 
 
@@ -91,8 +105,34 @@ def _shakespeare(mirror: Path) -> list[list[str]]:
     return [(mirror / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8").split("\n\n")]
 
 
+def _lettered(question: str, choices: list[str], answer: int) -> str:
+    """An exam question as a test paper prints it: the question, lettered choices, the answer."""
+    letters = "ABCDEFGH"
+    lines = [question.strip()] + [f"{letters[i]}. {c.strip()}" for i, c in enumerate(choices)]
+    return "\n".join(lines + [f"Answer: {letters[answer]}"])
+
+
+def _hh_rlhf(mirror: Path) -> list[list[str]]:
+    # one transcript per source; its turns are blank-line paragraphs already
+    return [t["chosen"].strip().split("\n\n") for t in _jsonl(mirror / "chat" / "hh_rlhf_harmless_base_test.jsonl.gz")]
+
+
+def _mmlu(mirror: Path) -> list[list[str]]:
+    # the file runs subject by subject; round-robin over the subjects so a capped set holds all 57
+    by_subject: dict[str, list[str]] = {}
+    for q in _jsonl(mirror / "mmlu" / "test.jsonl.gz"):
+        by_subject.setdefault(q["subject"], []).append(_lettered(q["question"], q["choices"], q["answer"]))
+    return [[qs[i] for i in range(max(map(len, by_subject.values()))) for qs in by_subject.values() if i < len(qs)]]
+
+
+def _arc(mirror: Path) -> list[list[str]]:
+    qs = [q for name in ("ARC-Easy-Test.jsonl", "ARC-Challenge-Test.jsonl") for q in _jsonl(mirror / "arc" / name)]
+    return [[_lettered(q["question"], q["choices"]["text"], q["choices"]["label"].index(q["answerKey"]))
+             for q in qs]]
+
+
 SOURCES = {"wikitext2": _wikitext2, "chitchat": _chitchat, "humaneval": _humaneval, "gsm8k": _gsm8k,
-           "shakespeare": _shakespeare}
+           "shakespeare": _shakespeare, "hh_rlhf": _hh_rlhf, "mmlu": _mmlu, "arc": _arc}
 JOINERS = {"chitchat": "\n"}  # dialogue turns go on consecutive lines, not blank-line paragraphs
 
 

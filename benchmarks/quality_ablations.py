@@ -100,6 +100,12 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "init-mlp-0.7": ("the MLP's input matrix alone at 0.7x init scale (halfway to nanochat's 0.4x)",
                      ["--init-mlp-scale=0.7"]),
     "init-embedding": ("the token embedding alone at nanochat's init std 0.8 (1.0)", ["--init-embedding-std=0.8"]),
+    # issue #26: the output head's AdamW epsilon (optim/groups.py: head_eps). 1/(64 x batch tokens) joined the
+    # recipe after the rows head-eps-1e-6 and head-eps (run then as --unembedding-eps=9.5367431640625e-07, the
+    # value the rule gives at 16,384 tokens per step) beat it on every set; no-head-eps is the old recipe
+    "head-eps-1e-6": ("the output head's AdamW epsilon at 1e-6", ["--unembedding-eps=1e-6"]),
+    "no-head-eps": ("the output head's AdamW epsilon at 1e-10, as the embedding's (the recipe: 1/(64 x tokens per "
+                    "step), 9.5e-7 here)", ["--unembedding-eps=1e-10"]),
     "nanochat-arch": ("the rest of nanochat's model at once: residual scalars, smear and backout",
                       ["--residual-scalars", "--smear", "--backout"]),
 }

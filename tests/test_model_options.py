@@ -14,12 +14,13 @@ import pytest
 import torch
 from helpers.tiny import randomized, tiny_gpt
 
+from picochat.common.errors import UserError
 from picochat.config import TrainConfig
 from picochat.engine.engine import Engine
 from picochat.export.hf_model import ExportError, check_model_config
 from picochat.model.gpt import GPT, VE_GATE_CHANNELS, GPTConfig, apply_rotary, rms_norm
 from picochat.model.kv_cache import KVCache, RaggedKVCache
-from picochat.optim.groups import build_optimizers
+from picochat.optim.groups import build_optimizers, head_eps
 
 
 def noisy(cfg: GPTConfig, seed: int = 0, std: float = 0.3) -> GPT:
@@ -235,6 +236,15 @@ def test_scalars_get_their_own_adamw_rates():
     adamw, _ = build_optimizers(model, TrainConfig(embedding_beta2=0.995, unembedding_beta2=0.96))
     betas = {id(p): g["betas"] for g in adamw.param_groups for p in g["params"]}
     assert betas[id(model.wte.weight)] == (0.8, 0.995) and betas[id(model.lm_head.weight)] == (0.8, 0.96)
+    adamw, _ = build_optimizers(model, TrainConfig(unembedding_eps=1e-6))
+    eps = {id(p): g["eps"] for g in adamw.param_groups for p in g["params"]}
+    assert eps[id(model.lm_head.weight)] == 1e-6 and eps[id(model.wte.weight)] == 1e-10  # the head's alone
+    # 0 follows the batch: 64 times below the ~1/N gradient of a token seen once in N
+    assert head_eps(TrainConfig(unembedding_eps=0, total_batch_tokens=16384)) == 2 ** -20
+    assert head_eps(TrainConfig(unembedding_eps=0, total_batch_tokens=524288)) == 2 ** -25
+    for bad in (-1e-6, float("nan"), float("inf")):
+        with pytest.raises(UserError, match="--unembedding-eps must be 0"):
+            head_eps(TrainConfig(unembedding_eps=bad))
 
 
 def test_state_dict_roundtrip_and_training_step():

@@ -163,13 +163,17 @@ def test_held_out_sets_are_capped_documents_of_the_mirror():
     sys.path.insert(0, str(ROOT))
     from benchmarks import domains
 
-    for name in domains.OUT_OF_DOMAIN:
+    for name in (*domains.OUT_OF_DOMAIN, *domains.CONFIRMATION):
         docs = domains.documents(mirror, name, 30_000)
         assert docs and sum(map(len, docs)) <= 30_000 and all(0 < len(d) <= 1000 for d in docs), name
         assert docs == domains.documents(mirror, name, 30_000)  # the same list every time
         assert domains.documents(mirror, name, 60_000)[:len(docs)] == docs  # a larger cap extends it
     assert any("def " in d for d in domains.documents(mirror, "humaneval", 30_000))
     assert not any("<<" in d for d in domains.documents(mirror, "gsm8k", 30_000))
+    assert all("\nAnswer: " in d for d in domains.documents(mirror, "arc", 30_000))
+    assert domains.documents(mirror, "hh_rlhf", 30_000)[0].startswith("Human: ")
+    mmlu = "\n\n".join(domains.documents(mirror, "mmlu", 30_000))
+    assert mmlu.count("\nA. ") > 20 and "moral" in mmlu and "molecule" in mmlu  # round-robin over subjects
     with pytest.raises(ValueError, match="unknown held-out set"):
         domains.documents(mirror, "nope")
 
@@ -210,3 +214,29 @@ def test_ablation_driver_compares_seed_means_with_nanochats(tmp_path):
     bad = subprocess.run(cmd[:-6] + ["--nanochat-seeds", "1", "--nanochat", str(tmp_path / "nowhere")],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode != 0 and "needs --nanochat DIR" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_ood_tokens_splits_bpb_into_never_seen_targets_and_the_rest():
+    spec = importlib.util.spec_from_file_location("ood_tokens_bench", ROOT / "benchmarks" / "ood_tokens.py")
+    ood = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ood)
+    quality = load_quality()
+    tok = quality.NanochatTokenizerAdapter(ByteTokenizerNanochatStyle())
+    model = BigramModel(ByteTokenizerNanochatStyle.vocab)
+    docs = ["ab\nc", "a\nb"]
+    seen = set(b"abc")  # the newline never occurred in "training"
+    logp = torch.log_softmax(model.table, dim=-1)
+    nats = {"all": 0.0, "unseen": 0.0}
+    for doc in docs:
+        ids = [256] + list(doc.encode("utf-8"))
+        for a, b in zip(ids[:-1], ids[1:]):
+            nats["all"] -= logp[a, b].item()
+            if b not in seen:
+                nats["unseen"] -= logp[a, b].item()
+    per_bit = 1 / (math.log(2) * sum(len(d) for d in docs))
+    r = ood.split_bpb(model, tok, docs, seen, chr, seq_len=2)
+    assert r["unseen_n"] == 2 and r["commonest"] == "'\\n' x2"
+    assert math.isclose(r["bpb"], nats["all"] * per_bit, rel_tol=1e-5)
+    assert math.isclose(r["unseen_bpb"], nats["unseen"] * per_bit, rel_tol=1e-5)
+    assert math.isclose(r["unseen_bpb"] + r["rest_bpb"], r["bpb"], rel_tol=1e-9)
+    assert math.isclose(r["unseen_nats"], nats["unseen"] / 2, rel_tol=1e-5)

@@ -22,6 +22,7 @@ per-document ratios, which would over-weight short documents).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -49,15 +50,14 @@ def windows(ids: list[int], seq_len: int) -> list[tuple[list[int], list[int]]]:
 
 
 @torch.no_grad()
-def score_documents(model: torch.nn.Module, tokenizer, documents: list[str], *, seq_len: int,
-                    device: torch.device | str = "cpu", batch_size: int = 8) -> list[DocScore]:
-    """Per-document nats, bytes and token counts (see the module docstring for the exact rules)."""
-    scores = [DocScore(0.0, len(d.encode("utf-8", "surrogatepass")), 0) for d in documents]
+def window_losses(model: torch.nn.Module, tokenizer, documents: list[str], *, seq_len: int,
+                  device: torch.device | str = "cpu",
+                  batch_size: int = 8) -> Iterator[tuple[int, list[int], list[float]]]:
+    """(document index, target ids, their NLLs in nats) for every window of every document, in
+    order: each document's text tokens once, as the module docstring says."""
     jobs: list[tuple[int, list[int], list[int]]] = []  # (document index, inputs, targets)
     for i, doc in enumerate(documents):
-        ids = tokenizer.encode(doc, prepend=tokenizer.bos_id)
-        scores[i].num_tokens = len(ids) - 1
-        jobs.extend((i, x, y) for x, y in windows(ids, seq_len))
+        jobs.extend((i, x, y) for x, y in windows(tokenizer.encode(doc, prepend=tokenizer.bos_id), seq_len))
     for b in range(0, len(jobs), batch_size):
         batch = jobs[b:b + batch_size]
         width = max(len(x) for _, x, _ in batch)
@@ -69,8 +69,18 @@ def score_documents(model: torch.nn.Module, tokenizer, documents: list[str], *, 
         logits = model(inputs.to(device)).float()
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.to(device).view(-1),
                               ignore_index=-1, reduction="none").view(len(batch), width)
-        for r, (i, _, _) in enumerate(batch):
-            scores[i].nats += nll[r].sum().item()
+        for r, (i, _, y) in enumerate(batch):
+            yield i, y, nll[r, :len(y)].tolist()
+
+
+def score_documents(model: torch.nn.Module, tokenizer, documents: list[str], *, seq_len: int,
+                    device: torch.device | str = "cpu", batch_size: int = 8) -> list[DocScore]:
+    """Per-document nats, bytes and token counts (see the module docstring for the exact rules)."""
+    scores = [DocScore(0.0, len(d.encode("utf-8", "surrogatepass")), 0) for d in documents]
+    for i, y, nll in window_losses(model, tokenizer, documents, seq_len=seq_len, device=device,
+                                   batch_size=batch_size):
+        scores[i].nats += sum(nll)
+        scores[i].num_tokens += len(y)
     return scores
 
 

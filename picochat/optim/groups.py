@@ -18,6 +18,20 @@ steps, with 0.995 within ~200. So beta2 sets how big a rare token's steps are ne
 one's. `embedding_beta2` and `unembedding_beta2` default to 0.95 (nanochat uses 0.995 for its
 embedding and 0.96 for its head); benchmarks/quality_ablations.py measures the difference.
 
+The output head has a row per token, and a token that never occurs as a target (a newline, when
+the training text has none) still gets a gradient on every step: the softmax pushes its logit
+down by its probability p, so the row's gradient is about p times the mean hidden state. Adam
+divides by the root of that gradient's own running square, so however small p gets, the row
+keeps moving at the full rate, and by the end of a run such a token costs ~17 nats where it
+appears (benchmarks/ood_tokens.py). Adam's epsilon is the floor under that division: a gradient
+much smaller than epsilon gets a step that much smaller than the rate. A token seen once in a
+batch of N tokens has a gradient of about 1/N per coordinate (the final RMS norm makes the hidden
+state's coordinates ~1), so `head_eps` puts epsilon 64 times below that, 1/(64 N): every token
+the batch contains still gets a full step, and a token the data never contains stops being
+pushed down once its probability is ~1/(64 N) (issue #26: this alone took dialogue and verse
+from behind nanochat to ahead of it; benchmarks/RESULTS.md). The embedding keeps 1e-10: a row of
+a token the batch lacks gets no gradient there at all.
+
 The optional model scalars (model/gpt.py) get AdamW rates of their own, nanochat's: the
 per-layer stream weights a_i move at 1/100 of the scalar rate (each multiplies the whole stream,
 and their effects compound over the layers), the embedding weights b_i at the scalar rate with a
@@ -27,13 +41,28 @@ slower-forgetting momentum (beta1 0.96), and the smear gate, its scale and the b
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 
+from picochat.common.errors import UserError
 from picochat.config import TrainConfig
 from picochat.optim.adamw import AdamW
 from picochat.optim.dist_muon import DistMuon
 from picochat.optim.muon import Muon
+
+
+def head_eps(cfg: TrainConfig) -> float:
+    """The output head's AdamW epsilon: --unembedding-eps, or 1/(64 x tokens per step) (see above)."""
+    eps = cfg.unembedding_eps
+    if not math.isfinite(eps) or eps < 0:
+        raise UserError(f"--unembedding-eps must be 0 (follow the batch size) or a positive number, got {eps}")
+    if eps > 0:
+        return eps
+    if cfg.total_batch_tokens <= 0:
+        raise ValueError("head_eps needs the batch size: derive total_batch_tokens first (train/horizon.py)")
+    return 1 / (64 * cfg.total_batch_tokens)
 
 
 def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -57,7 +86,7 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
         dict(params=embedding, lr=cfg.embedding_lr * scale, betas=(0.8, cfg.embedding_beta2),
              weight_decay=cfg.adamw_weight_decay),
         dict(params=head, lr=cfg.unembedding_lr * scale, betas=(0.8, cfg.unembedding_beta2),
-             weight_decay=cfg.adamw_weight_decay),
+             eps=head_eps(cfg), weight_decay=cfg.adamw_weight_decay),
     ]
     if scalars:
         adam_groups.append(dict(params=scalars, lr=cfg.scalar_lr, weight_decay=0.0))
