@@ -109,7 +109,7 @@ class TrainConfig:
     adamw_weight_decay: float = opt(0.0, "decoupled weight decay for the embedding and output head (AdamW)")
     embedding_beta2: float = opt(0.95, "AdamW's beta2 (second-moment decay) for the token and value embeddings")
     unembedding_beta2: float = opt(0.95, "AdamW's beta2 (second-moment decay) for the output head")
-    unembedding_eps: float = opt(1e-10, "AdamW's epsilon for the output head (0 = 1/(64 x total batch tokens): "
+    unembedding_eps: float = opt(0.0, "AdamW's epsilon for the output head (0 = 1/(64 x total batch tokens): "
                                       "rows of tokens the batch lacks stop being pushed down once their gradient "
                                       "is that small; see optim/groups.py)")
     warmup_frac: float = opt(0.0, "fraction of steps spent warming up the learning rate")
