@@ -102,7 +102,8 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "init-embedding": ("the token embedding alone at nanochat's init std 0.8 (1.0)", ["--init-embedding-std=0.8"]),
     # issue #26: the output head's AdamW epsilon (optim/groups.py: head_eps). 1/(64 x batch tokens) joined the
     # recipe after the rows head-eps-1e-6 and head-eps (run then as --unembedding-eps=9.5367431640625e-07, the
-    # value the rule gives at 16,384 tokens per step) beat it on every set; no-head-eps is the old recipe
+    # value the rule gives at 16,384 tokens per step) beat it on every set as three-seed means; no-head-eps is the
+    # old recipe
     "head-eps-1e-6": ("the output head's AdamW epsilon at 1e-6", ["--unembedding-eps=1e-6"]),
     "no-head-eps": ("the output head's AdamW epsilon at 1e-10, as the embedding's (the recipe: 1/(64 x tokens per "
                     "step), 9.5e-7 here)", ["--unembedding-eps=1e-10"]),
