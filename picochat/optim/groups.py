@@ -27,9 +27,10 @@ appears (benchmarks/ood_tokens.py). Adam's epsilon is the floor under that divis
 much smaller than epsilon gets a step that much smaller than the rate. A token seen once in a
 batch of N tokens has a gradient of about 1/N per coordinate (the final RMS norm makes the hidden
 state's coordinates ~1), so `head_eps` puts epsilon 64 times below that, 1/(64 N): every token
-the batch contains still gets a full step, and a token the data never contains stops being
-pushed down once its probability is ~1/(64 N) (issue #26: this alone took dialogue and verse
-from behind nanochat to ahead of it; benchmarks/RESULTS.md). The embedding keeps 1e-10: a row of
+the batch contains still gets a full step, and a token the data never contains is pushed down
+more and more slowly once its gradient falls below that (in quality.py's run a newline ends at
+~16.3 nats instead of ~17; issue #26: this alone took dialogue and verse from behind nanochat to
+ahead of it as three-seed means; benchmarks/RESULTS.md). The embedding keeps 1e-10: a row of
 a token the batch lacks gets no gradient there at all.
 
 The optional model scalars (model/gpt.py) get AdamW rates of their own, nanochat's: the
