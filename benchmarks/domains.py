@@ -41,11 +41,10 @@ import re
 from pathlib import Path
 
 OUT_OF_DOMAIN = ("wikitext2", "chitchat", "humaneval", "gsm8k", "shakespeare")
-KINDS = {"wikitext2": "encyclopedic prose", "chitchat": "casual dialogue", "humaneval": "Python source code",
-         "gsm8k": "math word problems", "shakespeare": "verse drama (near domain)"}
 CONFIRMATION = ("hh_rlhf", "mmlu", "arc")
-KINDS.update({"hh_rlhf": "assistant dialogue", "mmlu": "exam questions, 57 subjects",
-              "arc": "science exam questions"})
+KINDS = {"wikitext2": "encyclopedic prose", "chitchat": "casual dialogue", "humaneval": "Python source code",
+         "gsm8k": "math word problems", "shakespeare": "verse drama (near domain)",
+         "hh_rlhf": "assistant dialogue", "mmlu": "exam questions, 57 subjects", "arc": "science exam questions"}
 MAX_DOC_CHARS = 1000
 
 

@@ -87,14 +87,9 @@ def load_nanochat(checkout: str, work: Path):
     if not (base / "base_checkpoints" / RUN).is_dir():
         raise SystemExit(f"{work}: no nanochat base checkpoints in {base}; give a quality.py --work directory "
                          "whose nanochat side has trained")
-    os.environ["NANOCHAT_BASE_DIR"] = str(base)
-    os.environ["NANOCHAT_DTYPE"] = "float32"
-    sys.path.insert(0, checkout)
-    from nanochat.checkpoint_manager import load_model
+    from benchmarks.quality import NanochatTokenizerAdapter, load_nanochat_model
 
-    from benchmarks.quality import NanochatTokenizerAdapter
-
-    model, tok, _ = load_model("base", torch.device("cpu"), phase="eval", model_tag=RUN)
+    model, tok, _ = load_nanochat_model(checkout, base)
     return model, NanochatTokenizerAdapter(tok), (lambda d: tok.encode(d)), (lambda t: tok.decode([t]))
 
 

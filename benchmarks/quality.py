@@ -306,20 +306,26 @@ def train_nanochat(args, work: Path) -> SideResult:
     dt = {int(m[1]): float(m[2]) / 1000 for m in re.finditer(r"step (\d+)/\d+ .*?\| dt: ([0-9.]+)ms", out)}
     res.train_s, res.first_step_s = sum(dt.values()), dt.get(0, 0.0)
     res.curve_s = [sum(t for k, t in dt.items() if 0 < k < step) for step, _ in res.curve]
-    os.environ["NANOCHAT_BASE_DIR"] = str(base)  # read by nanochat.common.get_base_dir at call time
-    os.environ["NANOCHAT_DTYPE"] = "float32"  # score in fp32 (its default on a GPU is bf16 everywhere)
-    sys.path.insert(0, args.nanochat)
-    from nanochat.checkpoint_manager import load_model
-
-    model, tok, _ = load_model("base", torch.device("cpu"), phase="eval", model_tag="quality")
+    model, tok, _ = load_nanochat_model(args.nanochat, base)
     res.params = sum(p.numel() for p in model.parameters())
     res.flops_per_token = float(model.estimate_flops())
     steps = sorted(int(p.stem.split("_")[1]) for p in ckpt_dir.glob("model_*.pt"))
-    snapshots = {s: (lambda s=s: load_model("base", torch.device("cpu"), phase="eval", model_tag="quality",
-                                            step=s)[0])
+    snapshots = {s: (lambda s=s: load_nanochat_model(args.nanochat, base, step=s)[0])
                  for s in steps if s != args.steps and args.curve_every and s % args.curve_every == 0}
     score_side(res, model, NanochatTokenizerAdapter(tok), snapshots, args)
     return res
+
+
+def load_nanochat_model(checkout: str, base: Path, step: int | None = None):
+    """nanochat's (model, tokenizer, meta) from a run's NANOCHAT_BASE_DIR, in fp32 on the CPU (the last
+    checkpoint, or `step`'s)."""
+    os.environ["NANOCHAT_BASE_DIR"] = str(base)  # read by nanochat.common.get_base_dir at call time
+    os.environ["NANOCHAT_DTYPE"] = "float32"  # score in fp32 (its default on a GPU is bf16 everywhere)
+    if checkout not in sys.path:
+        sys.path.insert(0, checkout)
+    from nanochat.checkpoint_manager import load_model
+
+    return load_model("base", torch.device("cpu"), phase="eval", model_tag="quality", step=step)
 
 
 def run_nanochat_side(args, base: Path, work: Path) -> str:
